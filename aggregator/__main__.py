@@ -1,0 +1,70 @@
+"""``python -m aggregator``: parse the Config, run the server, drain on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from aggregator.config import Config, ConfigError, load_config
+from aggregator.service import serve
+from aggregator.store import StoreMismatch
+
+LOGGER = logging.getLogger("aggregator")
+
+
+async def _run(config: Config) -> None:
+    shutdown = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    if shutdown.is_set():
+                        LOGGER.warning("second %s: stopping now", signal.Signals(signum).name)
+                        nursery.cancel_scope.cancel()
+                        return
+                    LOGGER.info(
+                        "%s: finishing accepted requests, then stopping (up to %s s)",
+                        signal.Signals(signum).name,
+                        config.shutdown_grace_seconds,
+                    )
+                    shutdown.set()
+
+            nursery.start_soon(watch_signals)
+            await serve(config, shutdown=shutdown)
+            nursery.cancel_scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        config = load_config(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        sys.stderr.write(f"aggregator: error: {exc}\n")
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        trio.run(_run, config)
+    except BaseException as exc:
+        problem = _start_up_problem(exc)
+        if problem is None:
+            raise
+        sys.stderr.write(f"aggregator: error: {problem}\n")
+        raise SystemExit(1) from None
+
+
+def _start_up_problem(exc: BaseException) -> BaseException | None:
+    """The one error a user can act on (a foreign store, a taken port, an unwritable data dir),
+    unwrapped from trio's exception groups; None for anything else, which keeps its traceback."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, StoreMismatch | OSError) else None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The HTTP front (quart-trio): routes only. No SQL, no validation of events.
+
+A publish is read within the body limit, handed to the workers through the bounded ingest
+channel (full ⇒ 429), and answered with whatever the pipeline replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from aggregator.messages import Accepted, PublishOutcome, Submission, Unavailable
+from aggregator.readers import ReaderPool
+from aggregator.store import StoreUnavailable
+from aggregator.wire import Detail, EventOut, PublishResult, Rejection, Stats
+from aggregator.writer import WriterMonitor
+
+LOGGER = logging.getLogger(__name__)
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Front:
+    """What the routes need: the ingest channel's send end, the readers, the writer's health."""
+
+    ingest: trio.MemorySendChannel[Submission]
+    readers: ReaderPool
+    writer: WriterMonitor
+    max_body_bytes: int
+    queue_size: int
+    started: float  # time.monotonic() at start-up
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        msgspec.json.encode(body), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def reject(rejection: Rejection) -> Response:
+    headers = None
+    if rejection.retry_after is not None:
+        headers = {"Retry-After": str(rejection.retry_after)}
+    return json_response(rejection.body, rejection.status, headers)
+
+
+def unavailable(reason: str) -> Response:
+    return reject(
+        Rejection(
+            503,
+            "unavailable",
+            f"the store cannot take writes now: {reason}; "
+            "nothing of the request was stored, resend it later",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+    )
+
+
+def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= MAX_CURSOR:
+        raise Rejection(
+            422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
+        )
+    return value
+
+
+def _next_link(topic: str | None, after: int, limit: int) -> str:
+    query = {"topic": topic} if topic is not None else {}
+    query |= {"after": str(after), "limit": str(limit)}
+    return f'</events?{urlencode(query)}>; rel="next"'
+
+
+def create_app(front: Front) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = front.max_body_bytes
+
+    @app.post("/publish")
+    async def publish() -> Response:
+        body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        submission = Submission(
+            body,
+            request.headers.get("Content-Type"),
+            request.headers.get("Content-Encoding"),
+            reply_send,
+        )
+        try:
+            front.ingest.send_nowait(submission)
+        except trio.WouldBlock:
+            return reject(
+                Rejection(
+                    429,
+                    "overloaded",
+                    f"the ingest queue is full ({front.queue_size} requests "
+                    "waiting, AGGREGATOR_QUEUE_SIZE); nothing was stored, resend after "
+                    f"{RETRY_AFTER_SECONDS} s",
+                    retry_after=RETRY_AFTER_SECONDS,
+                )
+            )
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return unavailable("the server is shutting down")
+        async with reply_recv:
+            outcome = await reply_recv.receive()
+        if isinstance(outcome, Accepted):
+            return json_response(
+                PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
+            )
+        if isinstance(outcome, Unavailable):
+            return unavailable(outcome.reason)
+        return reject(outcome)
+
+    @app.get("/events")
+    async def events() -> Response:
+        topic = request.args.get("topic")
+        limit = min(
+            _int_arg(
+                "limit",
+                DEFAULT_PAGE,
+                1,
+                "must be an integer of at least 1 "
+                f"(values above {MAX_PAGE} are treated as {MAX_PAGE})",
+            ),
+            MAX_PAGE,
+        )
+        after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
+        offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
+        rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
+        page = [
+            EventOut(
+                row.topic,
+                row.event_id,
+                row.timestamp,
+                row.source,
+                msgspec.Raw(row.payload.encode()),
+                row.seq,
+                row.received_at,
+            )
+            for row in rows[:limit]
+        ]
+        headers = None
+        if len(rows) > limit:
+            headers = {"Link": _next_link(topic, page[-1].seq, limit)}
+        return json_response(page, headers=headers)
+
+    @app.get("/stats")
+    async def stats() -> Response:
+        counters = await front.readers.run(lambda r: r.counters())
+        return json_response(
+            Stats(
+                counters.received,
+                counters.unique_processed,
+                counters.duplicate_dropped,
+                counters.topics,
+                round(time.monotonic() - front.started, 3),
+            )
+        )
+
+    @app.get("/health")
+    async def health() -> Response:
+        writer = front.writer.statistics()
+        reason = None
+        if not writer.running:
+            reason = "the writer is not running"
+        elif writer.last_error is not None:
+            reason = f"the last transaction failed: {writer.last_error}"
+        else:
+            try:
+                await front.readers.run(lambda r: r.ping())
+            except StoreUnavailable as exc:
+                reason = f"the store does not answer reads: {exc}"
+        if reason is not None:
+            return json_response(
+                {"status": "unavailable", "reason": reason},
+                503,
+                {"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return json_response({"status": "ok"})
+
+    @app.errorhandler(Rejection)
+    async def rejected(rejection: Rejection) -> Response:
+        return reject(rejection)
+
+    @app.errorhandler(StoreUnavailable)
+    async def store_unavailable(exc: StoreUnavailable) -> Response:
+        return reject(
+            Rejection(
+                503,
+                "unavailable",
+                f"the store does not answer: {exc}",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        )
+
+    @app.errorhandler(RequestEntityTooLarge)
+    async def too_large(exc: RequestEntityTooLarge) -> Response:
+        return reject(
+            Rejection(
+                413,
+                "too_large",
+                f"the body is over {front.max_body_bytes} "
+                "bytes, the limit (AGGREGATOR_MAX_BODY_BYTES)",
+            )
+        )
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        kind = (exc.name or "error").lower().replace(" ", "_")
+        message = f"{request.method} {request.path}: {exc.description}"
+        return json_response({"error": kind, "message": message}, exc.code or 500)
+
+    return app

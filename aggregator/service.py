@@ -1,0 +1,106 @@
+"""Wires the nursery: store, writer, workers, HTTP front. ``serve`` is the whole server."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from aggregator.config import Config
+from aggregator.http import Front, create_app
+from aggregator.messages import Limits, Submission, WriteRequest
+from aggregator.readers import ReaderPool, open_reader_pool
+from aggregator.store import WriteStore, open_reader, open_store
+from aggregator.workers import run_worker
+from aggregator.writer import WriterMonitor, run_writer
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What ``serve`` reports once it accepts connections."""
+
+    url: str
+    port: int
+    writer: WriterMonitor
+
+
+def _hypercorn_config(config: Config) -> hypercorn.config.Config:
+    hc = hypercorn.config.Config()
+    hc.bind = [f"{config.host}:{config.port}"]
+    hc.graceful_timeout = config.shutdown_grace_seconds
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
+    return hc
+
+
+async def _serve_http(
+    front: Front, config: Config, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
+    # The front owns the ingest channel's send end: when hypercorn has finished the requests in
+    # flight, closing it lets the workers drain and then the writer.
+    async with front.ingest:
+        await hypercorn.trio.serve(
+            create_app(front),
+            _hypercorn_config(config),
+            shutdown_trigger=shutdown.wait,
+            task_status=task_status,
+        )
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the aggregator until ``shutdown`` is set, then drain: every accepted request is
+    committed and answered, the store is closed, and ``serve`` returns."""
+    shutdown = trio.Event() if shutdown is None else shutdown
+    store: WriteStore = await trio.to_thread.run_sync(open_store, config)
+    try:
+        async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
+            await _run_pipeline(config, store, readers, shutdown, task_status)
+    finally:
+        store.close()
+    LOGGER.info("stopped; the store is closed")
+
+
+async def _run_pipeline(
+    config: Config,
+    store: WriteStore,
+    readers: ReaderPool,
+    shutdown: trio.Event,
+    task_status: trio.TaskStatus[Running],
+) -> None:
+    monitor = WriterMonitor()
+    limits = Limits(config.max_body_bytes, config.max_batch_events, config.max_payload_bytes)
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
+    # Room for every worker's request: all of them can wait for the next group commit.
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(run_writer, write_recv, store, monitor, max_txn_events=config.max_txn_events)
+        )
+        async with write_send, ingest_recv:
+            for _ in range(config.workers):
+                await nursery.start(run_worker, ingest_recv.clone(), write_send.clone(), limits)
+        front = Front(
+            ingest_send,
+            readers,
+            monitor,
+            config.max_body_bytes,
+            config.queue_size,
+            time.monotonic(),
+        )
+        binds = await nursery.start(_serve_http, front, config, shutdown)
+        url = binds[0]
+        port = int(url.rsplit(":", 1)[1])
+        LOGGER.info("listening on %s (store %s)", url, config.database_path)
+        task_status.started(Running(url, port, monitor))

@@ -1,0 +1,42 @@
+"""Where events live. ``open_store`` and ``open_reader`` pick the backend from the Config."""
+
+from __future__ import annotations
+
+from aggregator.config import Config
+from aggregator.store.base import (
+    CommitResult,
+    Counters,
+    ReadStore,
+    StoreBroken,
+    StoreMismatch,
+    StoreUnavailable,
+    TopicCounts,
+    WriteStore,
+)
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+
+__all__ = [
+    "CommitResult",
+    "Counters",
+    "ReadStore",
+    "StoreBroken",
+    "StoreMismatch",
+    "StoreUnavailable",
+    "TopicCounts",
+    "WriteStore",
+    "open_reader",
+    "open_store",
+]
+
+
+def open_store(config: Config) -> WriteStore:
+    """The write side; creates the data directory and migrates the schema. Blocking."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteStore(
+        config.database_path, synchronous=config.synchronous, cache_mib=config.cache_mib
+    )
+
+
+def open_reader(config: Config) -> ReadStore:
+    """One read connection; open the store first, so the schema exists. Blocking."""
+    return SQLiteReader(config.database_path)

@@ -1,0 +1,73 @@
+"""The store's narrow interface: commit batches and say what was new; read by cursor; counters.
+
+Implementations are synchronous (no trio): the writer actor calls ``commit`` on its one thread,
+readers call the read methods on worker threads, one connection each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol
+
+from aggregator.messages import EventRecord, StoredEvent
+
+
+class StoreUnavailable(Exception):
+    """The store cannot take writes (or answer reads) now; nothing was changed. Retry later."""
+
+
+class StoreBroken(Exception):
+    """The connection is unusable (e.g. a failed rollback): the writer must not go on with it."""
+
+
+class StoreMismatch(Exception):
+    """The database at start-up is not one this aggregator can use; it was left untouched."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What one transaction did: per request (stored, duplicates), and the rows it stored."""
+
+    counts: list[tuple[int, int]]
+    stored: list[StoredEvent]
+
+
+class Counters(NamedTuple):
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    topics: list[str]
+
+
+class TopicCounts(NamedTuple):
+    topic: str
+    stored: int
+    duplicates: int
+    last_seq: int
+
+
+class WriteStore(Protocol):
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        """Commit every batch in one transaction: all or nothing.
+
+        Within and across batches the first copy of a ``(topic, event_id)`` wins. Raises
+        ``StoreUnavailable`` after rolling back, ``StoreBroken`` if it cannot roll back.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+class ReadStore(Protocol):
+    def events(
+        self, topic: str | None, after: int, limit: int, offset: int
+    ) -> list[StoredEvent]: ...
+
+    def counters(self) -> Counters: ...
+
+    def topics(self) -> list[TopicCounts]: ...
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

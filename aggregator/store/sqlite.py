@@ -1,0 +1,250 @@
+"""The embedded store: SQLite in WAL mode, one write connection, read-only reader connections.
+
+Synchronous code only: the writer actor runs ``SQLiteStore.commit`` on its one thread; each
+``SQLiteReader`` is used by one thread at a time (the reader pool sees to that).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aggregator.messages import EventRecord, StoredEvent
+from aggregator.store.base import (
+    CommitResult,
+    Counters,
+    StoreBroken,
+    StoreMismatch,
+    StoreUnavailable,
+    TopicCounts,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+# MIGRATIONS[i] takes the schema from user_version i to i + 1, in one transaction.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,           -- commit order; the rowid, so inserts append
+            topic TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            timestamp TEXT NOT NULL,
+            source TEXT NOT NULL,
+            payload TEXT NOT NULL,             -- the JSON text as received
+            received_at TEXT NOT NULL,
+            UNIQUE (topic, event_id)           -- decides what is a duplicate
+        )""",
+        "CREATE INDEX events_by_topic ON events (topic, seq)",
+        """CREATE TABLE counters (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            received INTEGER NOT NULL,
+            unique_processed INTEGER NOT NULL,
+            duplicate_dropped INTEGER NOT NULL
+        )""",
+        "INSERT INTO counters VALUES (1, 0, 0, 0)",
+        """CREATE TABLE topics (
+            topic TEXT PRIMARY KEY,
+            stored INTEGER NOT NULL,
+            duplicates INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+INSERT_EVENT = """INSERT INTO events (topic, event_id, timestamp, source, payload, received_at)
+    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, event_id) DO NOTHING"""
+ADD_COUNTERS = """UPDATE counters SET received = received + ?,
+    unique_processed = unique_processed + ?, duplicate_dropped = duplicate_dropped + ?"""
+ADD_TOPIC = """INSERT INTO topics (topic, stored, duplicates, last_seq) VALUES (?, ?, ?, ?)
+    ON CONFLICT (topic) DO UPDATE SET stored = stored + excluded.stored,
+    duplicates = duplicates + excluded.duplicates, last_seq = max(last_seq, excluded.last_seq)"""
+EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
+# Pages of WAL before an automatic checkpoint: fewer, larger checkpoints for random keys.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def describe(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(describe(exc)) from exc
+
+
+def _check(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version; refuses a newer schema or another program's database."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreMismatch(
+            f"{path} has schema version {version}, newer than this aggregator's "
+            f"{SCHEMA_VERSION}; upgrade the aggregator"
+        )
+    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+        raise StoreMismatch(
+            f"{path} is an SQLite database of another program (it has tables "
+            "but no aggregator schema); point --data-dir elsewhere"
+        )
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in MIGRATIONS[target - 1]:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {target}")
+        conn.execute("COMMIT")
+        LOGGER.info("migrated %s to schema version %d", path, target)
+
+
+class SQLiteStore:
+    """The only write connection. Opening it checks the file, migrates it and sets WAL."""
+
+    def __init__(self, path: Path, *, synchronous: str = "full", cache_mib: int = 256) -> None:
+        self.path = path
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            # Check before anything writes, so a foreign or corrupt file is left as it was.
+            version = _check(conn, path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute("PRAGMA busy_timeout = 5000")
+            _migrate(conn, path, version)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreMismatch(
+                f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        received_at = utc_now()
+        counts: list[tuple[int, int]] = []
+        stored: list[StoredEvent] = []
+        topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
+        cur = self._conn.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            for batch in batches:
+                before = len(stored)
+                for record in batch:
+                    cur.execute(INSERT_EVENT, (*record, received_at))
+                    tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])
+                    # The statement itself says whether the row is new: no separate SELECT.
+                    if cur.rowcount == 1:
+                        seq: int = cur.lastrowid  # type: ignore[assignment]
+                        stored.append(StoredEvent(seq, *record, received_at))
+                        tally[0] += 1
+                        tally[2] = seq
+                    else:
+                        tally[1] += 1
+                new = len(stored) - before
+                counts.append((new, len(batch) - new))
+            total = sum(len(batch) for batch in batches)
+            cur.execute(ADD_COUNTERS, (total, len(stored), total - len(stored)))
+            cur.executemany(ADD_TOPIC, [(t, *tally) for t, tally in topics.items()])
+            cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(exc)
+            raise StoreUnavailable(describe(exc)) from exc
+        return CommitResult(counts, stored)
+
+    def _rollback(self, cause: sqlite3.Error) -> None:
+        try:
+            if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. FULL)
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise StoreBroken(f"rollback after {describe(cause)} failed: {describe(exc)}") from exc
+
+    def execute(self, sql: str) -> None:
+        """Run one statement on the write connection (pragmas; used by tests to inject faults)."""
+        self._conn.execute(sql)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class SQLiteReader:
+    """A read-only connection. WAL readers see the last commit and never block the writer."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
+        with _reading():
+            return self._events(topic, after, limit, offset)
+
+    def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
+        if topic is None:
+            rows = self._conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ? OFFSET ?",
+                (after, limit, offset),
+            )
+        else:
+            rows = self._conn.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE topic = ? AND seq > ? "
+                "ORDER BY seq LIMIT ? OFFSET ?",
+                (topic, after, limit, offset),
+            )
+        return [StoredEvent(*row) for row in rows]
+
+    def counters(self) -> Counters:
+        with _reading():
+            return self._counters()
+
+    def _counters(self) -> Counters:
+        # One read transaction: the counters and the topic list come from the same snapshot.
+        self._conn.execute("BEGIN")
+        try:
+            received, unique, duplicates = self._conn.execute(
+                "SELECT received, unique_processed, duplicate_dropped FROM counters"
+            ).fetchone()
+            topics = [
+                t
+                for (t,) in self._conn.execute(
+                    "SELECT topic FROM topics WHERE stored > 0 ORDER BY topic"
+                )
+            ]
+        finally:
+            self._conn.execute("COMMIT")
+        return Counters(received, unique, duplicates, topics)
+
+    def topics(self) -> list[TopicCounts]:
+        with _reading():
+            return [
+                TopicCounts(*row)
+                for row in self._conn.execute(
+                    "SELECT topic, stored, duplicates, last_seq FROM topics ORDER BY topic"
+                )
+            ]
+
+    def ping(self) -> None:
+        with _reading():
+            self._conn.execute("SELECT 1 FROM counters").fetchone()
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,132 @@
+"""The writer actor: the single owner of the write connection, doing group commit.
+
+It takes the first waiting request, drains every other one already waiting (up to
+``max_txn_events``; one request is never split), commits them in one transaction on its own
+thread, and only then answers each request. Under load this is one fsync for many requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from aggregator.messages import Accepted, StoredEvent, Unavailable, WriteOutcome, WriteRequest
+from aggregator.store import StoreUnavailable, WriteStore
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStatistics:
+    transactions: int
+    failed_transactions: int
+    requests: int
+    events: int
+    stored: int
+    max_requests_per_transaction: int
+    running: bool
+    last_error: str | None  # set by a failed transaction, cleared by the next good one
+
+
+class WriterMonitor:
+    """The writer's counters, written only by the writer; anyone may read a snapshot."""
+
+    def __init__(self) -> None:
+        self._stats = WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
+
+    def statistics(self) -> WriterStatistics:
+        return self._stats
+
+    def update(self, **changes: Any) -> None:
+        self._stats = dataclasses.replace(self._stats, **changes)
+
+
+def _take_batch(
+    first: WriteRequest, inbox: trio.MemoryReceiveChannel[WriteRequest], max_events: int
+) -> tuple[list[WriteRequest], WriteRequest | None]:
+    """``first`` and what already waits, within ``max_events``; and the one that did not fit."""
+    batch, size = [first], len(first.events)
+    while size < max_events:
+        try:
+            nxt = inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return batch, None
+        if size + len(nxt.events) > max_events:
+            return batch, nxt
+        batch.append(nxt)
+        size += len(nxt.events)
+    return batch, None
+
+
+def _reply(request: WriteRequest, outcome: WriteOutcome) -> None:
+    # The requester may be gone (client disconnected); the commit stands regardless.
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        request.reply.send_nowait(outcome)
+
+
+async def run_writer(
+    inbox: trio.MemoryReceiveChannel[WriteRequest],
+    store: WriteStore,
+    monitor: WriterMonitor,
+    *,
+    max_txn_events: int,
+    on_commit: Callable[[list[StoredEvent]], None] | None = None,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Commit what arrives on ``inbox`` until it closes and is empty.
+
+    ``on_commit`` is called with the rows each transaction stored, after COMMIT and before the
+    replies; it must not block (the hub fans out from there).
+    """
+    async with inbox:
+        monitor.update(running=True)
+        task_status.started()
+        pending: WriteRequest | None = None
+        try:
+            while True:
+                if pending is None:
+                    try:
+                        pending = await inbox.receive()
+                    except trio.EndOfChannel:
+                        return
+                batch, pending = _take_batch(pending, inbox, max_txn_events)
+                await _commit(batch, store, monitor, on_commit)
+        finally:
+            monitor.update(running=False)
+
+
+async def _commit(
+    batch: list[WriteRequest],
+    store: WriteStore,
+    monitor: WriterMonitor,
+    on_commit: Callable[[list[StoredEvent]], None] | None,
+) -> None:
+    stats = monitor.statistics()
+    events = sum(len(r.events) for r in batch)
+    try:
+        # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
+        result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
+    except StoreUnavailable as exc:
+        LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
+        monitor.update(failed_transactions=stats.failed_transactions + 1, last_error=str(exc))
+        for request in batch:
+            _reply(request, Unavailable(str(exc)))
+        return
+    monitor.update(
+        transactions=stats.transactions + 1,
+        requests=stats.requests + len(batch),
+        events=stats.events + events,
+        stored=stats.stored + len(result.stored),
+        max_requests_per_transaction=max(stats.max_requests_per_transaction, len(batch)),
+        last_error=None,
+    )
+    if on_commit is not None and result.stored:
+        on_commit(result.stored)
+    for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
+        _reply(request, Accepted(stored + duplicates, stored, duplicates))

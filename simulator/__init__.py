@@ -1,0 +1,1 @@
+"""The at-least-once publisher and load driver."""
