@@ -41,9 +41,6 @@ class Config:
     host: str = _setting("127.0.0.1", "interface to listen on")
     port: int = _setting(8080, "TCP port; 0 picks a free one (logged)", minimum=0)
     data_dir: Path = _setting(Path("data"), "directory of the SQLite store (created if missing)")  # noqa: RUF009 (immutable)
-    database_url: str = _setting(
-        "", "postgresql://… to use a shared PostgreSQL store instead of SQLite"
-    )
     workers: int = _setting(
         32, "worker tasks; bounds publish requests being validated or committed at once", minimum=1
     )
@@ -148,9 +145,4 @@ def load_config(
         elif env in environ:
             values[field.name] = _convert(field, environ[env], env)
     config = Config(**values)
-    if config.database_url and not config.database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(
-            f"{Config.env_name('database_url')} must start with postgresql:// "
-            f"(leave it empty for the embedded SQLite store)"
-        )
     return config

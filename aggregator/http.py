@@ -89,6 +89,35 @@ def _next_link(topic: str | None, after: int, limit: int) -> str:
     return f'</events?{urlencode(query)}>; rel="next"'
 
 
+class RequestTracker:
+    """ASGI wrapper that counts HTTP requests in progress, so that shutdown waits for exactly
+    those: a request counts until its response has been handed to the socket."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._active = 0
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        if self._active == 0:
+            self._idle = trio.Event()
+        self._active += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        while self._active:
+            await self._idle.wait()
+
+
 def create_app(front: Front) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = front.max_body_bytes

@@ -12,7 +12,7 @@ import hypercorn.trio
 import trio
 
 from aggregator.config import Config
-from aggregator.http import Front, create_app
+from aggregator.http import Front, RequestTracker, create_app
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.readers import ReaderPool, open_reader_pool
 from aggregator.store import WriteStore, open_reader, open_store
@@ -43,15 +43,22 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
 async def _serve_http(
     front: Front, config: Config, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[str]]
 ) -> None:
-    # The front owns the ingest channel's send end: when hypercorn has finished the requests in
-    # flight, closing it lets the workers drain and then the writer.
-    async with front.ingest:
-        await hypercorn.trio.serve(
-            create_app(front),
-            _hypercorn_config(config),
-            shutdown_trigger=shutdown.wait,
-            task_status=task_status,
+    # The front owns the ingest channel's send end: when the requests in flight are answered,
+    # closing it lets the workers drain, and then the writer.
+    app = RequestTracker(create_app(front))
+    async with front.ingest, trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(
+                hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
+            )
         )
+        task_status.started(binds)
+        await shutdown.wait()  # hypercorn closes its listeners now
+        # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
+        # once every request it accepted is answered, close them instead of waiting.
+        with trio.move_on_after(config.shutdown_grace_seconds):
+            await app.wait_idle()
+        nursery.cancel_scope.cancel()
 
 
 async def serve(

@@ -69,6 +69,7 @@ class ServerProcess:
             if match and not self.url:
                 self.url = match.group(1)
                 self._ready.set()
+        self.proc.stderr.close()
         self._ready.set()  # exited: wait_ready returns and reports it
 
     def wait_ready(self, timeout: float = 30) -> str:

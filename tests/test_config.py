@@ -1,0 +1,60 @@
+"""The one Config: defaults ← environment ← flags, and clear errors for bad values."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import Config, ConfigError, load_config
+
+
+def test_defaults() -> None:
+    config = load_config([], {})
+    assert config == Config()
+    assert (config.host, config.port, config.data_dir) == ("127.0.0.1", 8080, Path("data"))
+    assert config.workers >= 2 and config.synchronous == "full"
+    assert config.database_path == Path("data/aggregator.sqlite3")
+
+
+def test_environment_overrides_defaults_and_flags_override_environment() -> None:
+    env = {
+        "AGGREGATOR_PORT": "9000",
+        "AGGREGATOR_WORKERS": "3",
+        "AGGREGATOR_SYNCHRONOUS": "NORMAL",
+        "AGGREGATOR_SHUTDOWN_GRACE_SECONDS": "2.5",
+        "AGGREGATOR_DATA_DIR": "/tmp/x",
+    }
+    config = load_config(["--port", "9100"], env)
+    assert config.port == 9100
+    assert config.workers == 3
+    assert config.synchronous == "normal"
+    assert config.shutdown_grace_seconds == 2.5
+    assert config.data_dir == Path("/tmp/x")
+
+
+def test_every_setting_has_a_flag_and_an_environment_variable() -> None:
+    for field in dataclasses.fields(Config):
+        value = str(field.default)
+        flag = load_config([Config.flag_name(field.name), value], {})
+        env = load_config([], {Config.env_name(field.name): value})
+        assert getattr(flag, field.name) == getattr(env, field.name) == field.default
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--port", "x"], {}, "--port='x' is not an integer"),
+        (["--port", "70000"], {}, "at most 65535"),
+        ([], {"AGGREGATOR_WORKERS": "0"}, "AGGREGATOR_WORKERS='0' must be at least 1"),
+        ([], {"AGGREGATOR_MAX_BODY_BYTES": "-5"}, "must be at least 1"),
+        ([], {"AGGREGATOR_SHUTDOWN_GRACE_SECONDS": "soon"}, "is not a number"),
+        ([], {"AGGREGATOR_LOG_LEVEL": "loud"}, "one of: debug, info, warning, error"),
+    ],
+)
+def test_bad_values_name_the_setting_and_the_rule(
+    argv: list[str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(argv, env)
