@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import ssl
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import httpx
 import trio
@@ -23,10 +25,14 @@ from simulator.verify import Expectation, fetch_stats, verify
 LOGGER = logging.getLogger("simulator")
 
 
-def _http_factory(options: Options) -> httpx.AsyncClient:
+def _http_factory(
+    options: Options, tls: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=options.url,
+        transport=transport,
         timeout=options.timeout,
+        verify=tls,  # one context for all clients: building one costs ~20 ms
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
     )
 
@@ -43,14 +49,26 @@ def expectation(result: RunResult) -> Expectation:
     )
 
 
-async def run(options: Options, seed: int, out: Console, err: Console) -> int:
-    """One simulator run; the exit code."""
+async def run(
+    options: Options,
+    seed: int,
+    out: Console,
+    err: Console,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> int:
+    """One simulator run; the exit code. ``transport`` replaces the network (tests)."""
     generator = Generator.from_options(options, seed)
+    tls = ssl.create_default_context()
     policy = RetryPolicy(options.retries, options.backoff, options.backoff_max)
     load = Load(
-        generator, policy, lambda: _http_factory(options), options.duration, options.rate, seed
+        generator,
+        policy,
+        partial(_http_factory, options, tls, transport),
+        options.duration,
+        options.rate,
+        seed,
     )
-    async with httpx.AsyncClient(base_url=options.url, timeout=options.timeout) as control:
+    async with _http_factory(options, tls, transport) as control:
         try:
             before = await fetch_stats(control) if options.verify else None
         except httpx.HTTPError as exc:

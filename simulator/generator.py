@@ -187,18 +187,15 @@ class Generator:
         options: list[tuple[str, range | list[int]]] = []
         if so_far:
             options.append(("in_batch", so_far))
-        others = [self._batch_keys(j) for j in range(max(index - self.clients + 1, 0), index)]
-        if others := [keys for keys in others if keys]:
-            options.append(("cross_client", rng.choice(others)))
-        own = [
-            self._batch_keys(j)
-            for j in range(
-                index - self.clients, index - self.clients * EARLIER_BATCHES - 1, -self.clients
-            )
-            if j >= 0
-        ]
-        if own := [keys for keys in own if keys]:
-            options.append(("earlier", rng.choice(own)))
+        if index and self.clients > 1:  # one of the previous C − 1 batches: another client's
+            other = self._batch_keys(rng.randrange(max(index - self.clients + 1, 0), index))
+            if other:
+                options.append(("cross_client", other))
+        if index >= self.clients:  # one of this client's own earlier batches
+            back = rng.randrange(1, min(EARLIER_BATCHES, index // self.clients) + 1)
+            own = self._batch_keys(index - back * self.clients)
+            if own:
+                options.append(("earlier", own))
         if not options:  # e.g. one client, the batch so far all re-sends: any earlier key
             return "earlier", rng.randrange(self.keys_before(index * self.batch_size))
         kind, pool = rng.choice(options)
