@@ -9,20 +9,30 @@ import secrets
 import ssl
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from functools import partial
 
 import httpx
 import trio
 from rich.console import Console
 
-from simulator.client import RetryPolicy
+from simulator.client import Poster, RetryPolicy
 from simulator.config import Options, OptionsError, load_options
 from simulator.generator import Generator
+from simulator.rawhttp import RawClient
 from simulator.report import render, serve_progress, summary
 from simulator.runner import Load, RunResult, Tally, run_load
 from simulator.verify import Expectation, fetch_stats, verify
 
 LOGGER = logging.getLogger("simulator")
+
+
+def _poster(
+    options: Options, tls: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None
+) -> AbstractAsyncContextManager[Poster]:
+    if options.http == "raw" and transport is None:
+        return RawClient(options.url, options.timeout)
+    return _http_factory(options, tls, transport)
 
 
 def _http_factory(
@@ -63,7 +73,7 @@ async def run(
     load = Load(
         generator,
         policy,
-        partial(_http_factory, options, tls, transport),
+        partial(_poster, options, tls, transport),
         options.duration,
         options.rate,
         seed,

@@ -17,7 +17,9 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 import msgspec
@@ -27,6 +29,17 @@ from simulator.generator import Batch
 
 LOGGER = logging.getLogger(__name__)
 NOT_STORED = (429, 503)
+
+
+class Poster(Protocol):
+    """What the publisher needs of an HTTP client: ``httpx.AsyncClient`` or ``RawClient``."""
+
+    async def post(
+        self, url: str, *, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response: ...
+
+
+PosterFactory = Callable[[], AbstractAsyncContextManager[Poster]]
 
 
 class Ack(msgspec.Struct):
@@ -88,7 +101,7 @@ class Publisher:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: Poster,
         policy: RetryPolicy,
         *,
         content_type: str = "application/json",

@@ -15,6 +15,7 @@ from typing import Any
 ENV_PREFIX = "SIMULATOR_"
 ID_STYLES = ("uuid4", "uuid7", "seq")
 FORMATS = ("json", "ndjson")
+HTTP_CLIENTS = ("httpx", "raw")
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
 
@@ -56,6 +57,11 @@ class Options:
     format: str = _option("json", "request body format", choices=FORMATS)
     gzip: bool = _option(False, "gzip request bodies (Content-Encoding: gzip)")
     seed: int = _option(-1, "seed: same seed and options ⇒ same events; -1: a random seed")
+    http: str = _option(
+        "httpx",
+        "HTTP client: httpx, or raw (a lean HTTP/1.1 client for load)",
+        choices=HTTP_CLIENTS,
+    )
     timeout: float = _option(10.0, "seconds before a request counts as timed out", minimum=0.001)
     retries: int = _option(8, "re-sends of a failed request before it is abandoned", minimum=0)
     backoff: float = _option(0.05, "first retry delay in seconds (doubles, with jitter)", minimum=0)
@@ -109,6 +115,8 @@ def _check(options: Options) -> Options:
         raise OptionsError(f"--dup-ratio is {options.dup_ratio}; it must be below 1")
     if options.events == 0 and options.duration == 0:
         raise OptionsError("--events 0 needs a --duration: the run must be bounded")
+    if options.http == "raw" and not options.url.startswith("http://"):
+        raise OptionsError(f"--http raw speaks plain http:// only; --url is {options.url!r}")
     if options.preset and options.preset not in PRESETS:
         raise OptionsError(f"--preset {options.preset!r}: choose one of {', '.join(PRESETS)}")
     return options

@@ -13,10 +13,9 @@ import random
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import httpx
 import trio
 
-from simulator.client import Delivery, Publisher, RetryPolicy
+from simulator.client import Delivery, PosterFactory, Publisher, RetryPolicy
 from simulator.generator import KINDS, Batch, Generator, distinct_keys
 
 LOGGER = logging.getLogger(__name__)
@@ -93,7 +92,7 @@ class Pacer:
 class Load:
     generator: Generator
     policy: RetryPolicy
-    make_http: Callable[[], httpx.AsyncClient]  # one client (and connection) per simulated client
+    make_http: PosterFactory  # one HTTP client (and connection) per simulated client
     duration: float = 0.0
     rate: float = 0.0
     seed: int = 0
