@@ -5,7 +5,7 @@ never sees them)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,19 +32,29 @@ class FakeAggregator:
     unhealthy: str | None = None  # /health is 503 with this reason
     requests: list[str] = field(default_factory=list)
 
-    def publish(self, topic: str, count: int, duplicates: int = 0) -> None:
+    def publish(
+        self,
+        topic: str,
+        count: int,
+        duplicates: int = 0,
+        *,
+        source: str = "fake",
+        payload: Callable[[int], dict[str, Any]] = lambda seq: {"n": seq},
+    ) -> None:
         """Store ``count`` new events on ``topic`` and count ``duplicates`` dropped copies."""
         for _ in range(count):
             seq = len(self.events) + 1
+            minutes, seconds = divmod(seq // 4, 60)
+            received_at = f"2026-11-21T10:{minutes % 60:02d}:{seconds:02d}.{seq % 4}50000Z"
             self.events.append(
                 {
                     "topic": topic,
                     "event_id": f"{topic}-{seq}",
                     "timestamp": "2026-11-21T10:00:00Z",
-                    "source": "fake",
-                    "payload": {"n": seq},
+                    "source": source,
+                    "payload": payload(seq),
                     "seq": seq,
-                    "received_at": f"2026-11-21T10:00:{seq % 60:02d}.250000Z",
+                    "received_at": received_at,
                 }
             )
         self.received += count + duplicates

@@ -18,6 +18,7 @@ STYLES = {
 
 
 class ConnectionStatus(Static):
+    text = ""  # the line as plain text, for tests
     DEFAULT_CSS = """
     ConnectionStatus { height: 1; padding: 0 1; background: $boost; }
     """
@@ -36,4 +37,5 @@ class ConnectionStatus(Static):
             text.append(f"  {connection.detail}", style)
         if connection.retry_in is not None:
             text.append(f"  retrying in {connection.retry_in:.0f}s", "dim")
+        self.text = text.plain
         self.update(text)
