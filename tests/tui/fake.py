@@ -40,6 +40,7 @@ class FakeAggregator:
         *,
         source: str = "fake",
         payload: Callable[[int], dict[str, Any]] = lambda seq: {"n": seq},
+        event_id: Callable[[str, int], str] = lambda topic, seq: f"{topic}-{seq}",
     ) -> None:
         """Store ``count`` new events on ``topic`` and count ``duplicates`` dropped copies."""
         for _ in range(count):
@@ -49,7 +50,7 @@ class FakeAggregator:
             self.events.append(
                 {
                     "topic": topic,
-                    "event_id": f"{topic}-{seq}",
+                    "event_id": event_id(topic, seq),
                     "timestamp": "2026-11-21T10:00:00Z",
                     "source": source,
                     "payload": payload(seq),

@@ -91,12 +91,19 @@ def test_tail_starts_at_the_newest_page_then_follows_the_cursor() -> None:
             update = await tail.poll(lambda topic: 33)
             assert [e.seq for e in update.events] == [31, 32, 33]
             assert not update.reset
-            fake.publish("a", 15)  # more than a page: the next poll jumps to the newest
-            behind = await tail.poll(lambda topic: 48)
-            assert len(behind.events) == 10 and tail.cursor is None
-            jumped = await tail.poll(lambda topic: 48)
-            assert jumped.reset
-            assert [e.seq for e in jumped.events] == list(range(39, 49))
+            fake.publish("a", 15)  # more than a page: skip straight to the newest page
+            skipped = await tail.poll(lambda topic: 48)
+            assert [e.seq for e in skipped.events] == list(range(39, 49))
+            fake.publish("a", 30)  # the count lags behind the store: follow, then catch up
+            lagging = await tail.poll(lambda topic: 58)
+            assert [e.seq for e in lagging.events] == list(range(49, 59))
+            caught_up = await tail.poll(lambda topic: 78)
+            assert [e.seq for e in caught_up.events] == list(range(69, 79))
+            fake.events.clear()  # a new, empty store behind the same URL
+            fake.publish("a", 2)
+            again = await tail.poll(lambda topic: 2)
+            assert again.reset
+            assert [e.seq for e in again.events] == [1, 2]
 
     run(scenario())
 

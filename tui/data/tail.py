@@ -38,19 +38,21 @@ class TailSource(Protocol):
 
 
 class PollingTail:
-    """Follows ``GET /events`` with the ``after`` cursor, one request per ``poll``.
+    """Follows ``GET /events?after=<cursor>``, one request per ``poll``.
 
-    Without a cursor (at start, after ``select``, or when it fell more than a page behind) it
-    jumps to the newest ``size`` events with ``offset = count - size``, the count coming from
-    ``/stats`` or ``/topics``. When the count is unknown (a topic, and no ``/topics``) it follows
-    from the newest ``seq`` seen so far on any topic.
+    When the number of stored events is known (``/stats`` for all topics, ``/topics`` for one),
+    it also knows how many of them lie at or before the cursor, so it can skip straight to the
+    newest ``size`` with ``offset``: a busy server costs one page per interval, never a backlog,
+    and the first poll is the newest page. When the count is unknown (a topic, and no
+    ``/topics``) it follows page by page from the newest ``seq`` seen so far on any topic.
     """
 
     def __init__(self, client: AggregatorClient, size: int = 100) -> None:
         self.client = client
         self.size = size
         self._topic: str | None = None
-        self._cursor: int | None = None
+        self._cursor: int | None = None  # None: not started
+        self._before: int | None = None  # how many events of the topic have seq <= cursor
         self._newest_seen = 0
         self._reset = True
 
@@ -69,23 +71,23 @@ class PollingTail:
 
     async def poll(self, count: CountHint) -> TailUpdate:
         topic, reset = self._topic, self._reset
-        known = count(topic) if self._cursor is None else None
-        if self._cursor is not None:
-            page = await self.client.events(topic=topic, after=self._cursor, limit=self.size)
-        elif known is not None:
-            offset = max(0, known - self.size)
-            page = await self.client.events(topic=topic, offset=offset, limit=self.size)
+        known = count(topic)
+        if self._cursor is None or (
+            known is not None and self._before is not None and known < self._before
+        ):  # not started, or fewer events than before: a new store behind the same URL
+            self._cursor, self._before = (0, 0) if known is not None else (self._newest_seen, None)
             reset = True
-        else:
-            page = await self.client.events(topic=topic, after=self._newest_seen, limit=self.size)
-        if topic != self._topic:  # select() ran while the request was out: drop the answer
-            return TailUpdate([], False)
+        offset = 0
+        if known is not None and self._before is not None:
+            offset = max(0, known - self._before - self.size)
+        after = self._cursor
+        page = await self.client.events(topic=topic, after=after, offset=offset, limit=self.size)
+        if topic != self._topic or after != self._cursor:
+            return TailUpdate([], False)  # select() ran while the request was out
         self._reset = False
         if page.events:
             self._cursor = page.events[-1].seq
             self._newest_seen = max(self._newest_seen, self._cursor)
-        elif self._cursor is None and known is None:
-            self._cursor = self._newest_seen
-        if page.more and count(topic) is not None:
-            self._cursor = None  # more than a page behind: jump to the newest next time
+            if self._before is not None:
+                self._before += offset + len(page.events)
         return TailUpdate(page.events, reset)

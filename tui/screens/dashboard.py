@@ -20,8 +20,8 @@ class DashboardScreen(Screen[None]):
     DashboardScreen #numbers > Counters { width: 36; }
     DashboardScreen #numbers > RatePanel { width: 1fr; }
     DashboardScreen #panels { height: 1fr; }
-    DashboardScreen TopicsPanel { width: 2fr; min-width: 44; max-width: 64; }
-    DashboardScreen EventTail { width: 5fr; }
+    DashboardScreen TopicsPanel { width: 53; }
+    DashboardScreen EventTail { width: 1fr; }
     """
 
     def __init__(self, url: str, tail_size: int) -> None:

@@ -9,13 +9,14 @@ from tui.data.models import Event
 from tui.data.tail import TailUpdate
 from tui.widgets import numbers
 
-COLUMNS = ("seq", "received", "topic", "event_id", "source", "payload")
-PAYLOAD_WIDTH = 60
+# Column widths; the payload takes what is left, cut at PAYLOAD_WIDTH characters.
+COLUMNS = {"seq": 6, "received": 12, "topic": 16, "event_id": 14, "source": 15, "payload": None}
+PAYLOAD_WIDTH = 80
 
 
 class EventTail(DataTable[str | Text]):
     DEFAULT_CSS = """
-    EventTail { border: round $primary; height: 1fr; }
+    EventTail { border: round $primary; height: 1fr; overflow-x: hidden; }
     """
 
     def __init__(self, capacity: int = 100, *, id: str | None = None) -> None:
@@ -25,8 +26,8 @@ class EventTail(DataTable[str | Text]):
         self.paused = False
 
     def on_mount(self) -> None:
-        for column in COLUMNS:
-            self.add_column(column, key=column)
+        for column, width in COLUMNS.items():
+            self.add_column(column, width=width, key=column)
         self._title()
 
     @property
@@ -53,7 +54,7 @@ class EventTail(DataTable[str | Text]):
         for row in list(self.ordered_rows)[: max(0, surplus)]:
             self.remove_row(row.key)
         if update.events:
-            self.scroll_end(animate=False, immediate=False, x_axis=False)
+            self.call_after_refresh(self.scroll_end, animate=False, x_axis=False)
 
     @staticmethod
     def _cells(event: Event) -> tuple[str | Text, ...]:
@@ -63,9 +64,9 @@ class EventTail(DataTable[str | Text]):
         return (
             Text(str(event.seq), justify="right"),
             numbers.clock_time(event.received_at),
-            Text(event.topic, "bold"),
-            event.event_id,
-            event.source,
+            Text(event.topic, "bold", overflow="ellipsis", no_wrap=True),
+            Text(event.event_id, overflow="ellipsis", no_wrap=True),
+            Text(event.source, overflow="ellipsis", no_wrap=True),
             Text(payload, "dim"),
         )
 

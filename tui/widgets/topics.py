@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,6 +17,7 @@ from tui.data.models import TopicRow
 from tui.widgets import numbers
 
 COLUMNS = ("topic", "unique", "duplicates", "last_seq")
+WIDTHS = {"topic": 18, "unique": 8, "duplicates": 7, "last_seq": 8}
 HEADERS = {"topic": "topic", "unique": "unique", "duplicates": "dups", "last_seq": "last seq"}
 
 
@@ -33,7 +35,7 @@ class Order:
         return sorted(rows, key=self.key, reverse=self.reverse)
 
 
-class TopicTable(DataTable[str]):
+class TopicTable(DataTable[Text]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Tail topic")]
 
 
@@ -66,7 +68,7 @@ class TopicsPanel(Vertical):
         yield Input(placeholder="filter topics (enter or esc to leave)", id="topic-filter")
         table = TopicTable(cursor_type="row", zebra_stripes=True, id="topic-table")
         for column in COLUMNS:
-            table.add_column(HEADERS[column], key=column)
+            table.add_column(HEADERS[column], width=WIDTHS[column], key=column)
         yield table
 
     def on_mount(self) -> None:
@@ -144,10 +146,10 @@ class TopicsPanel(Vertical):
         table.clear()
         for row in shown:
             table.add_row(
-                row.topic,
-                numbers.count(row.unique),
-                numbers.count(row.duplicates),
-                numbers.count(row.last_seq),
+                Text(row.topic, overflow="ellipsis", no_wrap=True),
+                Text(numbers.count(row.unique), justify="right"),
+                Text(numbers.count(row.duplicates), justify="right"),
+                Text(numbers.count(row.last_seq), justify="right"),
                 key=row.topic,
             )
         if current is not None and current in {row.topic for row in shown}:
