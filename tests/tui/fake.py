@@ -30,6 +30,7 @@ class FakeAggregator:
     down: bool = False  # every request fails to connect
     error_status: int | None = None  # every request answers this status
     unhealthy: str | None = None  # /health is 503 with this reason
+    failing: set[str] = field(default_factory=set)  # these paths answer 500
     requests: list[str] = field(default_factory=list)
 
     def publish(
@@ -74,6 +75,8 @@ class FakeAggregator:
         self.requests.append(request.url.path)
         if self.down:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        if request.url.path in self.failing:
+            return httpx.Response(500, json={"error": "internal", "message": "boom"})
         if self.error_status is not None:
             body = {"error": "unavailable", "message": "the store does not answer"}
             return httpx.Response(self.error_status, json=body)

@@ -199,6 +199,8 @@ def test_server_down_is_shown_and_recovers() -> None:
             await refreshed(pilot)
             assert "error" in status.text
             assert "HTTP 500" in status.text
+            topics = app.dashboard.query_one(TopicsPanel)
+            assert "/topics: HTTP 500" in str(topics.border_subtitle)
 
             fake.error_status = None
             fake.unhealthy = "disk full"
@@ -210,9 +212,18 @@ def test_server_down_is_shown_and_recovers() -> None:
             assert "received 58" in counters.text
 
             fake.unhealthy = None
+            fake.failing = {"/events"}
             await refreshed(pilot)
             assert status.text.startswith("● connected")
             assert counters.border_subtitle == ""
+            assert "HTTP 500" not in str(topics.border_subtitle)
+            tail = app.dashboard.query_one(EventTail)
+            assert "/events: HTTP 500 boom" in str(tail.border_subtitle)
+
+            fake.failing = set()
+            await refreshed(pilot)
+            assert tail.border_subtitle == "p pause/resume · a all topics"
+            assert tail.seqs[-1] == 50
 
     run(scenario())
 

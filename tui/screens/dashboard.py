@@ -20,7 +20,7 @@ class DashboardScreen(Screen[None]):
     DashboardScreen #numbers > Counters { width: 36; }
     DashboardScreen #numbers > RatePanel { width: 1fr; }
     DashboardScreen #panels { height: 1fr; }
-    DashboardScreen TopicsPanel { width: 53; }
+    DashboardScreen TopicsPanel { width: 53; max-width: 50%; }
     DashboardScreen EventTail { width: 1fr; }
     """
 
@@ -49,11 +49,10 @@ class DashboardScreen(Screen[None]):
         self.query_one(Counters).show(snapshot.stats, stale=stale)
         self.query_one(RatePanel).show(snapshot.rates)
         topics = self.query_one(TopicsPanel)
-        topics.show(snapshot.topics, exact=snapshot.topics_exact)
+        topics.show(
+            snapshot.topics, exact=snapshot.topics_exact, error=snapshot.errors.get("topics")
+        )
         tail = self.query_one(EventTail)
+        tail.show_error(snapshot.errors.get("tail"))
         if snapshot.tail is not None:
             tail.show(snapshot.tail)
-        if "tail" in snapshot.errors:
-            tail.border_subtitle = snapshot.errors["tail"]
-        elif "topics" in snapshot.errors:
-            topics.border_subtitle = snapshot.errors["topics"]

@@ -24,6 +24,7 @@ class EventTail(DataTable[str | Text]):
         self.capacity = capacity
         self.topic: str | None = None
         self.paused = False
+        self.error: str | None = None
 
     def on_mount(self) -> None:
         for column, width in COLUMNS.items():
@@ -42,6 +43,12 @@ class EventTail(DataTable[str | Text]):
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         self._title()
+
+    def show_error(self, error: str | None) -> None:
+        """The last request's failure, in the bottom border; ``None`` once it works again."""
+        if error != self.error:
+            self.error = error
+            self._title()
 
     def show(self, update: TailUpdate) -> None:
         if update.reset:
@@ -73,4 +80,4 @@ class EventTail(DataTable[str | Text]):
     def _title(self) -> None:
         where = self.topic if self.topic is not None else "all topics"
         self.border_title = f"tail · {where}" + (" · paused" if self.paused else "")
-        self.border_subtitle = "p pause/resume · a all topics"
+        self.border_subtitle = self.error or "p pause/resume · a all topics"

@@ -62,6 +62,7 @@ class TopicsPanel(Vertical):
         self.exact = True
         self.order = Order()
         self.filter = ""
+        self.error: str | None = None
         self._shown: list[TopicRow] = []
 
     def compose(self) -> ComposeResult:
@@ -83,8 +84,9 @@ class TopicsPanel(Vertical):
         """The topics as shown, top to bottom."""
         return [row.topic for row in self._shown]
 
-    def show(self, rows: tuple[TopicRow, ...], *, exact: bool) -> None:
-        self.rows, self.exact = rows, exact
+    def show(self, rows: tuple[TopicRow, ...], *, exact: bool, error: str | None = None) -> None:
+        """The rows of a snapshot; ``error``: why they may be stale (the last request failed)."""
+        self.rows, self.exact, self.error = rows, exact, error
         self._render_rows()
 
     def sort_by(self, column: str) -> None:
@@ -162,4 +164,4 @@ class TopicsPanel(Vertical):
         subtitle = f"filter: {self.filter}" if self.filter else ""
         if not self.exact:
             subtitle = (subtitle + "  " if subtitle else "") + "counts need GET /topics"
-        self.border_subtitle = subtitle
+        self.border_subtitle = self.error or subtitle
