@@ -1,0 +1,110 @@
+"""The dashboard application: a timer, the poller, the screen, the keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+import httpx
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from tui.data.client import AggregatorClient
+from tui.data.poller import Poller, Snapshot
+from tui.screens.dashboard import DashboardScreen
+from tui.screens.help import HelpScreen
+from tui.widgets.tail import EventTail
+from tui.widgets.topics import TopicsPanel
+
+REQUEST_TIMEOUT = 5.0
+
+
+class DashboardApp(App[None]):
+    """Watches one aggregator.
+
+    ``http`` is injectable (tests pass an ``httpx.AsyncClient`` on a ``MockTransport``); without
+    one the app opens its own on ``url`` and closes it on exit. Every ``interval`` seconds the
+    timer asks for a refresh (one request per panel) unless one is still out or the backoff after
+    a failure says wait; ``r`` and ``refresh_now`` refresh at once.
+    """
+
+    TITLE = "aggregator"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("p", "toggle_pause", "Pause tail"),
+        Binding("a", "tail_all", "All topics"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("r", "refresh_now", "Refresh"),
+        Binding("question_mark", "help", "Help"),
+    ]
+
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8080",
+        *,
+        http: httpx.AsyncClient | None = None,
+        interval: float = 1.0,
+        tail_size: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._owns_http = http is None
+        self.http = http or httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT)
+        self.client = AggregatorClient(self.http)
+        self.interval = interval
+        self.poller = Poller(self.client, interval=interval, clock=clock, tail_size=tail_size)
+        self.dashboard = DashboardScreen(self.client.url, tail_size)
+        self.last: Snapshot | None = None
+
+    def get_default_screen(self) -> DashboardScreen:
+        return self.dashboard
+
+    def on_mount(self) -> None:
+        self.set_interval(self.interval, self._tick)
+        self._tick()
+
+    async def on_unmount(self) -> None:
+        if self._owns_http:
+            await self.http.aclose()
+
+    def _tick(self) -> None:
+        if self.poller.due():
+            self.run_worker(self.refresh_now(), group="refresh")
+
+    async def refresh_now(self) -> Snapshot | None:
+        """One refresh of every panel; ``None`` when one was already out."""
+        snapshot = await self.poller.refresh()
+        if snapshot is not None:
+            self.last = snapshot
+            self.dashboard.apply(snapshot)
+        return snapshot
+
+    def action_refresh_now(self) -> None:
+        self.run_worker(self.refresh_now(), group="refresh")
+
+    def action_toggle_pause(self) -> None:
+        self.poller.paused = not self.poller.paused
+        self.dashboard.query_one(EventTail).set_paused(self.poller.paused)
+
+    def action_tail_all(self) -> None:
+        self.tail_topic(None)
+
+    def tail_topic(self, topic: str | None) -> None:
+        self.poller.tail.select(topic)
+        self.dashboard.query_one(EventTail).follow(topic)
+        self.action_refresh_now()
+
+    def on_topics_panel_chosen(self, message: TopicsPanel.Chosen) -> None:
+        self.tail_topic(message.topic)
+
+    def action_filter(self) -> None:
+        self.dashboard.query_one(TopicsPanel).start_filter()
+
+    def action_sort(self) -> None:
+        self.dashboard.query_one(TopicsPanel).cycle_sort()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())

@@ -1,0 +1,1 @@
+"""The dashboard's panels; each shows one part of a ``Snapshot``."""
