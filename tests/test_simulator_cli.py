@@ -5,25 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, ServerProcess, running_server
-
-
-@contextmanager
-def closing_stderr(server: ServerProcess) -> Iterator[None]:
-    """``running_server`` leaves the stderr pipe to the garbage collector (a ResourceWarning
-    under filterwarnings=error); close it once the server is gone."""
-    try:
-        yield
-    finally:
-        server.kill()
-        if server.proc.stderr is not None:
-            server.proc.stderr.close()
+from tests.support import ROOT, running_server
 
 
 def simulate(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -39,7 +25,7 @@ def simulate(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 def test_preset_uts_against_a_real_server(tmp_path: Path) -> None:
-    with running_server(tmp_path) as server, closing_stderr(server):
+    with running_server(tmp_path) as server:
         done = simulate(server.url, "--preset", "uts", "--seed", "11", "--json")
         assert done.returncode == 0, done.stdout + done.stderr + server.log()
         report = json.loads(done.stdout)

@@ -2,34 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.support import ServerProcess, event, running_server
+from tests.support import event, running_server
 from tests.tui.fake import run
 from tui.app.app import DashboardApp
 from tui.widgets.counters import Counters
 from tui.widgets.status import ConnectionStatus
 from tui.widgets.tail import EventTail
 from tui.widgets.topics import TopicsPanel
-
-
-@contextmanager
-def live_server(data_dir: Path) -> Iterator[ServerProcess]:
-    """``running_server``, and its stderr pipe closed once the server is gone (``ServerProcess``
-    leaves it open, which ``filterwarnings = error`` turns into a failure at collection)."""
-    started: list[ServerProcess] = []
-    try:
-        with running_server(data_dir) as server:
-            started.append(server)
-            yield server
-    finally:
-        for server in started:
-            if server.proc.stderr is not None:
-                server.proc.stderr.close()
 
 
 def publish(url: str, events: list[dict[str, object]]) -> dict[str, int]:
@@ -40,7 +23,7 @@ def publish(url: str, events: list[dict[str, object]]) -> dict[str, int]:
 
 
 def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
-    with live_server(tmp_path) as server:
+    with running_server(tmp_path) as server:
         first = [event("orders", f"o{i}") for i in range(3)] + [event("auth", "a1")]
         assert publish(server.url, [*first, event("orders", "o0")]) == {
             "accepted": 5,
