@@ -95,6 +95,7 @@ class Hub:
         self._tail_reads = 0
         self._tail_cursor = 0
         self._closed = False
+        self._advanced = trio.Event()
 
     @property
     def closed(self) -> bool:
@@ -131,6 +132,8 @@ class Hub:
         """Offer frames (in seq order, all above the previous cursor) to every subscription."""
         self._tail_reads += 1
         self._tail_cursor = cursor
+        self._advanced.set()
+        self._advanced = trio.Event()
         if not frames or not self._subscriptions:
             return
         by_topic: dict[str, list[Frame]] = {}
@@ -141,6 +144,11 @@ class Hub:
             if chosen and not subscription.offer(chosen):
                 self._lagged += 1
                 self._subscriptions.discard(subscription)
+
+    async def wait_fanned_out(self, seq: int) -> None:
+        """Wait until the tail has offered every event up to ``seq`` to the subscriptions."""
+        while self._tail_cursor < seq:
+            await self._advanced.wait()
 
     def statistics(self) -> HubStatistics:
         return HubStatistics(
