@@ -39,14 +39,15 @@ async def stream_events(
 ) -> AsyncIterator[bytes]:
     """The body of ``GET /subscribe``: SSE messages for every event of ``topic`` after ``after``,
     until the client goes away or the server shuts down."""
+    try:
+        subscription = hub.subscribe(topic)
+    except HubClosed:
+        yield SHUTTING_DOWN
+        return
+    # Subscribed before the first byte: a client that has the opening is in the fan-out.
     yield OPENING
     cursor = after
     while True:
-        try:
-            subscription = hub.subscribe(topic)
-        except HubClosed:
-            yield SHUTTING_DOWN
-            return
         try:
             # Step 2: replay until a short page.
             while True:
@@ -72,10 +73,14 @@ async def stream_events(
                     yield b"".join(frame.data for frame in fresh)
         finally:
             hub.unsubscribe(subscription)
-        if subscription.closed or hub.closed:
+        # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
+        try:
+            if subscription.closed:
+                raise HubClosed
+            subscription = hub.subscribe(topic)
+        except HubClosed:
             yield SHUTTING_DOWN
             return
-        # Lagged: back to step 1 from our own cursor.
 
 
 async def _page(readers: ReaderPool, topic: str | None, cursor: int) -> list[Frame]:

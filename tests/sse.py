@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
+import h11
+import trio
 
 
 @dataclass
@@ -52,18 +55,53 @@ class SSEParser:
 
 
 class EventStream:
-    """Messages of one open ``/subscribe`` response, pulled one at a time."""
+    """A ``GET /subscribe`` over a bare trio socket, decoded with h11 (httpx's streaming
+    iterators are nested async generators that are hard to close deterministically)."""
 
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self._chunks = response.aiter_text()
-        self._parser = SSEParser()
+    def __init__(self, url: str, *, receive_buffer: int | None = None) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.target = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.sock = trio.socket.socket()
+        if receive_buffer is not None:  # a small window: not reading stalls the server
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.conn = h11.Connection(h11.CLIENT)
+        self.parser = SSEParser()
+        self.response: h11.Response | None = None
+        self.body = b""  # the body of a response that is not a stream
         self._ready: deque[Message] = deque()
 
+    async def connect(self, headers: dict[str, str] | None = None) -> None:
+        await self.sock.connect((self.host, self.port))
+        request = h11.Request(
+            method="GET",
+            target=self.target,
+            headers=[("Host", self.host), *(headers or {}).items()],
+        )
+        data = self.conn.send(request) + self.conn.send(h11.EndOfMessage())
+        while data:
+            data = data[await self.sock.send(data) :]
+        while True:
+            item = await self._next()
+            if isinstance(item, h11.Response):
+                self.response = item
+                return
+
+    async def _next(self) -> Any:
+        while True:
+            item = self.conn.next_event()
+            if item is not h11.NEED_DATA:
+                return item
+            self.conn.receive_data(await self.sock.recv(65536))
+
     async def next(self) -> Message:
-        """The next message; ``StopAsyncIteration`` when the server ended the stream."""
+        """The next message; ``EOFError`` when the server ended the stream."""
         while not self._ready:
-            self._ready.extend(self._parser.feed(await self._chunks.__anext__()))
+            item = await self._next()
+            if isinstance(item, h11.Data):
+                self._ready.extend(self.parser.feed(bytes(item.data).decode()))
+            elif isinstance(item, h11.EndOfMessage | h11.ConnectionClosed):
+                raise EOFError
         return self._ready.popleft()
 
     async def events(self, count: int) -> list[Message]:
@@ -78,27 +116,32 @@ class EventStream:
     async def rest(self) -> list[Message]:
         """Every message until the server ends the stream."""
         rest: list[Message] = []
-        with contextlib.suppress(StopAsyncIteration):
+        with contextlib.suppress(EOFError):
             while True:
                 rest.append(await self.next())
         return rest
 
-    async def aclose(self) -> None:
-        await self._chunks.aclose()  # type: ignore[attr-defined]
+    def close(self) -> None:
+        self.sock.close()
 
 
 @asynccontextmanager
 async def open_stream(
-    client: httpx.AsyncClient, headers: dict[str, str] | None = None, **params: Any
+    base_url: str,
+    headers: dict[str, str] | None = None,
+    receive_buffer: int | None = None,
+    **params: Any,
 ) -> AsyncIterator[EventStream]:
     """``GET /subscribe`` with ``params``; the stream is checked to be SSE and open."""
-    async with client.stream("GET", "/subscribe", params=params, headers=headers) as response:
-        assert response.status_code == 200, await response.aread()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        stream = EventStream(response)
-        try:
-            opening = await stream.next()
-            assert "subscribed" in opening.comments
-            yield stream
-        finally:
-            await stream.aclose()
+    query = urlencode({k: v for k, v in params.items() if v is not None})
+    stream = EventStream(f"{base_url}/subscribe?{query}", receive_buffer=receive_buffer)
+    try:
+        await stream.connect(headers)
+        assert stream.response is not None and stream.response.status_code == 200
+        content_type = dict(stream.response.headers)[b"content-type"]
+        assert content_type.startswith(b"text/event-stream")
+        opening = await stream.next()
+        assert "subscribed" in opening.comments
+        yield stream
+    finally:
+        stream.close()
