@@ -74,6 +74,23 @@ class Config:
     )
     readers: int = _setting(4, "read-only store connections serving GET requests", minimum=1)
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
+    heartbeat_seconds: float = _setting(
+        15.0, "idle /subscribe streams get an SSE comment this often", minimum=0.001
+    )
+    subscriber_buffer_events: int = _setting(
+        10_000,
+        "events buffered for one live subscriber; when full it is switched back to replay",
+        minimum=1,
+    )
+    max_subscribers: int = _setting(
+        1000, "open /subscribe streams; beyond this 503 is returned", minimum=1
+    )
+    tail_poll_seconds: float = _setting(
+        0.0,
+        "also read new events this often when no local commit woke the tail "
+        "(for a store shared by several processes); 0 turns it off",
+        minimum=0,
+    )
 
     @property
     def database_path(self) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +19,9 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from aggregator.hub import Hub
 from aggregator.messages import Accepted, PublishOutcome, Submission, Unavailable
+from aggregator.metrics import Metrics
 from aggregator.readers import ReaderPool
 from aggregator.store import StoreUnavailable
 from aggregator.wire import Detail, EventOut, PublishResult, Rejection, Stats
@@ -41,6 +44,11 @@ class Front:
     max_body_bytes: int
     queue_size: int
     started: float  # time.monotonic() at start-up
+    hub: Hub
+    metrics: Metrics
+    database_bytes: Callable[[], int | None]
+    heartbeat_seconds: float
+    max_subscribers: int
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -91,10 +99,12 @@ def _next_link(topic: str | None, after: int, limit: int) -> str:
 
 class RequestTracker:
     """ASGI wrapper that counts HTTP requests in progress, so that shutdown waits for exactly
-    those: a request counts until its response has been handed to the socket."""
+    those: a request counts until its response has been handed to the socket. ``observe`` is
+    told each request's method, path and duration."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, observe: Callable[[str, str, float], None] | None = None) -> None:
         self._app = app
+        self._observe = observe
         self._active = 0
         self._idle = trio.Event()
         self._idle.set()
@@ -106,10 +116,13 @@ class RequestTracker:
         if self._active == 0:
             self._idle = trio.Event()
         self._active += 1
+        started = time.perf_counter()
         try:
             await self._app(scope, receive, send)
         finally:
             self._active -= 1
+            if self._observe is not None:
+                self._observe(scope["method"], scope["path"], time.perf_counter() - started)
             if self._active == 0:
                 self._idle.set()
 

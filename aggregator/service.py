@@ -13,7 +13,10 @@ import trio
 
 from aggregator.config import Config
 from aggregator.http import Front, RequestTracker, create_app
+from aggregator.http_live import observe_request, register_live_routes
+from aggregator.hub import Hub, run_tail
 from aggregator.messages import Limits, Submission, WriteRequest
+from aggregator.metrics import MeasuredStore, Metrics, database_bytes
 from aggregator.readers import ReaderPool, open_reader_pool
 from aggregator.store import WriteStore, open_reader, open_store
 from aggregator.workers import run_worker
@@ -29,6 +32,7 @@ class Running:
     url: str
     port: int
     writer: WriterMonitor
+    hub: Hub
 
 
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -45,7 +49,9 @@ async def _serve_http(
 ) -> None:
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
-    app = RequestTracker(create_app(front))
+    quart_app = create_app(front)
+    register_live_routes(quart_app, front)
+    app = RequestTracker(quart_app, partial(observe_request, front))
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -54,6 +60,7 @@ async def _serve_http(
         )
         task_status.started(binds)
         await shutdown.wait()  # hypercorn closes its listeners now
+        front.hub.close()  # live streams end now, or they would hold shutdown for the grace
         # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
         # once every request it accepted is answered, close them instead of waiting.
         with trio.move_on_after(config.shutdown_grace_seconds):
@@ -87,13 +94,23 @@ async def _run_pipeline(
     task_status: trio.TaskStatus[Running],
 ) -> None:
     monitor = WriterMonitor()
+    metrics = Metrics()
+    hub = Hub(buffer_events=config.subscriber_buffer_events)
     limits = Limits(config.max_body_bytes, config.max_batch_events, config.max_payload_bytes)
     ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
     # Room for every worker's request: all of them can wait for the next group commit.
     write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
     async with trio.open_nursery() as nursery:
+        await nursery.start(partial(run_tail, hub, readers, poll_seconds=config.tail_poll_seconds))
         await nursery.start(
-            partial(run_writer, write_recv, store, monitor, max_txn_events=config.max_txn_events)
+            partial(
+                run_writer,
+                write_recv,
+                MeasuredStore(store, metrics),
+                monitor,
+                max_txn_events=config.max_txn_events,
+                on_commit=hub.on_commit,
+            )
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):
@@ -105,9 +122,14 @@ async def _run_pipeline(
             config.max_body_bytes,
             config.queue_size,
             time.monotonic(),
+            hub,
+            metrics,
+            partial(database_bytes, config.database_path),
+            config.heartbeat_seconds,
+            config.max_subscribers,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
         LOGGER.info("listening on %s (store %s)", url, config.database_path)
-        task_status.started(Running(url, port, monitor))
+        task_status.started(Running(url, port, monitor, hub))

@@ -71,6 +71,16 @@ class Stats(msgspec.Struct):
     uptime: float
 
 
+class TopicOut(msgspec.Struct):
+    """One row of ``GET /topics``; key names as in ``/stats``."""
+
+    topic: str
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    last_seq: int
+
+
 class Rejection(Exception):
     """A request the aggregator refuses: an HTTP status and the error body that explains it."""
 

@@ -18,6 +18,17 @@ def test_every_setting_is_in_the_readme(field: str) -> None:
     assert f"`{Config.flag_name(field)}`" in README
 
 
-@pytest.mark.parametrize("route", ["POST /publish", "GET /events", "GET /stats", "GET /health"])
+@pytest.mark.parametrize(
+    "route",
+    [
+        "POST /publish",
+        "GET /events",
+        "GET /stats",
+        "GET /health",
+        "GET /subscribe",
+        "GET /topics",
+        "GET /metrics",
+    ],
+)
 def test_every_endpoint_is_in_the_readme(route: str) -> None:
     assert f"`{route}`" in README

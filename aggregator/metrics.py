@@ -1,0 +1,156 @@
+"""Prometheus metrics, in a registry this service owns (never the process-wide default one).
+
+Two kinds:
+
+- what happens in this process, observed as it happens: request latency per route, rejected
+  publish requests by reason, events per transaction and commit latency;
+- what the store and the actors know, read at each scrape into a ``Snapshot``: the event counters
+  come from the same transactional counters as ``/stats`` (so the two always agree, across
+  restarts), queue depth, subscribers, database size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from aggregator.messages import EventRecord
+from aggregator.store import CommitResult, WriteStore
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+EVENT_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a scrape reads from the store and the actors."""
+
+    received: int
+    stored: int
+    duplicates: int
+    topics: int
+    queue_depth: int
+    queue_capacity: int
+    subscribers: int
+    subscribers_lagged: int
+    tail_reads: int
+    database_bytes: int | None
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._s = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._s
+        yield CounterMetricFamily(
+            "aggregator_events_received", "events accepted in publish requests", value=s.received
+        )
+        yield CounterMetricFamily(
+            "aggregator_events_stored", "unique events stored (unique_processed)", value=s.stored
+        )
+        yield CounterMetricFamily(
+            "aggregator_events_duplicate",
+            "events dropped as duplicates (duplicate_dropped)",
+            value=s.duplicates,
+        )
+        yield GaugeMetricFamily("aggregator_topics", "topics with stored events", value=s.topics)
+        yield GaugeMetricFamily(
+            "aggregator_ingest_queue_depth",
+            "publish requests waiting for a worker",
+            value=s.queue_depth,
+        )
+        yield GaugeMetricFamily(
+            "aggregator_ingest_queue_capacity",
+            "publish requests that may wait before 429",
+            value=s.queue_capacity,
+        )
+        yield GaugeMetricFamily(
+            "aggregator_subscribers_active", "live /subscribe streams", value=s.subscribers
+        )
+        yield CounterMetricFamily(
+            "aggregator_subscribers_lagged",
+            "times a subscriber's buffer was full and it went back to replay",
+            value=s.subscribers_lagged,
+        )
+        yield CounterMetricFamily(
+            "aggregator_tail_reads", "store reads by the live tail", value=s.tail_reads
+        )
+        if s.database_bytes is not None:
+            yield GaugeMetricFamily(
+                "aggregator_database_size_bytes",
+                "size of the store's files on disk",
+                value=s.database_bytes,
+            )
+
+
+class Metrics:
+    """The service's own registry and the metrics observed as things happen."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.request_seconds = Histogram(
+            "aggregator_http_request_duration_seconds",
+            "time to answer an HTTP request, by route (streams excluded)",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "aggregator_publish_rejected",
+            "publish requests refused, by reason (the error kind of the response)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.transaction_events = Histogram(
+            "aggregator_transaction_events",
+            "events per committed transaction (group commit)",
+            buckets=EVENT_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "aggregator_commit_duration_seconds",
+            "time of one transaction on the writer's thread, BEGIN to COMMIT",
+            registry=self.registry,
+        )
+
+    def render(self, snapshot: Snapshot) -> bytes:
+        scrape = CollectorRegistry()
+        scrape.register(_SnapshotCollector(snapshot))
+        return generate_latest(scrape) + generate_latest(self.registry)
+
+
+class MeasuredStore:
+    """A ``WriteStore`` that times each commit and counts its events (on the writer's thread;
+    prometheus-client metrics are thread-safe)."""
+
+    def __init__(self, store: WriteStore, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        started = time.perf_counter()
+        result = self._store.commit(batches)
+        self._metrics.commit_seconds.observe(time.perf_counter() - started)
+        self._metrics.transaction_events.observe(sum(len(batch) for batch in batches))
+        return result
+
+    def close(self) -> None:
+        self._store.close()
+
+
+def database_bytes(path: Path) -> int | None:
+    """The SQLite file and its WAL; None when there is no such file (another backend)."""
+    total = 0
+    for part in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += part.stat().st_size
+        except FileNotFoundError:
+            if part == path:
+                return None
+    return total

@@ -1,0 +1,52 @@
+"""Server-Sent Events framing: one stored event becomes one ``id:``/``data:`` message.
+
+A message is encoded once (by the tail, for every live subscriber at once; by a replaying
+subscriber for itself) and shared as bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+
+from aggregator.messages import StoredEvent
+from aggregator.wire import EventOut
+
+# Sent first, so the client knows the stream is open; ``retry`` is EventSource's reconnect delay.
+OPENING = b"retry: 1000\n: subscribed\n\n"
+HEARTBEAT = b": heartbeat\n\n"
+SHUTTING_DOWN = b": the server is shutting down; reconnect with Last-Event-ID\n\n"
+STORE_UNAVAILABLE = b": the store does not answer; reconnect with Last-Event-ID\n\n"
+_ENCODER = msgspec.json.Encoder()
+# JSON whitespace outside strings may be CR or LF (a payload is kept as received); both end an SSE
+# line, so they become spaces, which JSON treats the same. Inside strings they are escaped already.
+_LINE_BREAKS = bytes.maketrans(b"\r\n", b"  ")
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One committed event as an SSE message."""
+
+    seq: int
+    topic: str
+    data: bytes
+
+
+def encode(row: StoredEvent) -> Frame:
+    body = _ENCODER.encode(
+        EventOut(
+            row.topic,
+            row.event_id,
+            row.timestamp,
+            row.source,
+            msgspec.Raw(row.payload.encode()),
+            row.seq,
+            row.received_at,
+        )
+    ).translate(_LINE_BREAKS)
+    return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body))
+
+
+def encode_all(rows: list[StoredEvent]) -> list[Frame]:
+    return [encode(row) for row in rows]

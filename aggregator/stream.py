@@ -1,0 +1,94 @@
+"""One subscriber's SSE stream: replay from the store, then live from the hub, never a gap or a
+repeat.
+
+The order of steps is what makes the switch exact:
+
+1. subscribe to the hub first: from now on the tail offers this stream every event above the
+   tail's cursor at that moment;
+2. replay from the store, page by page, from the stream's cursor until a short page: that covers
+   every event up to the tail's cursor at step 1 (the tail read them from the same store), and
+   maybe more;
+3. go live: take what the hub buffered, dropping what replay already sent (``seq <= cursor``).
+
+A subscription that lags (its buffer overflowed) is dropped by the hub; the stream goes back to
+step 1 from its own cursor. So a slow client costs the server one store read per page it consumes,
+never the writer's time or other subscribers' buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import trio
+
+from aggregator.hub import Hub, HubClosed, Subscription
+from aggregator.readers import ReaderPool
+from aggregator.sse import HEARTBEAT, OPENING, SHUTTING_DOWN, STORE_UNAVAILABLE, Frame, encode_all
+from aggregator.store import StoreUnavailable
+
+REPLAY_PAGE = 1000
+
+
+async def stream_events(
+    hub: Hub,
+    readers: ReaderPool,
+    topic: str | None,
+    after: int,
+    *,
+    heartbeat_seconds: float,
+) -> AsyncIterator[bytes]:
+    """The body of ``GET /subscribe``: SSE messages for every event of ``topic`` after ``after``,
+    until the client goes away or the server shuts down."""
+    try:
+        subscription = hub.subscribe(topic)
+    except HubClosed:
+        yield SHUTTING_DOWN
+        return
+    # Subscribed before the first byte: a client that has the opening is in the fan-out.
+    yield OPENING
+    cursor = after
+    while True:
+        try:
+            # Step 2: replay until a short page.
+            while True:
+                try:
+                    frames = await _page(readers, topic, cursor)
+                except StoreUnavailable:
+                    yield STORE_UNAVAILABLE
+                    return
+                if frames:
+                    cursor = frames[-1].seq
+                    yield b"".join(frame.data for frame in frames)
+                if len(frames) < REPLAY_PAGE or hub.closed:
+                    break
+            # Step 3: live, until the subscription lags or the hub closes.
+            while not (subscription.lagged or subscription.closed):
+                live = await _receive(subscription, heartbeat_seconds)
+                if live is None:
+                    yield HEARTBEAT
+                    continue
+                fresh = [frame for frame in live if frame.seq > cursor]
+                if fresh:
+                    cursor = fresh[-1].seq
+                    yield b"".join(frame.data for frame in fresh)
+        finally:
+            hub.unsubscribe(subscription)
+        # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
+        try:
+            if subscription.closed:
+                raise HubClosed
+            subscription = hub.subscribe(topic)
+        except HubClosed:
+            yield SHUTTING_DOWN
+            return
+
+
+async def _page(readers: ReaderPool, topic: str | None, cursor: int) -> list[Frame]:
+    return await readers.run(lambda r: encode_all(r.events(topic, cursor, REPLAY_PAGE, 0)))
+
+
+async def _receive(subscription: Subscription, heartbeat_seconds: float) -> list[Frame] | None:
+    """What the hub buffered; None when nothing came within the heartbeat interval."""
+    with trio.move_on_after(heartbeat_seconds):
+        return await subscription.receive()
+    return None
