@@ -16,6 +16,7 @@ from typing import Any
 ENV_PREFIX = "AGGREGATOR_"
 SYNCHRONOUS_MODES = ("full", "normal")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,11 @@ class Config:
         minimum=1,
     )
     readers: int = _setting(4, "read-only store connections serving GET requests", minimum=1)
+    database_url: str = _setting(
+        "",
+        "PostgreSQL URL (postgresql://user@host/db): several processes share one database; "
+        "empty means the embedded SQLite store in --data-dir",
+    )
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
 
     @property
@@ -106,6 +112,11 @@ def _convert(field: dataclasses.Field[Any], raw: str, origin: str) -> Any:
         raise ConfigError(f"{origin}={raw!r} must be at least {minimum}")
     if field.name == "port" and value > 65535:
         raise ConfigError(f"{origin}={raw!r} must be at most 65535")
+    if field.name == "database_url" and value and not value.startswith(DATABASE_URL_SCHEMES):
+        # Never echo the value: it may carry a password.
+        raise ConfigError(
+            f"{origin} must start with postgresql:// or postgres:// (or be empty for SQLite)"
+        )
     return value
 
 

@@ -15,7 +15,7 @@ from aggregator.config import Config
 from aggregator.http import Front, RequestTracker, create_app
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.readers import ReaderPool, open_reader_pool
-from aggregator.store import WriteStore, open_reader, open_store
+from aggregator.store import WriteStore, describe_store, open_reader, open_store
 from aggregator.workers import run_worker
 from aggregator.writer import WriterMonitor, run_writer
 
@@ -109,5 +109,5 @@ async def _run_pipeline(
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
-        LOGGER.info("listening on %s (store %s)", url, config.database_path)
+        LOGGER.info("listening on %s (store %s)", url, describe_store(config))
         task_status.started(Running(url, port, monitor))
