@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -49,16 +49,34 @@ class Server:
         events: list[dict[str, Any]] = response.json()
         return events
 
+    def lock_out_writer(self) -> Callable[[], None]:
+        """Another connection takes the write lock, so the writer waits (and fails after SQLite's
+        busy_timeout or PostgreSQL's lock_timeout, 5 s); call the result to release it."""
+        conn: Any
+        if self.config.database_url:
+            conn = pg.admin(self.config.database_url)
+            conn.execute("BEGIN")
+            conn.execute("LOCK TABLE events IN SHARE MODE")  # conflicts with INSERT
+        else:
+            conn = sqlite3.connect(self.config.database_path, isolation_level=None)
+            conn.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            conn.execute("ROLLBACK")
+            conn.close()
+
+        return release
+
     def stored_rows(self) -> list[tuple[str, str]]:
         """``(topic, event_id)`` of every row in the store, read from the database itself."""
         if self.config.database_url:
             with pg.admin(self.config.database_url) as conn:
                 return conn.execute("SELECT topic, event_id FROM events ORDER BY seq").fetchall()
-        conn = sqlite3.connect(self.config.database_path)
+        db = sqlite3.connect(self.config.database_path)
         try:
-            return conn.execute("SELECT topic, event_id FROM events ORDER BY seq").fetchall()
+            return db.execute("SELECT topic, event_id FROM events ORDER BY seq").fetchall()
         finally:
-            conn.close()
+            db.close()
 
 
 @asynccontextmanager

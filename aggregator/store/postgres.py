@@ -40,6 +40,9 @@ LOGGER = logging.getLogger(__name__)
 
 SHARDS = 16  # counter shards; more live writers than this share shards (waits, never wrong)
 CONNECT_TIMEOUT_SECONDS = 10
+# A writer waits at most this long for a lock (as SQLite's busy_timeout), then answers 503. Waits
+# on another aggregator's transaction last one commit; this only cuts waits on foreign locks.
+WRITER_LOCK_TIMEOUT = "5s"
 INSERT_EVENTS = """INSERT INTO events
     (seq, topic, event_id, timestamp, source, payload, received_at)
     SELECT u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
@@ -129,6 +132,7 @@ class PostgresStore:
 
     def _adopt(self, conn: psycopg.Connection[Any]) -> None:
         """Take a counter shard: the first free one, else one shared by pid (waits, not errors)."""
+        conn.execute(f"SET lock_timeout = '{WRITER_LOCK_TIMEOUT}'")
         for shard in range(SHARDS):
             row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (SHARDS_NAMESPACE, shard))
             if row.fetchone() == (True,):
