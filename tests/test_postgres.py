@@ -164,6 +164,23 @@ def test_a_rolled_back_writer_leaves_a_gap_that_does_not_block_paging(pg_url: st
         reader.close()
 
 
+@pytest.mark.trio
+async def test_events_over_http_hold_back_a_row_until_the_smaller_seq_commits(
+    pg_url: str, tmp_path: Any
+) -> None:
+    """The same interleaving through the front: another process's writer holds seq 1 open."""
+    async with open_server(tmp_path, database_url=pg_url) as server:
+        with stores(pg_url, 1) as (other,), trio.fail_after(30):
+            with other.transaction():
+                other.write([[rec("t", "slow")]])  # seq 1, uncommitted
+                published = await server.publish(event("t", "fast"))  # seq 2, committed
+                held = await server.client.get("/events", params={"topic": "t"})
+            released = await server.client.get("/events", params={"topic": "t", "after": 0})
+    assert published.json()["stored"] == 1
+    assert held.json() == [] and "Link" not in held.headers
+    assert [(e["seq"], e["event_id"]) for e in released.json()] == [(1, "slow"), (2, "fast")]
+
+
 # The server on PostgreSQL -------------------------------------------------------------------------
 
 
