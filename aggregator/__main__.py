@@ -11,7 +11,7 @@ import trio
 
 from aggregator.config import Config, ConfigError, load_config
 from aggregator.service import serve
-from aggregator.store import StoreMismatch
+from aggregator.store import StoreMismatch, StoreUnavailable
 
 LOGGER = logging.getLogger("aggregator")
 
@@ -59,11 +59,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _start_up_problem(exc: BaseException) -> BaseException | None:
-    """The one error a user can act on (a foreign store, a taken port, an unwritable data dir),
-    unwrapped from trio's exception groups; None for anything else, which keeps its traceback."""
+    """The one error a user can act on (a foreign store, an unreachable database, a taken port,
+    an unwritable data dir), unwrapped from trio's exception groups; None for anything else,
+    which keeps its traceback."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, StoreMismatch | OSError) else None
+    return exc if isinstance(exc, StoreMismatch | StoreUnavailable | OSError) else None
 
 
 if __name__ == "__main__":

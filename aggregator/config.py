@@ -16,6 +16,7 @@ from typing import Any
 ENV_PREFIX = "AGGREGATOR_"
 SYNCHRONOUS_MODES = ("full", "normal")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class ConfigError(ValueError):
@@ -73,6 +74,11 @@ class Config:
         minimum=1,
     )
     readers: int = _setting(4, "read-only store connections serving GET requests", minimum=1)
+    database_url: str = _setting(
+        "",
+        "PostgreSQL URL (postgresql://user@host/db): several processes share one database; "
+        "empty means the embedded SQLite store in --data-dir",
+    )
     log_level: str = _setting("info", "log level", choices=LOG_LEVELS)
     heartbeat_seconds: float = _setting(
         15.0, "idle /subscribe streams get an SSE comment this often", minimum=0.001
@@ -86,9 +92,9 @@ class Config:
         1000, "open /subscribe streams; beyond this 503 is returned", minimum=1
     )
     tail_poll_seconds: float = _setting(
-        0.0,
-        "also read new events this often when no local commit woke the tail "
-        "(for a store shared by several processes); 0 turns it off",
+        1.0,
+        "also read new events this often when no local commit woke the tail: picks up "
+        "what other processes sharing a PostgreSQL store commit; 0 turns it off",
         minimum=0,
     )
 
@@ -123,6 +129,11 @@ def _convert(field: dataclasses.Field[Any], raw: str, origin: str) -> Any:
         raise ConfigError(f"{origin}={raw!r} must be at least {minimum}")
     if field.name == "port" and value > 65535:
         raise ConfigError(f"{origin}={raw!r} must be at most 65535")
+    if field.name == "database_url" and value and not value.startswith(DATABASE_URL_SCHEMES):
+        # Never echo the value: it may carry a password.
+        raise ConfigError(
+            f"{origin} must start with postgresql:// or postgres:// (or be empty for SQLite)"
+        )
     return value
 
 

@@ -46,7 +46,6 @@ class Front:
     started: float  # time.monotonic() at start-up
     hub: Hub
     metrics: Metrics
-    database_bytes: Callable[[], int | None]
     heartbeat_seconds: float
     max_subscribers: int
 

@@ -110,6 +110,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
     @app.get("/metrics")
     async def metrics() -> Response:
         counters = await front.readers.run(lambda r: r.counters())
+        size = await front.readers.run(lambda r: r.size_bytes())
         hub = front.hub.statistics()
         queue = front.ingest.statistics()
         snapshot = Snapshot(
@@ -122,7 +123,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             subscribers=hub.active,
             subscribers_lagged=hub.lagged,
             tail_reads=hub.tail_reads,
-            database_bytes=front.database_bytes(),
+            database_bytes=size,
         )
         return Response(front.metrics.render(snapshot), content_type=CONTENT_TYPE)
 

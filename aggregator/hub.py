@@ -165,8 +165,8 @@ def _read_after(cursor: int, reader: ReadStore) -> list[Frame]:
 
 
 def _head(reader: ReadStore) -> int:
-    """The last committed seq: where the tail starts (everything before is replay)."""
-    return max((row.last_seq for row in reader.topics()), default=0)
+    """The last readable seq: where the tail starts (everything before is replay)."""
+    return reader.head()
 
 
 async def run_tail(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -40,7 +39,7 @@ class Snapshot:
     subscribers: int
     subscribers_lagged: int
     tail_reads: int
-    database_bytes: int | None
+    database_bytes: int
 
 
 class _SnapshotCollector(Collector):
@@ -82,12 +81,11 @@ class _SnapshotCollector(Collector):
         yield CounterMetricFamily(
             "aggregator_tail_reads", "store reads by the live tail", value=s.tail_reads
         )
-        if s.database_bytes is not None:
-            yield GaugeMetricFamily(
-                "aggregator_database_size_bytes",
-                "size of the store's files on disk",
-                value=s.database_bytes,
-            )
+        yield GaugeMetricFamily(
+            "aggregator_database_size_bytes",
+            "disk space of the store (SQLite: file and WAL; PostgreSQL: the database)",
+            value=s.database_bytes,
+        )
 
 
 class Metrics:
@@ -142,15 +140,3 @@ class MeasuredStore:
 
     def close(self) -> None:
         self._store.close()
-
-
-def database_bytes(path: Path) -> int | None:
-    """The SQLite file and its WAL; None when there is no such file (another backend)."""
-    total = 0
-    for part in (path, path.with_name(path.name + "-wal")):
-        try:
-            total += part.stat().st_size
-        except FileNotFoundError:
-            if part == path:
-                return None
-    return total

@@ -16,9 +16,9 @@ from aggregator.http import Front, RequestTracker, create_app
 from aggregator.http_live import observe_request, register_live_routes
 from aggregator.hub import Hub, run_tail
 from aggregator.messages import Limits, Submission, WriteRequest
-from aggregator.metrics import MeasuredStore, Metrics, database_bytes
+from aggregator.metrics import MeasuredStore, Metrics
 from aggregator.readers import ReaderPool, open_reader_pool
-from aggregator.store import WriteStore, open_reader, open_store
+from aggregator.store import WriteStore, describe_store, open_reader, open_store
 from aggregator.workers import run_worker
 from aggregator.writer import WriterMonitor, run_writer
 
@@ -124,12 +124,11 @@ async def _run_pipeline(
             time.monotonic(),
             hub,
             metrics,
-            partial(database_bytes, config.database_path),
             config.heartbeat_seconds,
             config.max_subscribers,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
-        LOGGER.info("listening on %s (store %s)", url, config.database_path)
+        LOGGER.info("listening on %s (store %s)", url, describe_store(config))
         task_status.started(Running(url, port, monitor, hub))

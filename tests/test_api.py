@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +46,15 @@ async def test_twenty_concurrent_publishes_of_one_event_store_one_row(server: Se
 
 
 @pytest.mark.parametrize(("total", "dup_ratio"), [(20_000, 0.30), (5_000, 0.20)])
-async def test_exact_counts_with_duplicates(tmp_path: Path, total: int, dup_ratio: float) -> None:
+async def test_exact_counts_with_duplicates(
+    tmp_path: Path, backend: dict[str, Any], total: int, dup_ratio: float
+) -> None:
     rng = random.Random(total)
     unique = round(total * (1 - dup_ratio))
     events = [event(f"topic{i % 7}", f"id-{i}") for i in range(unique)]
     events += [events[rng.randrange(unique)] for _ in range(total - unique)]
     rng.shuffle(events)
-    async with open_server(tmp_path / "data") as server:
+    async with open_server(tmp_path / "data", **backend) as server:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for start in range(0, total, 500):
@@ -63,12 +64,8 @@ async def test_exact_counts_with_duplicates(tmp_path: Path, total: int, dup_rati
     assert stats["unique_processed"] == unique
     assert stats["duplicate_dropped"] == total - unique
     assert stats["topics"] == [f"topic{i}" for i in range(7)]
-    count = (
-        sqlite3.connect(server.config.database_path)
-        .execute("SELECT count(*) FROM events")
-        .fetchone()[0]
-    )
-    assert count == unique
+    rows = await trio.to_thread.run_sync(server.stored_rows)
+    assert len(rows) == len(set(rows)) == unique
 
 
 async def test_invariant_holds_at_every_read_under_concurrent_publishers(server: Server) -> None:
@@ -175,12 +172,11 @@ async def test_unknown_routes_and_methods_answer_json(server: Server) -> None:
 
 
 async def test_full_pipeline_answers_429_then_recovers_and_commits_what_it_accepted(
-    tmp_path: Path,
+    tmp_path: Path, backend: dict[str, Any]
 ) -> None:
-    async with open_server(tmp_path / "data", workers=1, queue_size=1) as server:
-        # Another connection holds the write lock: the writer waits in BEGIN IMMEDIATE.
-        blocker = sqlite3.connect(server.config.database_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
+    async with open_server(tmp_path / "data", workers=1, queue_size=1, **backend) as server:
+        # Another connection holds the write lock: the writer waits for it.
+        release = server.lock_out_writer()
         statuses: list[int] = []
         retry_after: list[str] = []
 
@@ -199,26 +195,27 @@ async def test_full_pipeline_answers_429_then_recovers_and_commits_what_it_accep
                     await trio.testing.wait_all_tasks_blocked()
                 await publish(2)
                 assert statuses == [429] and retry_after == ["1"]
-                blocker.execute("ROLLBACK")
+                release()
             await publish(3)
             stats = await server.stats()
     assert sorted(statuses) == [200, 200, 200, 429]
     assert stats["unique_processed"] == 3  # every accepted request was committed
 
 
-async def test_health_is_503_while_the_store_cannot_write_and_recovers(tmp_path: Path) -> None:
-    async with open_server(tmp_path / "data") as server:
-        blocker = sqlite3.connect(server.config.database_path, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
+async def test_health_is_503_while_the_store_cannot_write_and_recovers(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with open_server(tmp_path / "data", **backend) as server:
+        release = server.lock_out_writer()
         with trio.fail_after(30):
-            failed = await server.publish(event(event_id="1"))  # waits out busy_timeout
+            failed = await server.publish(event(event_id="1"))  # waits out the lock timeout
             health = await server.client.get("/health")
-            blocker.execute("ROLLBACK")
+            release()
             ok = await server.publish(event(event_id="1"))
             healthy = await server.client.get("/health")
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
-    assert "locked" in failed.json()["message"]
+    assert "lock" in failed.json()["message"]  # SQLite: "locked"; PostgreSQL: "lock timeout"
     assert health.status_code == 503
-    assert health.json()["status"] == "unavailable" and "locked" in health.json()["reason"]
+    assert health.json()["status"] == "unavailable" and "lock" in health.json()["reason"]
     assert ok.json() == {"accepted": 1, "stored": 1, "duplicates": 0}
     assert healthy.status_code == 200

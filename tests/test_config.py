@@ -51,6 +51,7 @@ def test_every_setting_has_a_flag_and_an_environment_variable() -> None:
         ([], {"AGGREGATOR_MAX_BODY_BYTES": "-5"}, "must be at least 1"),
         ([], {"AGGREGATOR_SHUTDOWN_GRACE_SECONDS": "soon"}, "is not a number"),
         ([], {"AGGREGATOR_LOG_LEVEL": "loud"}, "one of: debug, info, warning, error"),
+        (["--database-url", "sqlite:///x"], {}, "must start with postgresql:// or postgres://"),
     ],
 )
 def test_bad_values_name_the_setting_and_the_rule(
@@ -58,3 +59,9 @@ def test_bad_values_name_the_setting_and_the_rule(
 ) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         load_config(argv, env)
+
+
+def test_database_url_selects_postgresql_and_either_scheme_is_accepted() -> None:
+    for url in ("postgresql://u@h/db", "postgres://u@h/db"):
+        assert load_config([], {"AGGREGATOR_DATABASE_URL": url}).database_url == url
+    assert load_config([], {}).database_url == ""  # SQLite

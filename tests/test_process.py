@@ -16,6 +16,9 @@ from tests.support import ROOT, ServerProcess, event
 
 SERVER_ARGS = ["--port", "0", "--workers", "8"]
 
+# These inspect the SQLite file; tests/test_postgres.py has the PostgreSQL processes.
+pytestmark = pytest.mark.sqlite_only
+
 
 def start(data: Path, *args: str) -> ServerProcess:
     server = ServerProcess([*SERVER_ARGS, "--data-dir", str(data), *args])

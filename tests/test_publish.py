@@ -20,10 +20,10 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 @pytest.fixture
-async def small(tmp_path: Path) -> AsyncIterator[Server]:
+async def small(tmp_path: Path, backend: dict[str, Any]) -> AsyncIterator[Server]:
     """A server with small limits, so that each limit is cheap to cross."""
     async with open_server(
-        tmp_path / "data", max_body_bytes=4096, max_batch_events=5, max_payload_bytes=256
+        tmp_path / "data", max_body_bytes=4096, max_batch_events=5, max_payload_bytes=256, **backend
     ) as server:
         yield server
 

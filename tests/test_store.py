@@ -11,6 +11,9 @@ from aggregator.messages import EventRecord
 from aggregator.store import StoreMismatch, StoreUnavailable
 from aggregator.store.sqlite import SCHEMA_VERSION, SQLiteReader, SQLiteStore
 
+# The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
+pytestmark = pytest.mark.sqlite_only
+
 
 def rec(topic: str, event_id: str, payload: str = "{}") -> EventRecord:
     return EventRecord(topic, event_id, "2026-11-21T10:00:00Z", "src", payload)

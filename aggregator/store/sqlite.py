@@ -187,6 +187,7 @@ class SQLiteReader:
     """A read-only connection. WAL readers see the last commit and never block the writer."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro",
             uri=True,
@@ -242,9 +243,22 @@ class SQLiteReader:
                 )
             ]
 
+    def head(self) -> int:
+        with _reading():
+            row = self._conn.execute("SELECT max(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
     def ping(self) -> None:
         with _reading():
             self._conn.execute("SELECT 1 FROM counters").fetchone()
+
+    def size_bytes(self) -> int:
+        """The database file and its WAL."""
+        return sum(
+            p.stat().st_size
+            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
+            if p.exists()
+        )
 
     def close(self) -> None:
         self._conn.close()
