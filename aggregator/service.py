@@ -11,6 +11,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from aggregator.auth import BearerAuth, Tokens
 from aggregator.config import Config
 from aggregator.http import Front, RequestTracker, create_app
 from aggregator.messages import Limits, Submission, WriteRequest
@@ -36,6 +37,11 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_seconds
     hc.accesslog = None
+    # A request's bytes must keep coming; partial headers and idle connections are cut at the
+    # keep-alive timeout (hypercorn counts a connection idle until its headers are complete).
+    # Annotated int, used as trio.fail_after(read_timeout): a float works.
+    hc.read_timeout = config.read_timeout_seconds  # type: ignore[assignment]
+    hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
     return hc
 
@@ -45,7 +51,10 @@ async def _serve_http(
 ) -> None:
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
-    app = RequestTracker(create_app(front))
+    quart_app = create_app(front)
+    quart_app.config["BODY_TIMEOUT"] = config.read_timeout_seconds  # the whole body: 408 after
+    tokens = Tokens(config.publish_token, config.read_token)
+    app = RequestTracker(BearerAuth(quart_app, tokens))
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -93,7 +102,14 @@ async def _run_pipeline(
     write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
     async with trio.open_nursery() as nursery:
         await nursery.start(
-            partial(run_writer, write_recv, store, monitor, max_txn_events=config.max_txn_events)
+            partial(
+                run_writer,
+                write_recv,
+                store,
+                monitor,
+                max_txn_events=config.max_txn_events,
+                probe_seconds=config.probe_seconds,
+            )
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):

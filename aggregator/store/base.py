@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from aggregator.messages import EventRecord, StoredEvent
 
@@ -71,3 +71,15 @@ class ReadStore(Protocol):
     def ping(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ProbingStore(Protocol):
+    """A store that can test whether a write of a given size would fit now (optional)."""
+
+    def probe(self, reserve_bytes: int) -> None:
+        """Commit about ``reserve_bytes`` of new data, then free it again.
+
+        Raises ``StoreUnavailable`` when it does not fit (disk full, read-only, broken).
+        """
+        ...
