@@ -30,9 +30,12 @@ def _setting(
     minimum: float | None = None,
     choices: Sequence[str] = (),
     flag: bool = True,
+    secret: bool = False,
 ) -> Any:
+    # A secret is left out of repr(), so that logging a Config never shows it.
     return dataclasses.field(
         default=default,
+        repr=not secret,
         metadata={"help": help, "minimum": minimum, "choices": tuple(choices), "flag": flag},
     )
 
@@ -96,6 +99,21 @@ class Config:
         "also read new events this often when no local commit woke the tail: picks up "
         "what other processes sharing a PostgreSQL store commit; 0 turns it off",
         minimum=0,
+    )
+    publish_token: str = _setting(
+        "", "bearer token required by POST /publish; empty: no token needed", secret=True
+    )
+    read_token: str = _setting(
+        "", "bearer token required by the read endpoints; empty: no token needed", secret=True
+    )
+    read_timeout_seconds: float = _setting(
+        10.0, "a connection that sends nothing for this long mid-request is closed", minimum=0.01
+    )
+    keep_alive_seconds: float = _setting(
+        5.0, "an idle keep-alive connection is closed after this long", minimum=0.01
+    )
+    probe_seconds: float = _setting(
+        1.0, "while the store fails, how often the writer probes it for recovery", minimum=0.01
     )
 
     @property

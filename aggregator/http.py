@@ -19,9 +19,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from aggregator import __version__
 from aggregator.hub import Hub
 from aggregator.messages import Accepted, PublishOutcome, Submission, Unavailable
 from aggregator.metrics import Metrics
+from aggregator.openapi import openapi_document
 from aggregator.readers import ReaderPool
 from aggregator.store import StoreUnavailable
 from aggregator.wire import Detail, EventOut, PublishResult, Rejection, Stats
@@ -236,6 +238,12 @@ def create_app(front: Front) -> QuartTrio:
             )
         return json_response({"status": "ok"})
 
+    document = msgspec.json.encode(openapi_document(__version__))
+
+    @app.get("/openapi.json")
+    async def openapi() -> Response:
+        return Response(document, content_type="application/json")
+
     @app.errorhandler(Rejection)
     async def rejected(rejection: Rejection) -> Response:
         return reject(rejection)
@@ -266,6 +274,8 @@ def create_app(front: Front) -> QuartTrio:
     async def http_error(exc: HTTPException) -> Response:
         kind = (exc.name or "error").lower().replace(" ", "_")
         message = f"{request.method} {request.path}: {exc.description}"
-        return json_response({"error": kind, "message": message}, exc.code or 500)
+        # Keep what the exception says besides its body, e.g. 405's Allow.
+        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        return json_response({"error": kind, "message": message}, exc.code or 500, headers)
 
     return app

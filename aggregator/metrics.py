@@ -138,5 +138,8 @@ class MeasuredStore:
         self._metrics.transaction_events.observe(sum(len(batch) for batch in batches))
         return result
 
+    def probe(self, reserve_bytes: int) -> None:
+        self._store.probe(reserve_bytes)
+
     def close(self) -> None:
         self._store.close()

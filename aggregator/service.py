@@ -10,7 +10,9 @@ from functools import partial
 import hypercorn.config
 import hypercorn.trio
 import trio
+from quart_trio import QuartTrio
 
+from aggregator.auth import BearerAuth, Tokens
 from aggregator.config import Config
 from aggregator.http import Front, RequestTracker, create_app
 from aggregator.http_live import observe_request, register_live_routes
@@ -40,8 +42,21 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_seconds
     hc.accesslog = None
+    # A request's bytes must keep coming; partial headers and idle connections are cut at the
+    # keep-alive timeout (hypercorn counts a connection idle until its headers are complete).
+    # Annotated int, used as trio.fail_after(read_timeout): a float works.
+    hc.read_timeout = config.read_timeout_seconds  # type: ignore[assignment]
+    hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
     return hc
+
+
+def create_routes(front: Front, config: Config) -> QuartTrio:
+    """Every route of the front (the OpenAPI test reads them from here)."""
+    quart_app = create_app(front)
+    register_live_routes(quart_app, front)
+    quart_app.config["BODY_TIMEOUT"] = config.read_timeout_seconds  # the whole body: 408 after
+    return quart_app
 
 
 async def _serve_http(
@@ -49,9 +64,10 @@ async def _serve_http(
 ) -> None:
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
-    quart_app = create_app(front)
-    register_live_routes(quart_app, front)
-    app = RequestTracker(quart_app, partial(observe_request, front))
+    tokens = Tokens(config.publish_token, config.read_token)
+    app = RequestTracker(
+        BearerAuth(create_routes(front, config), tokens), partial(observe_request, front)
+    )
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -110,6 +126,7 @@ async def _run_pipeline(
                 monitor,
                 max_txn_events=config.max_txn_events,
                 on_commit=hub.on_commit,
+                probe_seconds=config.probe_seconds,
             )
         )
         async with write_send, ingest_recv:

@@ -140,13 +140,21 @@ def decode_publish(
     """
     ndjson = _media_type_is_ndjson(content_type)
     body = _decode_content(body, content_encoding, limits)
-    items = _decode_ndjson(body, limits) if ndjson else _decode_json(body, limits)
-    if not items:
-        raise Rejection(422, "validation", "the batch is empty; send at least one event", [])
     records: list[EventRecord] = []
     details: list[Detail] = []
-    for index, event in items:
-        _check_and_append(index, event, limits, records, details)
+    try:
+        items = _decode_ndjson(body, limits) if ndjson else _decode_json(body, limits)
+        if not items:
+            raise Rejection(422, "validation", "the batch is empty; send at least one event", [])
+        for index, event in items:
+            _check_and_append(index, event, limits, records, details)
+    except RecursionError:
+        # msgspec decodes nested JSON recursively; a hostile body must not crash the worker.
+        raise Rejection(
+            400, "malformed", "the body is nested too deeply to decode; events are shallow"
+        ) from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
+        raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
     if details:
         raise _invalid(details)
     return records

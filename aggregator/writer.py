@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,11 @@ import trio
 
 from aggregator.messages import Accepted, StoredEvent, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import StoreUnavailable, WriteStore
+
+# A probe writes about twice the bytes of the transaction that failed (indexes roughly double
+# them), within these bounds, so that "it works again" means a transaction of that size fits.
+MIN_PROBE_BYTES = 64 * 1024
+MAX_PROBE_BYTES = 16 * 1024 * 1024
 
 LOGGER = logging.getLogger(__name__)
 
@@ -77,28 +83,55 @@ async def run_writer(
     *,
     max_txn_events: int,
     on_commit: Callable[[list[StoredEvent]], None] | None = None,
+    probe_seconds: float = 1.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Commit what arrives on ``inbox`` until it closes and is empty.
 
     ``on_commit`` is called with the rows each transaction stored, after COMMIT and before the
-    replies; it must not block (the hub fans out from there).
+    replies; it must not block (the hub fans out from there). After a failed transaction, while
+    no request comes, the writer probes the store every ``probe_seconds``, so that health comes
+    back by itself once the store can take writes again (disk space freed, remounted writable).
     """
     async with inbox:
         monitor.update(running=True)
         task_status.started()
         pending: WriteRequest | None = None
+        probe_bytes = 0
         try:
             while True:
                 if pending is None:
-                    try:
-                        pending = await inbox.receive()
-                    except trio.EndOfChannel:
-                        return
+                    wait = probe_seconds if monitor.statistics().last_error else math.inf
+                    with trio.move_on_after(wait):
+                        try:
+                            pending = await inbox.receive()
+                        except trio.EndOfChannel:
+                            return
+                    if pending is None:
+                        await _probe(store, monitor, probe_bytes)
+                        continue
                 batch, pending = _take_batch(pending, inbox, max_txn_events)
-                await _commit(batch, store, monitor, on_commit)
+                if not await _commit(batch, store, monitor, on_commit):
+                    probe_bytes = _probe_size(batch)
         finally:
             monitor.update(running=False)
+
+
+def _probe_size(batch: list[WriteRequest]) -> int:
+    size = sum(len(field) for r in batch for record in r.events for field in record)
+    return min(max(2 * size, MIN_PROBE_BYTES), MAX_PROBE_BYTES)
+
+
+async def _probe(store: WriteStore, monitor: WriterMonitor, probe_bytes: int) -> None:
+    """One write that must fit for the store to count as healthy again; clears ``last_error``."""
+    try:
+        await trio.to_thread.run_sync(store.probe, probe_bytes)
+    except StoreUnavailable as exc:
+        LOGGER.debug("probe of %d bytes failed: %s", probe_bytes, exc)
+        monitor.update(last_error=str(exc))
+        return
+    LOGGER.warning("the store takes writes again (a %d-byte probe committed)", probe_bytes)
+    monitor.update(last_error=None)
 
 
 async def _commit(
@@ -106,7 +139,8 @@ async def _commit(
     store: WriteStore,
     monitor: WriterMonitor,
     on_commit: Callable[[list[StoredEvent]], None] | None,
-) -> None:
+) -> bool:
+    """Commit ``batch`` and answer each request; False when the transaction failed."""
     stats = monitor.statistics()
     events = sum(len(r.events) for r in batch)
     try:
@@ -117,7 +151,7 @@ async def _commit(
         monitor.update(failed_transactions=stats.failed_transactions + 1, last_error=str(exc))
         for request in batch:
             _reply(request, Unavailable(str(exc)))
-        return
+        return False
     monitor.update(
         transactions=stats.transactions + 1,
         requests=stats.requests + len(batch),
@@ -130,3 +164,4 @@ async def _commit(
         on_commit(result.stored)
     for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
         _reply(request, Accepted(stored + duplicates, stored, duplicates))
+    return True

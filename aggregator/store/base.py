@@ -56,6 +56,14 @@ class WriteStore(Protocol):
         """
         ...
 
+    def probe(self, reserve_bytes: int) -> None:
+        """Commit about ``reserve_bytes`` of new data, then free it again: after a failure, the
+        writer's test that a transaction of that size fits now.
+
+        Raises ``StoreUnavailable`` when it does not fit (disk full, read-only, broken).
+        """
+        ...
+
     def close(self) -> None: ...
 
 

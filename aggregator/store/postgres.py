@@ -166,6 +166,12 @@ class PostgresStore:
         with self.transaction():
             return self.write(batches)
 
+    def probe(self, reserve_bytes: int) -> None:
+        # PostgreSQL reports a full disk on any write; an empty transaction on a fresh
+        # connection tests the connection and the server, which is what fails here.
+        with self.transaction():
+            pass
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One transaction: COMMIT at the end of the block, ROLLBACK if it raises. ``commit`` is

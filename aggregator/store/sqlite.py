@@ -53,6 +53,10 @@ MIGRATIONS: list[list[str]] = [
             last_seq INTEGER NOT NULL
         ) WITHOUT ROWID""",
     ],
+    [
+        # Scratch space for the writer's health probe (SQLiteStore.probe); empty at rest.
+        "CREATE TABLE probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -174,6 +178,22 @@ class SQLiteStore:
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
             raise StoreBroken(f"rollback after {describe(cause)} failed: {describe(exc)}") from exc
+
+    def probe(self, reserve_bytes: int) -> None:
+        """Commit a ``reserve_bytes`` blob, then delete it: both must reach the disk.
+
+        A commit of one small row can fit into space the WAL file already has while a real
+        transaction still cannot; writing the size of the one that failed tells them apart.
+        The freed pages stay in the file for the next events.
+        """
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("INSERT INTO probe (filler) VALUES (zeroblob(?))", (reserve_bytes,))
+            self._conn.execute("COMMIT")
+            self._conn.execute("DELETE FROM probe")
+        except sqlite3.Error as exc:
+            self._rollback(exc)
+            raise StoreUnavailable(describe(exc)) from exc
 
     def execute(self, sql: str) -> None:
         """Run one statement on the write connection (pragmas; used by tests to inject faults)."""

@@ -1,0 +1,87 @@
+"""Optional bearer tokens, checked in front of the app (an ASGI wrapper, so routes stay routes).
+
+``POST /publish`` needs the publish token, every other route the read token, except ``/health``
+and ``/openapi.json``, which stay open (a load balancer and a client generator need no secret).
+New routes are guarded by the read token unless listed in ``OPEN_PATHS``. An empty token turns
+its check off. Tokens are compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+LOGGER = logging.getLogger(__name__)
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+PUBLISH_PATHS = frozenset({"/publish"})
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    publish: str = ""
+    read: str = ""
+
+    def required(self, path: str) -> tuple[str, str] | None:
+        """(token, its setting) that ``path`` needs; None when it needs none."""
+        if path in OPEN_PATHS:
+            return None
+        if path in PUBLISH_PATHS:
+            return (self.publish, "AGGREGATOR_PUBLISH_TOKEN") if self.publish else None
+        return (self.read, "AGGREGATOR_READ_TOKEN") if self.read else None
+
+
+def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The token of an ``Authorization: Bearer <token>`` header; None without one."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+class BearerAuth:
+    """ASGI wrapper that answers 401 before the app sees a request without the right token."""
+
+    def __init__(self, app: Any, tokens: Tokens) -> None:
+        self._app = app
+        self._tokens = tokens
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            required = self._tokens.required(scope["path"])
+            if required is not None:
+                token, setting = required
+                presented = presented_token(scope["headers"])
+                if presented is None or not hmac.compare_digest(presented, token.encode()):
+                    await _unauthorized(send, scope["path"], setting, presented is not None)
+                    return
+        await self._app(scope, receive, send)
+
+
+async def _unauthorized(send: Any, path: str, setting: str, wrong: bool) -> None:
+    if wrong:
+        message = f"the bearer token for {path} is wrong; send the one set as {setting}"
+        challenge = b'Bearer realm="aggregator", error="invalid_token"'
+    else:
+        message = f"{path} needs 'Authorization: Bearer <token>' with the token set as {setting}"
+        challenge = b'Bearer realm="aggregator"'
+    LOGGER.info("401 for %s: %s token", path, "wrong" if wrong else "no")
+    body = msgspec.json.encode({"error": "unauthorized", "message": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"www-authenticate", challenge),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,257 @@
+"""``python -m aggregator.campaign``: kill the server with SIGKILL K times under load, then prove
+that nothing acknowledged was lost and nothing was stored twice.
+
+Each round starts ``python -m aggregator`` on the same data directory, runs concurrent
+at-least-once publishers against it (a batch not answered 200 is re-sent as it is, later; new
+batches also re-send events already acknowledged), and SIGKILLs the server at a random moment.
+After the last kill the server is started once more, every batch still unacknowledged is re-sent
+until it is, the server is stopped with SIGTERM, and the store is checked directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+from aggregator.config import Config
+
+Key = tuple[str, str]
+Batch = list[dict[str, Any]]
+
+
+@dataclass
+class Load:
+    """What the publishers sent and what was acknowledged, across every round."""
+
+    rng: random.Random
+    pending: list[Batch] = field(default_factory=list)  # sent, not yet answered 200
+    acked: set[Key] = field(default_factory=set)
+    acked_list: list[Key] = field(default_factory=list)  # for picking re-sends
+    sent: set[Key] = field(default_factory=set)
+    requests: int = 0
+    acked_requests: int = 0
+    acked_events: int = 0  # events in 200 answers, duplicates included
+
+    def next_batch(self, size: int) -> Batch:
+        if self.pending:
+            return self.pending.pop(self.rng.randrange(len(self.pending)))
+        keys = [
+            (f"t{self.rng.randrange(4)}", f"{self.rng.getrandbits(64):016x}") for _ in range(size)
+        ]
+        keys += [self.rng.choice(self.acked_list) for _ in range(2) if self.acked_list]
+        self.sent.update(keys)
+        return [
+            {
+                "topic": t,
+                "event_id": e,
+                "timestamp": "2026-11-21T10:00:00Z",
+                "source": "campaign",
+                "payload": {"n": i},
+            }
+            for i, (t, e) in enumerate(keys)
+        ]
+
+    def record(self, batch: Batch) -> None:
+        self.acked_requests += 1
+        self.acked_events += len(batch)
+        for item in batch:
+            key = (item["topic"], item["event_id"])
+            if key not in self.acked:
+                self.acked.add(key)
+                self.acked_list.append(key)
+
+
+class Server:
+    """One ``python -m aggregator`` process; ``url`` is set once it logs that it listens."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.url = ""
+        self.tail: list[str] = []
+        self.ready = trio.Event()
+
+    async def drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        buffer = b""
+        async for chunk in self.proc.stderr:
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                self.tail = [*self.tail[-40:], text]
+                if not self.url and "listening on " in text:
+                    self.url = text.split("listening on ", 1)[1].split()[0]
+                    self.ready.set()
+        self.ready.set()  # exited
+
+
+async def start_server(nursery: trio.Nursery, data_dir: Path) -> Server:
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "aggregator", "--port", "0", "--workers", "8",
+         "--data-dir", str(data_dir),],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    server = Server(proc)
+    nursery.start_soon(server.drain_stderr)
+    with trio.fail_after(60):
+        await server.ready.wait()
+    if not server.url:
+        raise RuntimeError("the server did not start:\n" + "\n".join(server.tail))
+    return server
+
+
+async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool) -> None:
+    """One at-least-once publisher: a batch not answered 200 goes back to ``pending``."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        while not (stop_when_done and not load.pending):
+            batch = load.next_batch(batch_size)
+            acked = False
+            try:
+                load.requests += 1
+                response = await http.post("/publish", json=batch)
+                if response.status_code == 200:
+                    load.record(batch)
+                    acked = True
+                elif response.status_code not in (429, 503):
+                    raise RuntimeError(f"{response.status_code} {response.text}")
+            except httpx.TransportError:
+                await trio.sleep(0.01)  # the server is gone or restarting: back off a little
+            finally:
+                if not acked:
+                    load.pending.append(batch)
+
+
+async def run_round(data_dir: Path, load: Load, *, clients: int, kill_after: float | None) -> None:
+    """Start the server, load it; SIGKILL it after ``kill_after`` seconds, or (None) re-send
+    every pending batch and stop it with SIGTERM."""
+    async with trio.open_nursery() as nursery:
+        server = await start_server(nursery, data_dir)
+        async with trio.open_nursery() as publishers:
+            for _ in range(clients):
+                publishers.start_soon(
+                    lambda: publish(server.url, load, batch_size=20, stop_when_done=not kill_after)
+                )
+            if kill_after is not None:
+                await trio.sleep(kill_after)
+                server.proc.send_signal(signal.SIGKILL)
+                publishers.cancel_scope.cancel()
+        if kill_after is None:
+            server.proc.send_signal(signal.SIGTERM)
+        with trio.fail_after(60):
+            code = await server.proc.wait()
+        expected = -signal.SIGKILL if kill_after is not None else 0
+        if code != expected:
+            raise RuntimeError(f"server exit code {code}, expected {expected}:\n" +
+                               "\n".join(server.tail))  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    kills: int
+    requests: int
+    acknowledged_requests: int
+    acknowledged_events: int
+    distinct_acknowledged: int
+    rows: int
+    received: int
+    unique_processed: int
+    duplicate_dropped: int
+    lost: int
+    doubled: int
+    unknown: int
+
+    def violations(self) -> list[str]:
+        problems = []
+        if self.lost:
+            problems.append(f"{self.lost} acknowledged events are not stored")
+        if self.doubled:
+            problems.append(f"{self.doubled} events are stored twice")
+        if self.unknown:
+            problems.append(f"{self.unknown} stored events were never sent")
+        if self.received != self.unique_processed + self.duplicate_dropped:
+            problems.append("received != unique_processed + duplicate_dropped")
+        if self.unique_processed != self.rows:
+            problems.append(f"unique_processed {self.unique_processed} != {self.rows} rows")
+        if self.received < self.acknowledged_events:
+            problems.append("received is less than the events acknowledged")
+        return problems
+
+
+def check(database: Path, load: Load, kills: int) -> Figures:
+    """Read the store directly (read-only) and compare it with what was acknowledged."""
+    conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT topic, event_id FROM events").fetchall()
+        received, unique, duplicates = conn.execute(
+            "SELECT received, unique_processed, duplicate_dropped FROM counters"
+        ).fetchone()
+    finally:
+        conn.close()
+    stored = set(rows)
+    return Figures(
+        kills, load.requests, load.acked_requests, load.acked_events, len(load.acked),
+        len(rows), received, unique, duplicates,
+        lost=len(load.acked - stored), doubled=len(rows) - len(stored),
+        unknown=len(stored - load.sent),
+    )  # fmt: skip
+
+
+async def run_campaign(
+    data_dir: Path, *, kills: int, clients: int, seed: int, max_delay: float
+) -> Figures:
+    load = Load(random.Random(seed))
+    for _ in range(kills):
+        await run_round(data_dir, load, clients=clients, kill_after=load.rng.uniform(0, max_delay))
+    await run_round(data_dir, load, clients=clients, kill_after=None)
+    return check(Config(data_dir=data_dir).database_path, load, kills)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m aggregator.campaign", description=__doc__)
+    parser.add_argument("--kills", type=int, default=50, help="SIGKILLs (default 50)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent publishers")
+    parser.add_argument("--max-delay", type=float, default=2.0,
+                        help="each kill comes 0..this many seconds after start-up")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=None, help="random seed (printed)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary one")
+    args = parser.parse_args(argv)
+    seed = random.randrange(2**32) if args.seed is None else args.seed
+    with tempfile.TemporaryDirectory(prefix="campaign-") as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        figures = trio.run(
+            lambda: run_campaign(
+                data_dir, kills=args.kills, clients=args.clients, seed=seed,
+                max_delay=args.max_delay,
+            )
+        )  # fmt: skip
+    out = sys.stdout
+    out.write(f"seed {seed}: {figures.kills} kills survived, {figures.requests} requests\n")
+    out.write(
+        f"acknowledged: {figures.acknowledged_requests} requests, {figures.acknowledged_events} "
+        f"events ({figures.distinct_acknowledged} distinct)\n"
+        f"stored: {figures.rows} rows; received {figures.received} = unique_processed "
+        f"{figures.unique_processed} + duplicate_dropped {figures.duplicate_dropped}\n"
+        f"lost = {figures.lost}, doubled = {figures.doubled}, never sent = {figures.unknown}\n"
+    )
+    problems = figures.violations()
+    for problem in problems:
+        out.write(f"VIOLATION: {problem}\n")
+    raise SystemExit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The crash campaign: a short run (5 SIGKILLs under load), and its checker catching violations."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from aggregator.campaign import Figures, Load, check
+from aggregator.messages import EventRecord
+from aggregator.store.sqlite import SQLiteStore
+from tests.support import ROOT
+
+
+def test_five_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "aggregator.campaign", "--kills", "5", "--seed", "5",
+         "--max-delay", "1.5", "--data-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 kills survived" in result.stdout
+    assert "lost = 0, doubled = 0, never sent = 0" in result.stdout
+    assert "VIOLATION" not in result.stdout
+
+
+def test_the_checker_reports_a_lost_and_an_unknown_event(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.sqlite3")
+    store.commit([[EventRecord("t", "stored-never-sent", "2026-11-21T10:00:00Z", "s", "{}")]])
+    store.close()
+    load = Load(random.Random(0))
+    load.record([{"topic": "t", "event_id": "acked-never-stored"}])
+    load.sent.add(("t", "acked-never-stored"))
+    figures = check(tmp_path / "s.sqlite3", load, kills=0)
+    assert (figures.lost, figures.doubled, figures.unknown) == (1, 0, 1)
+    assert [p.split()[-1] for p in figures.violations()] == ["stored", "sent"]
+
+
+def test_the_checker_reports_broken_counters() -> None:
+    fine = Figures(1, 10, 5, 50, 50, 50, 60, 50, 10, 0, 0, 0)
+    assert fine.violations() == []
+    skewed = Figures(1, 10, 5, 50, 50, 50, 60, 49, 10, 0, 0, 0)
+    assert skewed.violations() == [
+        "received != unique_processed + duplicate_dropped",
+        "unique_processed 49 != 50 rows",
+    ]
