@@ -292,6 +292,16 @@ def test_compose_settings_are_ones_the_programs_accept(tmp_path: Path) -> None:
     assert env.get("AGGREGATOR_PUBLISH_TOKEN") == env.get("AGGREGATOR_READ_TOKEN") == ""
 
 
+def test_compose_passes_program_settings_through_under_their_own_names() -> None:
+    """`AGGREGATOR_WORKERS=8 docker compose up` sets the server's AGGREGATOR_WORKERS, and a
+    variable only compose.yaml reads (a host port) never looks like a program's setting."""
+    passed_through = re.compile(r"^\s*(?P<key>\w+): \$\{(?P<name>\w+):-")
+    for line in COMPOSE.read_text().splitlines():
+        for match in re.finditer(r"\$\{(?P<name>(?:AGGREGATOR|SIMULATOR)_\w+)", line):
+            same = passed_through.match(line)
+            assert same and same["key"] == same["name"] == match["name"], line
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 def test_docker_compose_validates_the_file() -> None:
     # CI installs docker-compose (.ci/run) and `make lint` runs this same check.
