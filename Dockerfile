@@ -22,8 +22,9 @@ FROM python:3.11-slim AS runtime
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
-# The wheels are bind-mounted from the build stage, so no layer of this image keeps them. They are
-# exactly the resolved set for ".[postgres]"; --no-index proves nothing else is needed.
+# The wheels are bind-mounted from the build stage, so no layer of this image keeps them (a
+# BuildKit mount: the builder of `docker compose` and of Docker 23+). They are exactly the
+# resolved set for ".[postgres]"; --no-index proves nothing else is needed.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index /wheels/*.whl
 
