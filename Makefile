@@ -19,10 +19,12 @@ run: $(VENV)/.installed  ## start the server on the embedded SQLite store in ./d
 test: $(VENV)/.installed  ## install everything and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed  ## ruff, mypy, hadolint on the Dockerfile, docker-compose on compose.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	docker-compose -f compose.yaml --profile tui --profile postgres config -q
 
 bench: $(VENV)/.installed  ## the benchmark table of the README
 	$(BIN)/python -m simulator.bench $(ARGS)

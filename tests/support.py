@@ -42,9 +42,16 @@ class ServerProcess:
         args: Sequence[str],
         env: dict[str, str] | None = None,
         command: Sequence[str] | None = None,
+        *,
+        inherit_env: bool = True,
     ) -> None:
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env.setdefault("PYTHONPATH", str(ROOT))
+        """``inherit_env=False`` runs with ``env`` alone, as a container's process sees only its
+        image's and its service's environment."""
+        if inherit_env:
+            full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+            full_env.setdefault("PYTHONPATH", str(ROOT))
+        else:
+            full_env = dict(env or {})
         argv = list(command) if command else [sys.executable, "-m", "aggregator"]
         self.proc = subprocess.Popen(
             [*argv, *args],

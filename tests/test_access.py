@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 
@@ -78,6 +79,8 @@ async def test_slowloris_and_idle_connections_are_cut_and_others_served(tmp_path
                 while chunk := await stream.receive_some(1000):
                     data += chunk
                 assert data == b"" or data.startswith(b"HTTP/1.1 408")
-            assert (await server.client.get("/health")).status_code == 200
+            # A new connection: the client's pooled one was idle past keep_alive_seconds too.
+            async with httpx.AsyncClient(base_url=server.running.url) as fresh:
+                assert (await fresh.get("/health")).status_code == 200
             for stream in [*idle, *slow, *body]:
                 await stream.aclose()

@@ -1,0 +1,56 @@
+# syntax=docker/dockerfile:1
+# One image, three programs: the aggregator (the default command), `aggregator-sim` and
+# `aggregator-tui`. compose.yaml runs each with its own command.
+
+# ---- build: every wheel the programs need, ours included ----------------------------------------
+FROM python:3.11-slim AS build
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY aggregator ./aggregator
+COPY simulator ./simulator
+COPY tui ./tui
+# The postgres extra too: one image serves both stores (AGGREGATOR_DATABASE_URL chooses).
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[postgres]"
+
+# ---- runtime: the installed wheels, no build stage tools, not root ------------------------------
+FROM python:3.11-slim AS runtime
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# The wheels are bind-mounted from the build stage, so no layer of this image keeps them (a
+# BuildKit mount: the builder of `docker compose` and of Docker 23+). They are exactly the
+# resolved set for ".[postgres]"; --no-index proves nothing else is needed.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index /wheels/*.whl
+
+# A fixed uid/gid, so a bind-mounted data directory can be chowned to match (10001:10001).
+RUN groupadd --system --gid 10001 aggregator \
+    && useradd --system --uid 10001 --gid aggregator --no-log-init --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin aggregator \
+    && mkdir /data \
+    && chown aggregator:aggregator /data
+
+# A new named volume is filled from the image's /data, so it starts owned by the aggregator user.
+VOLUME ["/data"]
+
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    AGGREGATOR_HOST=0.0.0.0 \
+    AGGREGATOR_PORT=8080 \
+    AGGREGATOR_DATA_DIR=/data
+
+USER 10001:10001
+WORKDIR /data
+EXPOSE 8080
+
+# Standard library only; any failure (refused, timeout, a 503 from /health) raises, so exit 1.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:' + os.environ.get('AGGREGATOR_PORT', '8080') + '/health', timeout=4)"]
+
+# Exec form: the server is PID 1 and gets SIGTERM itself, drains, closes the store and exits 0.
+CMD ["aggregator"]
