@@ -46,7 +46,7 @@ class Config:
     port: int = _setting(8080, "TCP port; 0 picks a free one (logged)", minimum=0)
     data_dir: Path = _setting(Path("data"), "directory of the SQLite store (created if missing)")  # noqa: RUF009 (immutable)
     workers: int = _setting(
-        32, "worker tasks; bounds publish requests being validated or committed at once", minimum=1
+        64, "worker tasks; bounds publish requests being validated or committed at once", minimum=1
     )
     synchronous: str = _setting(
         "full",

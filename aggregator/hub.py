@@ -96,10 +96,15 @@ class Hub:
         self._tail_cursor = 0
         self._closed = False
         self._advanced = trio.Event()
+        self.subscribed = 0  # subscriptions ever made: tells the tail one came while it looked away
 
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subscriptions)
 
     def notify(self) -> None:
         """Something was committed: wake the tail. Never blocks; wake-ups coalesce."""
@@ -115,6 +120,7 @@ class Hub:
             raise HubClosed("the server is shutting down")
         subscription = Subscription(topic, self._buffer_events)
         self._subscriptions.add(subscription)
+        self.subscribed += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -187,7 +193,29 @@ async def run_tail(
                     await hub.wake.receive()
                 except trio.EndOfChannel:
                     return
-            cursor = await _read_new(hub, readers, cursor)
+            head = await _skip_unwatched(hub, readers, cursor)
+            cursor = head if head is not None else await _read_new(hub, readers, cursor)
+
+
+async def _skip_unwatched(hub: Hub, readers: ReaderPool, cursor: int) -> int | None:
+    """With nobody subscribed, move the cursor to the head instead of reading and encoding rows;
+    the new cursor, or None when the rows must be read after all.
+
+    Not if a subscription was made meanwhile: one that registered during the read may have
+    finished its replay below the head and count on the tail for the rest.
+    """
+    if hub.active or hub.closed:
+        return None
+    subscribed = hub.subscribed
+    try:
+        head = await readers.run(_head)
+    except StoreUnavailable:
+        return None
+    if hub.subscribed != subscribed:
+        return None
+    if head > cursor:
+        hub.fan_out([], head)
+    return max(head, cursor)
 
 
 async def _read_new(hub: Hub, readers: ReaderPool, cursor: int) -> int:

@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator import hub as hub_module
 from aggregator import stream as stream_module
 from aggregator.config import Config
 from aggregator.hub import Hub, HubClosed, run_tail
@@ -241,3 +242,93 @@ def test_a_frame_is_one_sse_message_even_when_the_payload_has_line_breaks() -> N
     assert frame.data.count(b"\r") == 0
     [message] = SSEParser().feed(frame.data.decode())
     assert message == Message(7, {**row._asdict(), "payload": json.loads(payload)})
+
+
+class CountingTailPool:
+    """The tail's reader pool: counts event reads and runs ``before_head`` (once) just before
+    the tail's next read of the head, to force what happens while that read is in flight."""
+
+    def __init__(self, pool: ReaderPool) -> None:
+        self._pool = pool
+        self.event_reads = 0
+        self.before_head: Callable[[], Any] | None = None
+
+    async def run(self, call: Callable[[Any], Any]) -> Any:
+        if call is hub_module._head and self.before_head is not None:
+            hook, self.before_head = self.before_head, None
+            await hook()
+        elif call is not hub_module._head:
+            self.event_reads += 1
+        return await self._pool.run(call)
+
+
+@asynccontextmanager
+async def open_counted(tmp_path: Path) -> AsyncIterator[tuple[Parts, CountingTailPool]]:
+    config = Config(data_dir=tmp_path)
+    store = open_store(config)
+    try:
+        async with open_reader_pool(partial(open_reader, config), 2) as readers:
+            hub = Hub(buffer_events=1000)
+            counted = CountingTailPool(readers)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_tail, hub, counted)
+                yield Parts(store, hub, readers), counted
+                hub.close()
+    finally:
+        store.close()
+
+
+@pytest.mark.trio
+async def test_without_subscribers_the_tail_reads_no_events(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with open_counted(tmp_path) as (parts, pool):
+            for _ in range(5):
+                last = await parts.commit("a", "b")  # waits until the tail's cursor is there
+            unwatched_reads = pool.event_reads
+            body = stream_events(parts.hub, parts.readers, None, last, heartbeat_seconds=FOREVER)
+            async with aclosing(body) as chunks:
+                await anext(chunks)  # subscribed
+                newest = await parts.commit("a")
+                ids = await read_ids(chunks, SSEParser(), newest)
+    assert unwatched_reads == 0
+    assert pool.event_reads >= 1
+    assert ids == [newest]
+
+
+@pytest.mark.trio
+async def test_a_subscriber_that_arrives_while_the_tail_skips_ahead_misses_nothing(
+    tmp_path: Path,
+) -> None:
+    """The tail reads the head with nobody subscribed; meanwhile a subscriber registers, finds
+    nothing new in replay, goes live, and an event is committed. The tail must not skip it."""
+    received: list[int] = []
+    with trio.fail_after(20):
+        async with open_counted(tmp_path) as (parts, pool), trio.open_nursery() as nursery:
+            first = await parts.commit("a")
+            late: list[int] = []
+
+            async def subscriber() -> None:
+                body = stream_events(
+                    parts.hub, parts.readers, None, first + 1, heartbeat_seconds=FOREVER
+                )
+                async with aclosing(body) as chunks:
+                    parser = SSEParser()
+                    async for chunk in chunks:
+                        received.extend(m.id for m in parser.feed(chunk.decode()) if m.id)
+
+            async def while_the_head_is_read() -> None:
+                nursery.start_soon(subscriber)
+                await trio.testing.wait_all_tasks_blocked()  # it replayed and waits live
+                result = parts.store.commit(
+                    [[EventRecord("a", "late", "2026-01-01T00:00:00Z", "s", "{}")]]
+                )
+                late.append(result.stored[0].seq)
+                parts.hub.on_commit(result.stored)
+
+            pool.before_head = while_the_head_is_read
+            second = await parts.commit("a")  # wakes the tail: nobody subscribed yet
+            await parts.hub.wait_fanned_out(late[0])
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert second == first + 1 and late == [first + 2]
+    assert received == [first + 2]
