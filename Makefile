@@ -30,7 +30,7 @@ bench: $(VENV)/.installed  ## the benchmark table of the README
 	$(BIN)/python -m simulator.bench $(ARGS)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
-	$(BIN)/python -m tests.bench_postgres $(ARGS)
+	$(BIN)/python -m bench.postgres $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,6 @@
 """Bounded benchmark: events/s with 1, 2 and 3 aggregator processes on one PostgreSQL database.
 
-``python -m tests.bench_postgres [--events N] [--clients C] [--batch B]`` (``make
+``python -m bench.postgres [--events N] [--clients C] [--batch B]`` (``make
 bench-postgres``). For each process count it starts the processes on a fresh schema of a
 throw-away database, has C clients publish N events in batches of B (unique uuid4 ids, client k
 sends to process k mod n), and reports committed events per second; SQLite with one process is the
@@ -59,7 +59,7 @@ def run(label: str, argv_per_process: list[list[str]], args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.bench_postgres")
+    parser = argparse.ArgumentParser(prog="python -m bench.postgres")
     parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--batch", type=int, default=100)
