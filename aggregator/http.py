@@ -21,12 +21,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.hub import Hub
-from aggregator.messages import Accepted, PublishOutcome, Submission, Unavailable
+from aggregator.messages import Submission
 from aggregator.metrics import Metrics
 from aggregator.openapi import openapi_document
 from aggregator.readers import ReaderPool
 from aggregator.store import StoreUnavailable
-from aggregator.wire import Detail, EventOut, PublishResult, Rejection, Stats
+from aggregator.wire import Detail, EventOut, Rejection, Stats
 from aggregator.writer import WriterMonitor
 
 LOGGER = logging.getLogger(__name__)
@@ -63,18 +63,6 @@ def reject(rejection: Rejection) -> Response:
     if rejection.retry_after is not None:
         headers = {"Retry-After": str(rejection.retry_after)}
     return json_response(rejection.body, rejection.status, headers)
-
-
-def unavailable(reason: str) -> Response:
-    return reject(
-        Rejection(
-            503,
-            "unavailable",
-            f"the store cannot take writes now: {reason}; "
-            "nothing of the request was stored, resend it later",
-            retry_after=RETRY_AFTER_SECONDS,
-        )
-    )
 
 
 def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
@@ -135,41 +123,6 @@ class RequestTracker:
 def create_app(front: Front) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = front.max_body_bytes
-
-    @app.post("/publish")
-    async def publish() -> Response:
-        body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
-        submission = Submission(
-            body,
-            request.headers.get("Content-Type"),
-            request.headers.get("Content-Encoding"),
-            reply_send,
-        )
-        try:
-            front.ingest.send_nowait(submission)
-        except trio.WouldBlock:
-            return reject(
-                Rejection(
-                    429,
-                    "overloaded",
-                    f"the ingest queue is full ({front.queue_size} requests "
-                    "waiting, AGGREGATOR_QUEUE_SIZE); nothing was stored, resend after "
-                    f"{RETRY_AFTER_SECONDS} s",
-                    retry_after=RETRY_AFTER_SECONDS,
-                )
-            )
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return unavailable("the server is shutting down")
-        async with reply_recv:
-            outcome = await reply_recv.receive()
-        if isinstance(outcome, Accepted):
-            return json_response(
-                PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
-            )
-        if isinstance(outcome, Unavailable):
-            return unavailable(outcome.reason)
-        return reject(outcome)
 
     @app.get("/events")
     async def events() -> Response:

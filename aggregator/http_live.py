@@ -6,7 +6,6 @@ Routes only, as in ``aggregator/http.py``: the stream is ``aggregator/stream.py`
 
 from __future__ import annotations
 
-import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -126,13 +125,3 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             database_bytes=size,
         )
         return Response(front.metrics.render(snapshot), content_type=CONTENT_TYPE)
-
-    @app.after_request
-    async def count_rejections(response: Response) -> Response:
-        if request.path == "/publish" and response.status_code >= 400:
-            try:
-                reason = msgspec.json.decode(await response.get_data())["error"]
-            except (msgspec.DecodeError, KeyError, TypeError):
-                reason = str(response.status_code)
-            front.metrics.rejected.labels(str(reason)).inc()
-        return response

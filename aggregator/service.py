@@ -19,6 +19,7 @@ from aggregator.http_live import observe_request, register_live_routes
 from aggregator.hub import Hub, run_tail
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.metrics import MeasuredStore, Metrics
+from aggregator.publish import PublishRoute
 from aggregator.readers import ReaderPool, open_reader_pool
 from aggregator.store import WriteStore, describe_store, open_reader, open_store
 from aggregator.workers import run_worker
@@ -52,7 +53,7 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
 
 
 def create_routes(front: Front, config: Config) -> QuartTrio:
-    """Every route of the front (the OpenAPI test reads them from here)."""
+    """Every Quart route of the front; ``POST /publish`` is ``PublishRoute``, in front of it."""
     quart_app = create_app(front)
     register_live_routes(quart_app, front)
     quart_app.config["BODY_TIMEOUT"] = config.read_timeout_seconds  # the whole body: 408 after
@@ -65,9 +66,10 @@ async def _serve_http(
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
     tokens = Tokens(config.publish_token, config.read_token)
-    app = RequestTracker(
-        BearerAuth(create_routes(front, config), tokens), partial(observe_request, front)
+    routes = PublishRoute(
+        front, create_routes(front, config), body_timeout=config.read_timeout_seconds
     )
+    app = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(

@@ -13,7 +13,7 @@ import jsonschema_rs
 import pytest
 import trio
 
-from aggregator import __version__
+from aggregator import __version__, publish
 from aggregator.config import Config
 from aggregator.http import Front
 from aggregator.hub import Hub
@@ -39,7 +39,7 @@ def app_routes() -> set[tuple[str, str]]:
         ingest, readers, WriterMonitor(), 1, 1, 0.0, Hub(buffer_events=1), Metrics(), 1, 1
     )
     app = create_routes(front, Config())
-    return {
+    return {("post", publish.PATH)} | {  # PublishRoute serves POST /publish in front of Quart
         (method.lower(), rule.rule)
         for rule in app.url_map.iter_rules()
         if rule.endpoint != "static"
