@@ -1,5 +1,6 @@
 """``python -m simulator`` / ``aggregator-sim``: send the load, report, verify; exit 0 only if
-every check holds (1: a check failed; 2: bad options or the aggregator cannot be reached)."""
+every check holds (1: a check failed; 2: bad options, or the aggregator cannot be reached or
+refuses the token)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import httpx
 import trio
 from rich.console import Console
 
-from simulator.client import Poster, RetryPolicy
+from simulator.client import Poster, Refused, RetryPolicy
 from simulator.config import Options, OptionsError, load_options
 from simulator.generator import Generator
 from simulator.rawhttp import RawClient
@@ -25,22 +26,35 @@ from simulator.runner import Load, RunResult, Tally, run_load
 from simulator.verify import Expectation, fetch_stats, verify
 
 LOGGER = logging.getLogger("simulator")
+# Where the token for a refused path is set (the server's message names its own setting).
+TOKEN_HINT = {
+    "/publish": "--token / SIMULATOR_TOKEN",
+    "/stats": "--read-token / SIMULATOR_READ_TOKEN",
+}
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _poster(
     options: Options, tls: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None
 ) -> AbstractAsyncContextManager[Poster]:
     if options.http == "raw" and transport is None:
-        return RawClient(options.url, options.timeout)
-    return _http_factory(options, tls, transport)
+        return RawClient(options.url, options.timeout, _bearer(options.token))
+    return _http_factory(options, tls, transport, options.token)
 
 
 def _http_factory(
-    options: Options, tls: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None
+    options: Options,
+    tls: ssl.SSLContext,
+    transport: httpx.AsyncBaseTransport | None,
+    token: str,
 ) -> httpx.AsyncClient:
     return httpx.AsyncClient(
         base_url=options.url,
         transport=transport,
+        headers=_bearer(token),
         timeout=options.timeout,
         verify=tls,  # one context for all clients: building one costs ~20 ms
         limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
@@ -67,6 +81,34 @@ async def run(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> int:
     """One simulator run; the exit code. ``transport`` replaces the network (tests)."""
+    try:
+        return await _run(options, seed, out, err, transport)
+    except* Refused as group:
+        refused = _first(group)
+    err.print(
+        f"aggregator-sim: {refused}; pass that token as {TOKEN_HINT.get(refused.path, '--token')}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 2
+
+
+def _first(group: BaseExceptionGroup[Refused]) -> Refused:
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, Refused)
+    return leaf
+
+
+async def _run(
+    options: Options,
+    seed: int,
+    out: Console,
+    err: Console,
+    transport: httpx.AsyncBaseTransport | None,
+) -> int:
     generator = Generator.from_options(options, seed)
     tls = ssl.create_default_context()
     policy = RetryPolicy(options.retries, options.backoff, options.backoff_max)
@@ -78,7 +120,7 @@ async def run(
         options.rate,
         seed,
     )
-    async with _http_factory(options, tls, transport) as control:
+    async with _http_factory(options, tls, transport, options.read_token) as control:
         try:
             before = await fetch_stats(control) if options.verify else None
         except httpx.HTTPError as exc:

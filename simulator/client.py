@@ -8,6 +8,8 @@ Outcomes of one attempt, as the contract defines them:
   ambiguous attempt that did commit counts its events in ``received`` once more.
 - a connection that could not be opened (connect error or connect/pool timeout): not sent.
 - another 4xx: the request itself is wrong; resending cannot help, so it is abandoned at once.
+- 401 and 403: the credentials are wrong, for every request of the run alike; ``Refused`` is
+  raised, and the run stops.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ from simulator.generator import Batch
 
 LOGGER = logging.getLogger(__name__)
 NOT_STORED = (429, 503)
+REFUSED = (401, 403)
+
+
+class Refused(Exception):
+    """The server refused the request's credentials (401/403): change the request (the token),
+    not a reason to retry."""
+
+    def __init__(self, path: str, status: int, message: str) -> None:
+        super().__init__(f"{path} answered {status}: {message}")
+        self.path = path
+        self.status = status
 
 
 class Poster(Protocol):
@@ -95,6 +108,17 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
+def response_message(response: httpx.Response) -> str:
+    """The server's ``message`` (its JSON error body), else the start of the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])
+    return response.text[:200]
+
+
 class Publisher:
     """Sends batches over one ``httpx.AsyncClient``; the sleep, the RNG and the clock are injected
     so tests can run the backoff without waiting."""
@@ -148,6 +172,8 @@ class Publisher:
                         self._clock() - started, tuple(failures),
                         f"acknowledged {ack} for {batch.size} events" if wrong else None,
                     )  # fmt: skip
+                if status in REFUSED:
+                    raise Refused("/publish", status, response_message(response))
                 failures.append(str(status))
                 if status < 500 and status not in NOT_STORED:
                     return self._abandon(

@@ -25,10 +25,18 @@ class OptionsError(ValueError):
 
 
 def _option(
-    default: Any, help: str, *, minimum: float | None = None, choices: Sequence[str] = ()
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    choices: Sequence[str] = (),
+    secret: bool = False,
 ) -> Any:
+    """``secret``: left out of the repr, so a logged or printed Options never shows it."""
     return dataclasses.field(
-        default=default, metadata={"help": help, "minimum": minimum, "choices": tuple(choices)}
+        default=default,
+        repr=not secret,
+        metadata={"help": help, "minimum": minimum, "choices": tuple(choices)},
     )
 
 
@@ -70,6 +78,12 @@ class Options:
     verify: bool = _option(True, "read /stats before and after and check the deltas")
     progress: bool = _option(True, "show a live progress bar on stderr (only on a terminal)")
     preset: str = _option("", "a seed scenario: uts, uas or k6 (see PRESETS)")
+    token: str = _option(
+        "", "bearer token for POST /publish (the server's AGGREGATOR_PUBLISH_TOKEN)", secret=True
+    )
+    read_token: str = _option(
+        "", "bearer token for GET /stats (the server's AGGREGATOR_READ_TOKEN)", secret=True
+    )
 
     @staticmethod
     def env_name(field: str) -> str:

@@ -20,14 +20,19 @@ READ_SIZE = 65536
 class RawClient:
     """One connection, opened on first use and re-opened after a failure."""
 
-    def __init__(self, base_url: str, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, timeout: float, headers: dict[str, str] | None = None
+    ) -> None:
+        """``headers`` go with every request (e.g. ``Authorization``)."""
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"the raw client speaks plain http:// only, not {base_url!r}")
         self._host = parts.hostname
         self._port = parts.port or 80
         self._timeout = timeout
-        self._host_header = f"Host: {parts.netloc}\r\n".encode()
+        self._host_header = f"Host: {parts.netloc}\r\n".encode() + b"".join(
+            f"{k}: {v}\r\n".encode() for k, v in (headers or {}).items()
+        )
         self._stream: trio.SocketStream | None = None
         self._buffer = b""
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import httpx
 import msgspec
 
+from simulator.client import REFUSED, Refused, response_message
+
 
 class StatsSnapshot(msgspec.Struct, frozen=True):
     received: int
@@ -39,6 +41,8 @@ _STATS = msgspec.json.Decoder(StatsSnapshot)
 
 async def fetch_stats(http: httpx.AsyncClient) -> StatsSnapshot:
     response = await http.get("/stats")
+    if response.status_code in REFUSED:
+        raise Refused("/stats", response.status_code, response_message(response))
     response.raise_for_status()
     return _STATS.decode(response.content)
 

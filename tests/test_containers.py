@@ -290,12 +290,21 @@ def test_compose_settings_are_ones_the_programs_accept(tmp_path: Path) -> None:
     # Every token-like value (bearer tokens) defaults to empty: none required until one is set.
     env = service_process(compose, stage, "aggregator")[1]
     assert env.get("AGGREGATOR_PUBLISH_TOKEN") == env.get("AGGREGATOR_READ_TOKEN") == ""
+    assert options.token == options.read_token == ""
+    assert service_process(compose, stage, "tui")[1]["AGGREGATOR_TUI_TOKEN"] == ""
+    # The clients send the very tokens the server requires: one variable each, set once.
+    server = compose["services"]["aggregator"]["environment"]
+    simulator = compose["services"]["simulator"]["environment"]
+    assert simulator["SIMULATOR_TOKEN"] == server["AGGREGATOR_PUBLISH_TOKEN"]
+    assert simulator["SIMULATOR_READ_TOKEN"] == server["AGGREGATOR_READ_TOKEN"]
+    tui = compose["services"]["tui"]["environment"]
+    assert tui["AGGREGATOR_TUI_TOKEN"] == server["AGGREGATOR_READ_TOKEN"]
 
 
 def test_compose_passes_program_settings_through_under_their_own_names() -> None:
     """`AGGREGATOR_WORKERS=8 docker compose up` sets the server's AGGREGATOR_WORKERS, and a
     variable only compose.yaml reads (a host port) never looks like a program's setting."""
-    passed_through = re.compile(r"^\s*(?P<key>\w+): \$\{(?P<name>\w+):-")
+    passed_through = re.compile(r"^\s*(?P<key>\w+): (?:&[\w-]+ )?\$\{(?P<name>\w+):-")
     for line in COMPOSE.read_text().splitlines():
         for match in re.finditer(r"\$\{(?P<name>(?:AGGREGATOR|SIMULATOR)_\w+)", line):
             same = passed_through.match(line)

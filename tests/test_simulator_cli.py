@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 from tests.support import ROOT, running_server
 
 
-def simulate(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def simulate(
+    url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "simulator", "--url", url, *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,3 +46,43 @@ def test_bad_option_exits_2() -> None:
     done = simulate("http://127.0.0.1:9", "--dup-ratio", "1.5")
     assert done.returncode == 2
     assert "--dup-ratio" in done.stderr
+
+
+PUBLISH_TOKEN = "pub-7f3a9c"
+READ_TOKEN = "read-51be02"
+TOKENS = {"AGGREGATOR_PUBLISH_TOKEN": PUBLISH_TOKEN, "AGGREGATOR_READ_TOKEN": READ_TOKEN}
+
+
+@pytest.mark.slow
+def test_tokens_against_a_server_that_requires_them(tmp_path: Path) -> None:
+    small = ("--events", "300", "--batch", "50", "--concurrency", "2", "--json")
+    with running_server(tmp_path, env=TOKENS) as server:
+        # httpx, tokens as flags.
+        done = simulate(server.url, *small, "--token", PUBLISH_TOKEN, "--read-token", READ_TOKEN)
+        assert done.returncode == 0, done.stdout + done.stderr + server.log()
+        assert json.loads(done.stdout)["ok"] is True
+        # The raw client, tokens from the environment.
+        env = {"SIMULATOR_TOKEN": PUBLISH_TOKEN, "SIMULATOR_READ_TOKEN": READ_TOKEN}
+        done = simulate(server.url, *small, "--http", "raw", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr + server.log()
+        assert json.loads(done.stdout)["ok"] is True
+
+        # No read token: /stats is refused before anything is sent.
+        no_read = simulate(server.url, *small, "--token", PUBLISH_TOKEN)
+        assert no_read.returncode == 2, no_read.stdout + no_read.stderr
+        assert "/stats answered 401" in no_read.stderr
+        assert "--read-token / SIMULATOR_READ_TOKEN" in no_read.stderr
+        # No publish token, either client: the first 401 stops the run; nothing is retried.
+        for client in ("httpx", "raw"):
+            refused = simulate(server.url, *small, "--http", client, "--read-token", READ_TOKEN)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert "/publish answered 401" in refused.stderr
+            assert "--token / SIMULATOR_TOKEN" in refused.stderr
+            assert "retries" not in refused.stderr
+        # A wrong token is refused the same way, and no token is ever printed.
+        wrong = simulate(server.url, *small, "--token", "nope-0", "--read-token", READ_TOKEN)
+        assert wrong.returncode == 2 and "token for /publish is wrong" in wrong.stderr
+        for run in (done, no_read, refused, wrong):
+            output = run.stdout + run.stderr
+            assert PUBLISH_TOKEN not in output and READ_TOKEN not in output
+            assert "nope-0" not in output

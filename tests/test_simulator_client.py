@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from simulator.__main__ import expectation
-from simulator.client import Publisher, RetryPolicy, retry_after_seconds
+from simulator.client import Publisher, Refused, RetryPolicy, retry_after_seconds
 from simulator.generator import Generator
 from simulator.runner import Load, Tally, run_load
 from simulator.verify import fetch_stats, verify
@@ -107,3 +107,23 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds(None) is None
     assert retry_after_seconds("soon") is None
     assert retry_after_seconds("Sat, 21 Nov 2026 10:00:10 GMT", now=1_795_255_200.0) == 10.0
+
+
+@pytest.mark.trio
+async def test_a_refused_token_stops_at_once_without_retrying() -> None:
+    batch = generator(total=5, batch=5, clients=1).batch(0)
+    assert batch is not None
+    attempts: list[str | None] = []
+
+    async def unauthorized(request: httpx.Request) -> httpx.Response:
+        attempts.append(request.headers.get("Authorization"))
+        body = {"error": "unauthorized", "message": "/publish needs a token"}
+        return httpx.Response(401, json=body)
+
+    transport = httpx.MockTransport(unauthorized)
+    with trio.fail_after(5):
+        async with httpx.AsyncClient(base_url="http://x", transport=transport) as client:
+            publisher = Publisher(client, RetryPolicy(retries=3), sleep=RecordingSleep())
+            with pytest.raises(Refused, match="/publish answered 401: /publish needs a token"):
+                await publisher.publish(batch)
+    assert attempts == [None]  # one attempt: a 401 means "change the request"

@@ -39,12 +39,18 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argpar
         default=100,
         help="how many of the newest events the tail keeps (default 100)",
     )
+    parser.add_argument(
+        "--token",
+        default=environ.get("AGGREGATOR_TUI_TOKEN", ""),
+        help="bearer token for the server's AGGREGATOR_READ_TOKEN "
+        "(env AGGREGATOR_TUI_TOKEN; default none)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv, os.environ)
-    DashboardApp(args.url, interval=args.interval, tail_size=args.tail_size).run()
+    DashboardApp(args.url, interval=args.interval, tail_size=args.tail_size, token=args.token).run()
 
 
 if __name__ == "__main__":

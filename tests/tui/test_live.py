@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -22,6 +23,15 @@ def publish(url: str, events: list[dict[str, object]]) -> dict[str, int]:
     return body
 
 
+async def subscribers(http: httpx.AsyncClient) -> float:
+    """The server's own count of open ``/subscribe`` streams."""
+    metrics = (await http.get("/metrics")).text
+    for line in metrics.splitlines():
+        if line.startswith("aggregator_subscribers_active "):
+            return float(line.split()[1])
+    raise AssertionError("no aggregator_subscribers_active in /metrics")
+
+
 def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         first = [event("orders", f"o{i}") for i in range(3)] + [event("auth", "a1")]
@@ -32,7 +42,15 @@ def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
         }
 
         async def scenario() -> None:
-            async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+            paths: list[str] = []
+
+            async def record(request: httpx.Request) -> None:
+                paths.append(request.url.path)
+
+            hooks = {"request": [record]}
+            async with httpx.AsyncClient(
+                base_url=server.url, timeout=10, event_hooks=hooks
+            ) as http:
                 app = DashboardApp(http=http, interval=3600.0)
                 async with app.run_test(size=(120, 36)) as pilot:
                     await app.workers.wait_for_complete()
@@ -47,11 +65,18 @@ def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
                     assert screen.query_one(TopicsPanel).shown == ["auth", "orders"]
                     tail = screen.query_one(EventTail)
                     assert tail.seqs == [1, 2, 3, 4]
+                    # The tail streams GET /subscribe, opened after the first page.
+                    assert app.tail.live and not app.tail.fallback
+                    assert await subscribers(http) == 1
+                    mark = len(paths)
 
                     publish(server.url, [event("auth", "a2"), event("auth", "a1")])
+                    async with asyncio.timeout(10):
+                        await app.tail.wait_past(5)  # arrived on the stream, not by polling
                     await app.refresh_now()
                     await pilot.pause()
                     assert tail.seqs == [1, 2, 3, 4, 5]
                     assert "received 7" in screen.query_one(Counters).text
+                    assert "/events" not in paths[mark:] and "/subscribe" not in paths[mark:]
 
         run(scenario())

@@ -10,8 +10,9 @@ import httpx
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from tui.data.client import AggregatorClient
+from tui.data.client import AggregatorClient, open_http
 from tui.data.poller import Poller, Snapshot
+from tui.data.subscribe import SubscribeTail
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
 from tui.widgets.tail import EventTail
@@ -24,9 +25,10 @@ class DashboardApp(App[None]):
     """Watches one aggregator.
 
     ``http`` is injectable (tests pass an ``httpx.AsyncClient`` on a ``MockTransport``); without
-    one the app opens its own on ``url`` and closes it on exit. Every ``interval`` seconds the
-    timer asks for a refresh (one request per panel) unless one is still out or the backoff after
-    a failure says wait; ``r`` and ``refresh_now`` refresh at once.
+    one the app opens its own on ``url`` (sending ``token`` as a bearer token, if any) and closes
+    it on exit. Every ``interval`` seconds the timer asks for a refresh (one request per panel)
+    unless one is still out or the backoff after a failure says wait; ``r`` and ``refresh_now``
+    refresh at once. The tail follows ``GET /subscribe`` (``/events`` on an older server).
     """
 
     TITLE = "aggregator"
@@ -47,14 +49,16 @@ class DashboardApp(App[None]):
         http: httpx.AsyncClient | None = None,
         interval: float = 1.0,
         tail_size: int = 100,
+        token: str = "",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._owns_http = http is None
-        self.http = http or httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT)
+        self.http = http or open_http(url, token=token, timeout=REQUEST_TIMEOUT)
         self.client = AggregatorClient(self.http)
         self.interval = interval
-        self.poller = Poller(self.client, interval=interval, clock=clock, tail_size=tail_size)
+        self.tail = SubscribeTail(self.client, tail_size)
+        self.poller = Poller(self.client, interval=interval, clock=clock, tail=self.tail)
         self.dashboard = DashboardScreen(self.client.url, tail_size)
         self.last: Snapshot | None = None
 
@@ -66,6 +70,7 @@ class DashboardApp(App[None]):
         self._tick()
 
     async def on_unmount(self) -> None:
+        await self.poller.tail.aclose()
         if self._owns_http:
             await self.http.aclose()
 

@@ -18,6 +18,23 @@ from tui.data.models import (
     parse_topics,
 )
 
+# A stream has no overall deadline; a silent one (the server sends a heartbeat comment every 15 s
+# by default) is given up after READ seconds and reopened.
+STREAM_TIMEOUT = httpx.Timeout(10.0, read=60.0)
+
+
+def open_http(
+    url: str,
+    *,
+    token: str = "",
+    timeout: float = 5.0,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> httpx.AsyncClient:
+    """The dashboard's HTTP client; with a ``token``, every request carries
+    ``Authorization: Bearer <token>`` (the server's ``AGGREGATOR_READ_TOKEN``)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers, transport=transport)
+
 
 class ServerError(Exception):
     """The server answered with an error status."""
@@ -110,3 +127,26 @@ class AggregatorClient:
         response = await self._get("/events", params)
         events = parse_events(self._check(response, "/events"))
         return EventPage(events, more="next" in response.links)
+
+    async def subscribe(self, *, topic: str | None, after: int) -> httpx.Response | None:
+        """Opens ``GET /subscribe`` from ``after`` (also as ``Last-Event-ID``, which a server
+        prefers on a reconnect); the open response, whose body the caller reads and closes, or
+        ``None`` when this server has no ``/subscribe``."""
+        params: dict[str, Any] = {"after": after}
+        if topic is not None:
+            params["topic"] = topic
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}
+        request = self.http.build_request(
+            "GET", "/subscribe", params=params, headers=headers, timeout=STREAM_TIMEOUT
+        )
+        response = await self.http.send(request, stream=True)
+        if response.status_code == 200:
+            return response
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        if response.status_code in (404, 405):
+            return None
+        self._check(response, "/subscribe")
+        raise ServerError("/subscribe", response.status_code, response.reason_phrase)

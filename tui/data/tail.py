@@ -1,9 +1,9 @@
 """The live tail: newest committed events, for all topics or one.
 
 ``TailSource`` is the seam: the dashboard asks a source for what is new once per interval.
-``PollingTail`` follows ``GET /events?after=<seq>``. A ``GET /subscribe`` (SSE) source would keep
-one stream open in a task of its own, resuming with ``after``/``Last-Event-ID`` from its cursor,
-buffer what arrives, and hand the buffer over in ``poll``; the dashboard would not change.
+``PollingTail`` follows ``GET /events?after=<seq>``; ``tui.data.subscribe.SubscribeTail`` keeps
+one ``GET /subscribe`` (SSE) stream open in a task of its own, buffers what arrives and hands the
+buffer over in ``poll`` (falling back to ``PollingTail`` on a server without it).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class TailSource(Protocol):
     async def poll(self, count: CountHint) -> TailUpdate:
         """What is new since the last call; raises what ``AggregatorClient`` raises."""
         ...
+
+    async def aclose(self) -> None:
+        """Stops whatever the source runs in the background (the app calls it on exit)."""
 
 
 class PollingTail:
@@ -68,6 +71,9 @@ class PollingTail:
         self._topic = topic
         self._cursor = None
         self._reset = True
+
+    async def aclose(self) -> None:
+        """Nothing runs between polls."""
 
     async def poll(self, count: CountHint) -> TailUpdate:
         topic, reset = self._topic, self._reset

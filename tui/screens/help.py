@@ -25,7 +25,8 @@ HELP = """\
 | `?` | this help; `esc` closes it |
 
 Counters come from `GET /stats`, rates from successive snapshots (Δ events / Δ server uptime),
-topic counts from `GET /topics` when the server has it, the tail from `GET /events?after=`.
+topic counts from `GET /topics` when the server has it, the tail from a `GET /subscribe` stream
+(or `GET /events?after=` on a server without one).
 When the server does not answer, the dashboard says so and retries with backoff.
 """
 
