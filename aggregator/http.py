@@ -1,7 +1,7 @@
-"""The HTTP front (quart-trio): routes only. No SQL, no validation of events.
+"""The HTTP front (quart-trio): the read routes, error bodies, and what every route shares.
 
-A publish is read within the body limit, handed to the workers through the bounded ingest
-channel (full ⇒ 429), and answered with whatever the pipeline replies.
+Routes only: no SQL, no validation of events. ``POST /publish``, the hot path, is a bare ASGI
+route in front of this app (``aggregator/publish.py``); the live routes are in ``http_live.py``.
 """
 
 from __future__ import annotations
