@@ -26,7 +26,7 @@ from aggregator.metrics import Metrics
 from aggregator.openapi import openapi_document
 from aggregator.readers import ReaderPool
 from aggregator.store import StoreUnavailable
-from aggregator.wire import Detail, EventOut, Rejection, Stats
+from aggregator.wire import Detail, Rejection, Stats, event_out
 from aggregator.writer import WriterMonitor
 
 LOGGER = logging.getLogger(__name__)
@@ -140,18 +140,7 @@ def create_app(front: Front) -> QuartTrio:
         after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
         offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
         rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
-        page = [
-            EventOut(
-                row.topic,
-                row.event_id,
-                row.timestamp,
-                row.source,
-                msgspec.Raw(row.payload.encode()),
-                row.seq,
-                row.received_at,
-            )
-            for row in rows[:limit]
-        ]
+        page = [event_out(row) for row in rows[:limit]]
         headers = None
         if len(rows) > limit:
             headers = {"Link": _next_link(topic, page[-1].seq, limit)}

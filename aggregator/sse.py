@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import msgspec
 
 from aggregator.messages import StoredEvent
-from aggregator.wire import EventOut
+from aggregator.wire import event_out
 
 # Sent first, so the client knows the stream is open; ``retry`` is EventSource's reconnect delay.
 OPENING = b"retry: 1000\n: subscribed\n\n"
@@ -34,17 +34,7 @@ class Frame:
 
 
 def encode(row: StoredEvent) -> Frame:
-    body = _ENCODER.encode(
-        EventOut(
-            row.topic,
-            row.event_id,
-            row.timestamp,
-            row.source,
-            msgspec.Raw(row.payload.encode()),
-            row.seq,
-            row.received_at,
-        )
-    ).translate(_LINE_BREAKS)
+    body = _ENCODER.encode(event_out(row)).translate(_LINE_BREAKS)
     return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body))
 
 

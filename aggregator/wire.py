@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from aggregator.messages import EventRecord, Limits
+from aggregator.messages import EventRecord, Limits, StoredEvent
 
 MAX_TEXT = 255
 # No whitespace (Unicode's, as Python's \s knows it) and no control characters (category Cc).
@@ -43,6 +43,19 @@ class EventOut(msgspec.Struct):
     payload: msgspec.Raw
     seq: int
     received_at: str
+
+
+def event_out(row: StoredEvent) -> EventOut:
+    """A stored event as ``GET /events`` and ``/subscribe`` show it: the payload as stored."""
+    return EventOut(
+        row.topic,
+        row.event_id,
+        row.timestamp,
+        row.source,
+        msgspec.Raw(row.payload.encode()),
+        row.seq,
+        row.received_at,
+    )
 
 
 class Detail(msgspec.Struct):
