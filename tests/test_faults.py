@@ -33,7 +33,7 @@ def wait_for(condition: Any, what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(0.02)  # sleep-ok: polls a real subprocess with a deadline
 
 
 def stored_keys(data: Path) -> list[tuple[str, str]]:
