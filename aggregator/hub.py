@@ -111,10 +111,6 @@ class Hub:
         with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
             self._wake_send.send_nowait(None)
 
-    def on_commit(self, rows: object) -> None:
-        """The writer's ``on_commit`` hook: the rows are not used, the store is the truth."""
-        self.notify()
-
     def subscribe(self, topic: str | None) -> Subscription:
         if self._closed:
             raise HubClosed("the server is shutting down")

@@ -127,7 +127,7 @@ async def _run_pipeline(
                 MeasuredStore(store, metrics),
                 monitor,
                 max_txn_events=config.max_txn_events,
-                on_commit=hub.on_commit,
+                on_commit=hub.notify,
                 probe_seconds=config.probe_seconds,
             )
         )

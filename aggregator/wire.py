@@ -18,16 +18,18 @@ import msgspec
 from aggregator.messages import EventRecord, Limits, StoredEvent
 
 MAX_TEXT = 255
-# No whitespace (Unicode's, as Python's \s knows it) and no control characters (category Cc).
+# No whitespace (Unicode's, as Python's str.isspace knows it) and no control characters (Cc).
+# The published schema's rule; the decoder checks it with ``_text_problem``, not a regex.
 TOPIC_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
 
-Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT, pattern=TOPIC_PATTERN)]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
+# Lengths are checked by msgspec; the character rules after it, because msgspec runs a pattern
+# through Python's re once per field, which cost more than decoding the rest of the event.
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
 EMPTY_PAYLOAD = msgspec.Raw(b"{}")
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    topic: Topic
+    topic: Text
     event_id: Text
     timestamp: datetime
     source: Text
@@ -161,8 +163,14 @@ def decode_publish(
         items = _decode_ndjson(body, limits) if ndjson else _decode_json(body, limits)
         if not items:
             raise Rejection(422, "validation", "the batch is empty; send at least one event", [])
+        # msgspec writes a UTC datetime as "…[.ffffff]Z" in C, 50× faster than isoformat.
+        stamps = msgspec.to_builtins([e.timestamp for _, e in items if isinstance(e, EventIn)])
+        typed = iter(stamps)
         for index, event in items:
-            _check_and_append(index, event, limits, records, details)
+            if isinstance(event, EventIn):
+                _check_and_append(index, event, next(typed), limits, records, details)
+            else:
+                details.extend(_problems(index, event, limits))
     except RecursionError:
         # msgspec decodes nested JSON recursively; a hostile body must not crash the worker.
         raise Rejection(
@@ -307,28 +315,37 @@ def _decode_ndjson(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msg
 
 def _check_and_append(
     index: int,
-    event: EventIn | msgspec.Raw,
+    event: EventIn,
+    stamp: str,
     limits: Limits,
     records: list[EventRecord],
     details: list[Detail],
 ) -> None:
-    if isinstance(event, msgspec.Raw):
-        details.extend(_problems(index, event, limits))
-        return
-    payload = bytes(event.payload)
-    if payload[:1] != b"{":
+    """Checks what msgspec did not (characters, payload); appends the record if all is well."""
+    topic = event.topic
+    # Cheap tests that pass every usual value; the exact, per-character rule only otherwise.
+    if (
+        not topic.isprintable()
+        or " " in topic
+        or event.event_id.isspace()
+        or event.source.isspace()
+    ):
+        for name in ("topic", "event_id", "source"):
+            problem = _text_problem(name, getattr(event, name))
+            if problem:
+                details.append(Detail(index, name, f"{RULES[name]} ({problem})"))
+    payload = str(event.payload, "utf-8")  # msgspec has checked the UTF-8
+    if payload[:1] != "{":
         details.append(Detail(index, "payload", RULES["payload"]))
-    elif len(payload) > limits.max_payload_bytes:
-        details.append(Detail(index, "payload", _payload_too_large(len(payload), limits)))
-    try:
-        timestamp = normalise_timestamp(event.timestamp)
-    except OverflowError:
-        details.append(Detail(index, "timestamp", "is out of range once converted to UTC"))
-        return
+    elif len(event.payload) > limits.max_payload_bytes:
+        details.append(Detail(index, "payload", _payload_too_large(len(event.payload), limits)))
+    if stamp[-1:] != "Z":  # an offset other than UTC's, or none
+        try:
+            stamp = normalise_timestamp(event.timestamp)
+        except OverflowError:
+            details.append(Detail(index, "timestamp", "is out of range once converted to UTC"))
     if not details:
-        records.append(
-            EventRecord(event.topic, event.event_id, timestamp, event.source, payload.decode())
-        )
+        records.append(EventRecord(topic, event.event_id, stamp, event.source, payload))
 
 
 def _payload_too_large(size: int, limits: Limits) -> str:

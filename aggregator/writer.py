@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from aggregator.messages import Accepted, StoredEvent, Unavailable, WriteOutcome, WriteRequest
+from aggregator.messages import Accepted, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import StoreUnavailable, WriteStore
 
 # A probe writes about twice the bytes of the transaction that failed (indexes roughly double
@@ -82,16 +82,17 @@ async def run_writer(
     monitor: WriterMonitor,
     *,
     max_txn_events: int,
-    on_commit: Callable[[list[StoredEvent]], None] | None = None,
+    on_commit: Callable[[], None] | None = None,
     probe_seconds: float = 1.0,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Commit what arrives on ``inbox`` until it closes and is empty.
 
-    ``on_commit`` is called with the rows each transaction stored, after COMMIT and before the
-    replies; it must not block (the hub fans out from there). After a failed transaction, while
-    no request comes, the writer probes the store every ``probe_seconds``, so that health comes
-    back by itself once the store can take writes again (disk space freed, remounted writable).
+    ``on_commit`` is called after each COMMIT that stored something, before the replies; it
+    must not block (it wakes the hub's tail, which reads the new rows from the store). After a
+    failed transaction, while no request comes, the writer probes the store every
+    ``probe_seconds``, so that health comes back by itself once the store can take writes again
+    (disk space freed, remounted writable).
     """
     async with inbox:
         monitor.update(running=True)
@@ -138,7 +139,7 @@ async def _commit(
     batch: list[WriteRequest],
     store: WriteStore,
     monitor: WriterMonitor,
-    on_commit: Callable[[list[StoredEvent]], None] | None,
+    on_commit: Callable[[], None] | None,
 ) -> bool:
     """Commit ``batch`` and answer each request; False when the transaction failed."""
     stats = monitor.statistics()
@@ -156,12 +157,12 @@ async def _commit(
         transactions=stats.transactions + 1,
         requests=stats.requests + len(batch),
         events=stats.events + events,
-        stored=stats.stored + len(result.stored),
+        stored=stats.stored + result.stored,
         max_requests_per_transaction=max(stats.max_requests_per_transaction, len(batch)),
         last_error=None,
     )
     if on_commit is not None and result.stored:
-        on_commit(result.stored)
+        on_commit()
     for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
         _reply(request, Accepted(stored + duplicates, stored, duplicates))
     return True

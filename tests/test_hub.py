@@ -33,8 +33,9 @@ FOREVER = 1e9  # no heartbeat during these tests
 
 
 class Parts:
-    def __init__(self, store: WriteStore, hub: Hub, readers: ReaderPool) -> None:
+    def __init__(self, config: Config, store: WriteStore, hub: Hub, readers: ReaderPool) -> None:
         self.store, self.hub, self.readers = store, hub, readers
+        self.check = open_reader(config)  # the test's own view of the store, outside the pool
         self.seqs: dict[str, list[int]] = {}
         self.counter = 0
 
@@ -47,11 +48,14 @@ class Parts:
             records.append(
                 EventRecord(topic, f"e{self.counter}", "2026-01-01T00:00:00Z", "s", "{}")
             )
-        result = self.store.commit([records])
-        for row in result.stored:
+        before = self.check.head()
+        self.store.commit([records])
+        rows = self.check.events(None, before, len(records), 0)
+        assert [row.event_id for row in rows] == [r.event_id for r in records]
+        for row in rows:
             self.seqs.setdefault(row.topic, []).append(row.seq)
-        self.hub.on_commit(result.stored)
-        last = result.stored[-1].seq
+        self.hub.notify()
+        last = rows[-1].seq
         await self.hub.wait_fanned_out(last)
         return last
 
@@ -70,7 +74,9 @@ async def open_parts(tmp_path: Path, buffer_events: int = 1000) -> AsyncIterator
             hub = Hub(buffer_events=buffer_events)
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_tail, hub, readers)
-                yield Parts(store, hub, readers)
+                parts = Parts(config, store, hub, readers)
+                yield parts
+                parts.check.close()
                 hub.close()
     finally:
         store.close()
@@ -272,7 +278,9 @@ async def open_counted(tmp_path: Path) -> AsyncIterator[tuple[Parts, CountingTai
             counted = CountingTailPool(readers)
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_tail, hub, counted)
-                yield Parts(store, hub, readers), counted
+                parts = Parts(config, store, hub, readers)
+                yield parts, counted
+                parts.check.close()
                 hub.close()
     finally:
         store.close()
@@ -319,11 +327,9 @@ async def test_a_subscriber_that_arrives_while_the_tail_skips_ahead_misses_nothi
             async def while_the_head_is_read() -> None:
                 nursery.start_soon(subscriber)
                 await trio.testing.wait_all_tasks_blocked()  # it replayed and waits live
-                result = parts.store.commit(
-                    [[EventRecord("a", "late", "2026-01-01T00:00:00Z", "s", "{}")]]
-                )
-                late.append(result.stored[0].seq)
-                parts.hub.on_commit(result.stored)
+                parts.store.commit([[EventRecord("a", "late", "2026-01-01T00:00:00Z", "s", "{}")]])
+                late.append(parts.check.head())
+                parts.hub.notify()
 
             pool.before_head = while_the_head_is_read
             second = await parts.commit("a")  # wakes the tail: nobody subscribed yet

@@ -92,6 +92,34 @@ async def test_stored_event_is_normalised_with_seq_and_received_at(server: Serve
     assert first["received_at"].endswith("Z") and "T" in first["received_at"]
 
 
+async def test_unusual_but_valid_text_is_stored_as_sent(server: Server) -> None:
+    # Format characters (soft hyphen, zero-width joiner) are neither whitespace nor control
+    # characters: the quick check fails them, the exact one lets them through.
+    topics = ["soft\u00adhyphen", "zw\u200djoiner", "naïve"]
+    with trio.fail_after(10):
+        response = await server.publish(
+            [
+                event(topic=t, event_id=" padded id ", source="a source", timestamp=stamp)
+                for t, stamp in zip(
+                    topics,
+                    [
+                        "2026-11-21T10:00:00+00:00",
+                        "2026-11-21T10:00:00.000001Z",
+                        "2026-11-21T10:00:00-00:30",
+                    ],
+                    strict=True,
+                )
+            ]
+        )
+        stored = await server.all_events()
+    assert response.json() == {"accepted": 3, "stored": 3, "duplicates": 0}
+    assert [(e["topic"], e["event_id"], e["source"], e["timestamp"]) for e in stored] == [
+        ("soft\u00adhyphen", " padded id ", "a source", "2026-11-21T10:00:00Z"),
+        ("zw\u200djoiner", " padded id ", "a source", "2026-11-21T10:00:00.000001Z"),
+        ("naïve", " padded id ", "a source", "2026-11-21T10:30:00Z"),
+    ]
+
+
 async def test_first_copy_in_request_order_wins(server: Server) -> None:
     with trio.fail_after(10):
         response = await server.publish(
@@ -117,10 +145,12 @@ INVALID_EVENTS: list[tuple[str, dict[str, Any], str]] = [
     ("topic with tab", {"topic": "auth\tlogin"}, "topic"),
     ("topic with control", {"topic": "auth\x01"}, "topic"),
     ("topic with unicode space", {"topic": "auth\u2028"}, "topic"),
+    ("topic ending in newline", {"topic": "auth\n"}, "topic"),
     ("topic not a string", {"topic": 5}, "topic"),
     ("missing event_id", {"event_id": None}, "event_id"),
     ("empty event_id", {"event_id": ""}, "event_id"),
     ("blank event_id", {"event_id": "   "}, "event_id"),
+    ("event_id of unicode spaces", {"event_id": "\u3000\u00a0"}, "event_id"),
     ("event_id over 255", {"event_id": LONG}, "event_id"),
     ("event_id a number", {"event_id": 7}, "event_id"),
     ("missing timestamp", {"timestamp": None}, "timestamp"),

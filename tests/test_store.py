@@ -54,13 +54,13 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
             [rec("a", "1", '{"v":3}'), rec("a", "2")],
         ]
     )
-    assert result.counts == [(2, 1), (1, 1)]
-    assert [(e.seq, e.topic, e.event_id) for e in result.stored] == [
+    assert result.counts == [(2, 1), (1, 1)] and result.stored == 3
+    reader = SQLiteReader(db)
+    assert [(e.seq, e.topic, e.event_id) for e in reader.events(None, 0, 10, 0)] == [
         (1, "a", "1"),
         (2, "b", "1"),
         (3, "a", "2"),
     ]
-    reader = SQLiteReader(db)
     assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
     assert reader.counters() == (5, 3, 2, ["a", "b"])
     assert reader.topics() == [("a", 2, 2, 3), ("b", 1, 0, 2)]

@@ -27,10 +27,13 @@ class StoreMismatch(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CommitResult:
-    """What one transaction did: per request (stored, duplicates), and the rows it stored."""
+    """What one transaction did: per request, (stored, duplicates). Readers see the rows."""
 
     counts: list[tuple[int, int]]
-    stored: list[StoredEvent]
+
+    @property
+    def stored(self) -> int:
+        return sum(stored for stored, _ in self.counts)
 
 
 class Counters(NamedTuple):

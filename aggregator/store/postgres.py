@@ -214,7 +214,7 @@ class PostgresStore:
             ):  # fmt: skip
                 column.append(value)
         new = {row[0] for row in conn.execute(INSERT_EVENTS, (received_at, *columns))}
-        return self._count(conn, batches, first, new, received_at)
+        return self._count(conn, batches, first, new)
 
     def _count(
         self,
@@ -222,27 +222,24 @@ class PostgresStore:
         batches: Sequence[Sequence[EventRecord]],
         first: int,
         new: set[int],
-        received_at: str,
     ) -> CommitResult:
         counts: list[tuple[int, int]] = []
-        stored: list[StoredEvent] = []
         topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
         seq = first
         for batch in batches:
-            before = len(stored)
+            added = 0
             for record in batch:
                 tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])
                 if seq in new:
-                    stored.append(StoredEvent(seq, *record, received_at))
+                    added += 1
                     tally[0] += 1
                     tally[2] = seq
                 else:
                     tally[1] += 1
                 seq += 1
-            added = len(stored) - before
             counts.append((added, len(batch) - added))
         total = seq - first
-        conn.execute(ADD_COUNTERS, (self.shard, total, len(stored), total - len(stored)))
+        conn.execute(ADD_COUNTERS, (self.shard, total, len(new), total - len(new)))
         names = sorted(topics)
         conn.execute(
             ADD_TOPICS,
@@ -254,7 +251,7 @@ class PostgresStore:
                 [topics[t][2] for t in names],
             ),
         )
-        return CommitResult(counts, stored)
+        return CommitResult(counts)
 
     def close(self) -> None:
         if self._conn is not None:

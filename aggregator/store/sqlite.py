@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -67,6 +68,8 @@ ADD_COUNTERS = """UPDATE counters SET received = received + ?,
 ADD_TOPIC = """INSERT INTO topics (topic, stored, duplicates, last_seq) VALUES (?, ?, ?, ?)
     ON CONFLICT (topic) DO UPDATE SET stored = stored + excluded.stored,
     duplicates = duplicates + excluded.duplicates, last_seq = max(last_seq, excluded.last_seq)"""
+HEAD = "SELECT coalesce(max(seq), 0) FROM events"
+NEW_IN_TOPIC = "SELECT count(*), max(seq) FROM events WHERE topic = ? AND seq > ?"
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
 # Pages of WAL before an automatic checkpoint: fewer, larger checkpoints for random keys.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -143,34 +146,29 @@ class SQLiteStore:
     def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
         received_at = utc_now()
         counts: list[tuple[int, int]] = []
-        stored: list[StoredEvent] = []
-        topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
         cur = self._conn.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")
+            (head,) = cur.execute(HEAD).fetchone()
             for batch in batches:
-                before = len(stored)
-                for record in batch:
-                    cur.execute(INSERT_EVENT, (*record, received_at))
-                    tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])
-                    # The statement itself says whether the row is new: no separate SELECT.
-                    if cur.rowcount == 1:
-                        seq: int = cur.lastrowid  # type: ignore[assignment]
-                        stored.append(StoredEvent(seq, *record, received_at))
-                        tally[0] += 1
-                        tally[2] = seq
-                    else:
-                        tally[1] += 1
-                new = len(stored) - before
-                counts.append((new, len(batch) - new))
+                # The statement itself says which rows are new: rowcount sums the inserts.
+                cur.executemany(INSERT_EVENT, [(*record, received_at) for record in batch])
+                counts.append((cur.rowcount, len(batch) - cur.rowcount))
+            # This transaction's rows are the ones above the old head (seq only grows); per
+            # topic, the index counts them: cheaper than a Python tally per row (see CHANGELOG).
+            topics = []
+            for topic, sent in Counter(r.topic for batch in batches for r in batch).items():
+                new, last = cur.execute(NEW_IN_TOPIC, (topic, head)).fetchone()
+                topics.append((topic, new, sent - new, last or 0))
+            result = CommitResult(counts)
             total = sum(len(batch) for batch in batches)
-            cur.execute(ADD_COUNTERS, (total, len(stored), total - len(stored)))
-            cur.executemany(ADD_TOPIC, [(t, *tally) for t, tally in topics.items()])
+            cur.execute(ADD_COUNTERS, (total, result.stored, total - result.stored))
+            cur.executemany(ADD_TOPIC, topics)
             cur.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(exc)
             raise StoreUnavailable(describe(exc)) from exc
-        return CommitResult(counts, stored)
+        return result
 
     def _rollback(self, cause: sqlite3.Error) -> None:
         try:
@@ -265,8 +263,8 @@ class SQLiteReader:
 
     def head(self) -> int:
         with _reading():
-            row = self._conn.execute("SELECT max(seq) FROM events").fetchone()
-        return int(row[0] or 0)
+            (head,) = self._conn.execute(HEAD).fetchone()
+        return int(head)
 
     def ping(self) -> None:
         with _reading():
