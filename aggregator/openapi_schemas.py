@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregator.wire import MAX_TEXT, TOPIC_PATTERN
+from aggregator.validation import MAX_TEXT, TOPIC_PATTERN
 
 JSON = "application/json"
 MAX_CURSOR = 2**63 - 1

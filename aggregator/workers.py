@@ -17,7 +17,8 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.wire import Rejection, decode_publish
+from aggregator.validation import decode_publish
+from aggregator.wire import Rejection
 
 
 async def run_worker(

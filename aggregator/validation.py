@@ -1,0 +1,331 @@
+"""The body of ``POST /publish``: decoded straight into msgspec Structs, then validated.
+
+Decoding is validation. The fast path decodes a whole body into typed Structs; only a body that
+fails goes through the slow path, which re-reads it item by item and field by field to name every
+problem (``details``) instead of msgspec's first one.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+
+from aggregator.messages import EventRecord, Limits
+from aggregator.wire import Detail, Rejection
+
+MAX_TEXT = 255
+# No whitespace (Unicode's, as Python's str.isspace knows it) and no control characters (Cc).
+# The published schema's rule; the decoder checks it with ``_text_problem``, not a regex.
+TOPIC_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
+
+# Lengths are checked by msgspec; the character rules after it, because msgspec runs a pattern
+# through Python's re once per field, which cost more than decoding the rest of the event.
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TEXT)]
+EMPTY_PAYLOAD = msgspec.Raw(b"{}")
+
+
+class EventIn(msgspec.Struct, forbid_unknown_fields=True):
+    topic: Text
+    event_id: Text
+    timestamp: datetime
+    source: Text
+    # Kept as the raw JSON text received: stored as is, never re-encoded.
+    payload: msgspec.Raw = EMPTY_PAYLOAD
+
+
+RULES = {
+    "topic": f"must be a string of 1–{MAX_TEXT} characters without whitespace or control "
+    "characters",
+    "event_id": f"must be a string of 1–{MAX_TEXT} characters, not blank",
+    "timestamp": "must be an RFC 3339 date-time such as 2026-11-21T10:00:00Z",
+    "source": f"must be a string of 1–{MAX_TEXT} characters, not blank",
+    "payload": "must be a JSON object",
+}
+FIELD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "topic": msgspec.json.Decoder(str),
+    "event_id": msgspec.json.Decoder(str),
+    "timestamp": msgspec.json.Decoder(datetime),
+    "source": msgspec.json.Decoder(str),
+    "payload": msgspec.json.Decoder(dict[str, msgspec.Raw]),
+}
+SERVER_FIELDS = ("seq", "received_at")
+
+_ONE = msgspec.json.Decoder(EventIn)
+_MANY = msgspec.json.Decoder(list[EventIn])
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+_ANY = msgspec.json.Decoder()
+SHAPE_RULE = 'the body must be an event object, an array of events, or {"events": [...]}'
+
+
+def normalise_timestamp(value: datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` in UTC; a value without an offset is taken as UTC."""
+    if value.tzinfo is UTC:  # the usual case ("…Z"): isoformat ends in +00:00 (30% faster)
+        return value.isoformat()[:-6] + "Z"
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def decode_publish(
+    body: bytes, content_type: str | None, content_encoding: str | None, limits: Limits
+) -> list[EventRecord]:
+    """The events of one ``POST /publish`` body, validated and normalised, in request order.
+
+    Raises ``Rejection`` with the contract's status (400, 413, 415 or 422) otherwise.
+    """
+    ndjson = _media_type_is_ndjson(content_type)
+    body = _decode_content(body, content_encoding, limits)
+    records: list[EventRecord] = []
+    details: list[Detail] = []
+    try:
+        items = _decode_ndjson(body, limits) if ndjson else _decode_json(body, limits)
+        if not items:
+            raise Rejection(422, "validation", "the batch is empty; send at least one event", [])
+        # msgspec writes a UTC datetime as "…[.ffffff]Z" in C, 50× faster than isoformat.
+        stamps = msgspec.to_builtins([e.timestamp for _, e in items if isinstance(e, EventIn)])
+        typed = iter(stamps)
+        for index, event in items:
+            if isinstance(event, EventIn):
+                _check_and_append(index, event, next(typed), limits, records, details)
+            else:
+                details.extend(_problems(index, event, limits))
+    except RecursionError:
+        # msgspec decodes nested JSON recursively; a hostile body must not crash the worker.
+        raise Rejection(
+            400, "malformed", "the body is nested too deeply to decode; events are shallow"
+        ) from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
+        raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
+    if details:
+        raise _invalid(details)
+    return records
+
+
+def _media_type_is_ndjson(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in ("", "application/json") or media.endswith("+json"):
+        return False
+    if media == "application/x-ndjson":
+        return True
+    raise Rejection(
+        415,
+        "unsupported_media_type",
+        f"Content-Type {media!r} is not accepted; send "
+        "'Content-Type: application/json' or 'Content-Type: application/x-ndjson'",
+    )
+
+
+def _decode_content(body: bytes, content_encoding: str | None, limits: Limits) -> bytes:
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise Rejection(
+            415,
+            "unsupported_media_type",
+            f"Content-Encoding {encoding!r} is not accepted; send "
+            "'Content-Encoding: gzip' or no Content-Encoding",
+        )
+    out = bytearray()
+    rest = body
+    try:
+        while rest:  # a gzip file may hold several members
+            stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            out += stream.decompress(rest, limits.max_body_bytes + 1 - len(out))
+            if len(out) > limits.max_body_bytes:
+                raise Rejection(
+                    413,
+                    "too_large",
+                    f"the decompressed body is over {limits.max_body_bytes} bytes, "
+                    "the limit (AGGREGATOR_MAX_BODY_BYTES)",
+                )
+            if not stream.eof:
+                raise Rejection(400, "malformed", "the gzip body is truncated")
+            rest = stream.unused_data
+    except zlib.error as exc:
+        raise Rejection(400, "malformed", f"the body is not valid gzip: {exc}") from None
+    return bytes(out)
+
+
+def _malformed(what: str, exc: msgspec.DecodeError) -> Rejection:
+    return Rejection(400, "malformed", f"{what} is not valid JSON: {exc}")
+
+
+def _invalid(details: list[Detail]) -> Rejection:
+    noun = "problem" if len(details) == 1 else "problems"
+    first = details[0]
+    where = f"event {first.index}" if first.index is not None else "the body"
+    field = f" field {first.field!r}" if first.field else ""
+    return Rejection(
+        422,
+        "validation",
+        f"{len(details)} {noun}; first: {where}{field} {first.message}; nothing was stored",
+        details,
+    )
+
+
+def _check_count(count: int, limits: Limits) -> None:
+    if count > limits.max_batch_events:
+        raise Rejection(
+            413,
+            "too_large",
+            f"the batch has {count} events; the limit is "
+            f"{limits.max_batch_events} (AGGREGATOR_MAX_BATCH_EVENTS)",
+        )
+
+
+def _decode_json(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msgspec.Raw]]:
+    """(index, event) pairs: typed events on the fast path, raw items when any item is invalid."""
+    start = body.lstrip()[:1]
+    if start == b"{":
+        try:
+            top = _OBJECT.decode(body)
+        except msgspec.DecodeError as exc:
+            raise _malformed("the body", exc) from None
+        if "events" not in top:
+            try:
+                return [(0, _ONE.decode(body))]
+            except msgspec.ValidationError:
+                return [(0, msgspec.Raw(body))]
+        if len(top) > 1:
+            others = ", ".join(sorted(k for k in top if k != "events"))
+            raise Rejection(
+                422,
+                "validation",
+                f"the wrapper object takes only the key 'events'; remove: {others}",
+                [],
+            )
+        body = top["events"]
+        if bytes(body)[:1] != b"[":
+            raise Rejection(422, "validation", "'events' must be an array of events", [])
+    elif start != b"[":
+        try:
+            _ANY.decode(body)
+        except msgspec.DecodeError as exc:
+            raise _malformed("the body", exc) from None
+        raise Rejection(422, "validation", SHAPE_RULE, [])
+    items: list[EventIn] | list[msgspec.Raw]
+    try:
+        try:
+            items = _MANY.decode(body)
+        except msgspec.ValidationError:
+            items = _ARRAY.decode(body)  # the slow path names each problem
+    except msgspec.DecodeError as exc:
+        raise _malformed("the body", exc) from None
+    _check_count(len(items), limits)
+    return list(enumerate(items))
+
+
+def _decode_ndjson(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msgspec.Raw]]:
+    """One event per line; blank lines are skipped; an item's index is its 0-based line number."""
+    lines = [(i, line) for i, line in enumerate(body.split(b"\n")) if line.strip()]
+    _check_count(len(lines), limits)
+    items: list[tuple[int, EventIn | msgspec.Raw]] = []
+    for index, line in lines:
+        try:
+            items.append((index, _ONE.decode(line)))
+        except msgspec.ValidationError:
+            items.append((index, msgspec.Raw(line)))
+        except msgspec.DecodeError as exc:
+            raise _malformed(f"line {index}", exc) from None
+    return items
+
+
+def _check_and_append(
+    index: int,
+    event: EventIn,
+    stamp: str,
+    limits: Limits,
+    records: list[EventRecord],
+    details: list[Detail],
+) -> None:
+    """Checks what msgspec did not (characters, payload); appends the record if all is well."""
+    topic = event.topic
+    # Cheap tests that pass every usual value; the exact, per-character rule only otherwise.
+    if (
+        not topic.isprintable()
+        or " " in topic
+        or event.event_id.isspace()
+        or event.source.isspace()
+    ):
+        for name in ("topic", "event_id", "source"):
+            problem = _text_problem(name, getattr(event, name))
+            if problem:
+                details.append(Detail(index, name, f"{RULES[name]} ({problem})"))
+    payload = str(event.payload, "utf-8")  # msgspec has checked the UTF-8
+    if payload[:1] != "{":
+        details.append(Detail(index, "payload", RULES["payload"]))
+    elif len(event.payload) > limits.max_payload_bytes:
+        details.append(Detail(index, "payload", _payload_too_large(len(event.payload), limits)))
+    if stamp[-1:] != "Z":  # an offset other than UTC's, or none
+        try:
+            stamp = normalise_timestamp(event.timestamp)
+        except OverflowError:
+            details.append(Detail(index, "timestamp", "is out of range once converted to UTC"))
+    if not details:
+        records.append(EventRecord(topic, event.event_id, stamp, event.source, payload))
+
+
+def _payload_too_large(size: int, limits: Limits) -> str:
+    return (
+        f"is {size} bytes; the limit is {limits.max_payload_bytes} (AGGREGATOR_MAX_PAYLOAD_BYTES)"
+    )
+
+
+def _problems(index: int, raw: msgspec.Raw, limits: Limits) -> Iterator[Detail]:
+    """Every problem of one invalid item, each with its field and the rule it broke."""
+    try:
+        fields = _OBJECT.decode(raw)
+    except msgspec.ValidationError:
+        yield Detail(index, None, "an event must be a JSON object")
+        return
+    for name in fields:
+        if name in SERVER_FIELDS:
+            yield Detail(index, name, "is assigned by the server; do not send it")
+        elif name not in RULES:
+            yield Detail(
+                index, name, "is not a field of an event; the fields are " + ", ".join(RULES)
+            )
+    for name, rule in RULES.items():
+        if name not in fields:
+            if name != "payload":
+                yield Detail(index, name, f"is required; it {rule}")
+            continue
+        try:
+            value = FIELD_DECODERS[name].decode(fields[name])
+        except msgspec.ValidationError as exc:
+            got = str(exc).removesuffix(" - at `$`")
+            yield Detail(index, name, f"{rule} ({got})")
+            continue
+        if isinstance(value, str):
+            problem = _text_problem(name, value)
+            if problem:
+                yield Detail(index, name, f"{rule} ({problem})")
+        elif name == "payload" and len(fields[name]) > limits.max_payload_bytes:
+            yield Detail(index, name, _payload_too_large(len(fields[name]), limits))
+        elif name == "timestamp":
+            try:
+                normalise_timestamp(value)
+            except OverflowError:
+                yield Detail(index, name, "is out of range once converted to UTC")
+
+
+def _text_problem(name: str, value: str) -> str | None:
+    """What breaks the rule of a string field, in words; None when it is fine."""
+    if not value:
+        return "got an empty string"
+    if len(value) > MAX_TEXT:
+        return f"got {len(value)} characters"
+    if name == "topic":
+        for position, char in enumerate(value):
+            if char.isspace() or unicodedata.category(char) == "Cc":
+                return f"got {char!r} at position {position}"
+    elif value.isspace():
+        return "got only whitespace"
+    return None
