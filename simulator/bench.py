@@ -15,8 +15,10 @@ import json
 import os
 import platform
 import ssl
+import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,35 +113,65 @@ def _events_for(batch: int, duration: float) -> int:
     return int(duration * (4_000 if batch == 1 else 120_000))
 
 
-def run_bench(duration: float, clients: int, work: Path) -> list[Row]:
+def run_round(duration: float, clients: int, work: Path) -> list[Row]:
+    """One row per target; each server run right after the reference it is compared with, so
+    that the ratios of a round are measured minutes apart at most on a shared machine."""
     rows: list[Row] = []
+
+    def reference(kind: str, target: str, batch: int) -> None:
+        with running("simulator.benchservers", [kind], ROOT) as child:
+            opts = _options(child.url, batch, "uuid4", _events_for(batch, duration), duration,
+                            clients)  # fmt: skip
+            rows.append(_row(target, opts, child, check=False))
+
+    def server(batch: int, ids: str) -> None:
+        data = work / f"server-{batch}-{ids}"
+        args = ["--port", "0", "--data-dir", str(data), "--synchronous", "full"]
+        with running("aggregator", args, ROOT) as child:
+            opts = _options(child.url, batch, ids, _events_for(batch, duration), duration, clients)
+            rows.append(_row("aggregator (FULL)", opts, child, check=True))
+
+    for batch in (1, 100):
+        reference("null", "null server (simulator ceiling)", batch)
+    reference("asgi", "bare hypercorn-trio", 1)
+    for ids in ("uuid4", "uuid7"):
+        server(1, ids)
     for ids in ("uuid4", "uuid7"):
         total = _events_for(100, duration)
         gen = Generator.from_options(_options("", 100, ids, total, duration, clients), SEED)
         raw = run_raw(work / f"raw-{ids}", gen, total, duration)
         rows.append(Row("raw SQLite executemany", ids, 2000, raw.rows / raw.elapsed,
                         raw.unique / raw.elapsed, 0, None, None, None))  # fmt: skip
-    for kind, target in (
-        ("null", "null server (simulator ceiling)"),
-        ("asgi", "bare hypercorn-trio"),
-    ):
-        batches = (1, 100) if kind == "null" else (1,)
-        for batch in batches:
-            with running("simulator.benchservers", [kind], ROOT) as child:
-                opts = _options(
-                    child.url, batch, "uuid4", _events_for(batch, duration), duration, clients
-                )
-                rows.append(_row(target, opts, child, check=False))
-    for batch in (1, 100):
-        for ids in ("uuid4", "uuid7"):
-            data = work / f"server-{batch}-{ids}"
-            args = ["--port", "0", "--data-dir", str(data), "--synchronous", "full"]
-            with running("aggregator", args, ROOT) as child:
-                opts = _options(
-                    child.url, batch, ids, _events_for(batch, duration), duration, clients
-                )
-                rows.append(_row("aggregator (FULL)", opts, child, check=True))
+        server(100, ids)
     return rows
+
+
+def median_rows(rounds: list[list[Row]]) -> list[Row]:
+    """Each target's median over the rounds, field by field; a note is kept only if every
+    round agrees (a failed verification in any round shows)."""
+
+    def median(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    out = []
+    for same in zip(*rounds, strict=True):
+        notes = {r.note for r in same}
+        out.append(
+            Row(
+                same[0].target,
+                same[0].ids,
+                same[0].batch,
+                statistics.median(r.offered for r in same),
+                median([r.committed for r in same]),
+                statistics.median(r.requests for r in same),
+                median([r.p50_ms for r in same]),
+                median([r.p99_ms for r in same]),
+                median([r.rss_mib for r in same]),
+                notes.pop() if len(notes) == 1 else "; ".join(sorted(n for n in notes if n)),
+            )
+        )
+    return out
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -157,62 +189,93 @@ def machine() -> str:
     )
 
 
-def markdown(rows: list[Row], duration: float, clients: int) -> str:
+def markdown(rounds: list[list[Row]], duration: float, clients: int) -> str:
     today = datetime.date.today().isoformat()
+    n = len(rounds)
+    what = "one round" if n == 1 else f"medians of {n} rounds"
     lines = [
         f"Measured {today} on {machine()}; {clients} clients, {duration:g} s per run, "
-        "20% re-sends, 64-byte payloads, all on 127.0.0.1.",
+        f"20% re-sends, 64-byte payloads, all on 127.0.0.1; {what}.",
         "",
         "| target | ids | batch | events/s offered | unique/s committed | req/s | p50 ms | p99 ms "
         "| peak RSS MiB | note |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in rows:
+    for r in median_rows(rounds):
         lines.append(
             f"| {r.target} | {r.ids} | {r.batch} | {_fmt(r.offered)} | {_fmt(r.committed)} "
             f"| {_fmt(r.requests or None)} | {_fmt(r.p50_ms, 1)} | {_fmt(r.p99_ms, 1)} "
             f"| {_fmt(r.rss_mib)} | {r.note} |"
         )
-    lines += ["", *ratios(rows)]
+    lines += ["", *ratios(rounds)]
     return "\n".join(lines)
 
 
-def ratios(rows: list[Row]) -> list[str]:
-    def find(target: str, ids: str, batch: int) -> Row | None:
-        return next((r for r in rows if r.target.startswith(target) and r.ids == ids
-                     and r.batch == batch), None)  # fmt: skip
+def _find(rows: list[Row], target: str, ids: str, batch: int) -> Row | None:
+    return next((r for r in rows if r.target.startswith(target) and r.ids == ids
+                 and r.batch == batch), None)  # fmt: skip
 
-    out = []
-    for ids in ("uuid4", "uuid7"):
-        server, raw = find("aggregator", ids, 100), find("raw SQLite", ids, 2000)
-        if server and raw and server.committed and raw.committed:
-            out.append(
-                f"- server ÷ raw SQLite, {ids}, batch 100: {server.committed / raw.committed:.0%} "
-                f"of the unique events/s (target ≥ 60%)"
+
+def ratios(rounds: list[list[Row]]) -> list[str]:
+    """Each ratio computed within a round (server and reference measured back to back), then
+    the median over the rounds, with every round's value."""
+
+    def line(name: str, target: str, pick: Callable[[list[Row]], float | None]) -> str | None:
+        values = [v for v in (pick(rows) for rows in rounds) if v is not None]
+        if not values:
+            return None
+        each = ", ".join(f"{v:.0%}" for v in values)
+        spread = f" (rounds: {each})" if len(values) > 1 else ""
+        return f"- {name}: {statistics.median(values):.0%}{spread} (target ≥ {target})"
+
+    def unique_ratio(ids: str) -> Callable[[list[Row]], float | None]:
+        def pick(rows: list[Row]) -> float | None:
+            server, raw = _find(rows, "aggregator", ids, 100), _find(rows, "raw SQLite", ids, 2000)
+            if server and raw and server.committed and raw.committed:
+                return server.committed / raw.committed
+            return None
+
+        return pick
+
+    def single_ratio(ids: str) -> Callable[[list[Row]], float | None]:
+        def pick(rows: list[Row]) -> float | None:
+            single, bare = (
+                _find(rows, "aggregator", ids, 1),
+                _find(rows, "bare hypercorn", "uuid4", 1),
             )
-    bare = find("bare hypercorn", "uuid4", 1)
-    for ids in ("uuid4", "uuid7"):
-        single = find("aggregator", ids, 1)
-        if bare and single:
-            out.append(
-                f"- single-event server ÷ bare hypercorn-trio, {ids}: "
-                f"{single.requests / bare.requests:.0%} of the req/s (target ≥ 85%)"
-            )
-    return out
+            return single.requests / bare.requests if single and bare and bare.requests else None
+
+        return pick
+
+    out = [
+        line(f"server ÷ raw SQLite, {ids}, batch 100, unique events/s", "60%", unique_ratio(ids))
+        for ids in ("uuid4", "uuid7")
+    ] + [
+        line(f"single-event server ÷ bare hypercorn-trio, {ids}, req/s", "85%", single_ratio(ids))
+        for ids in ("uuid4", "uuid7")
+    ]
+    return [o for o in out if o]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m simulator.bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per run (default 8)")
     parser.add_argument("--clients", type=int, default=50, help="parallel clients (default 50)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of runs; the table shows medians (default 3)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path(".bench/results.json"),
                         help="also write the rows here (default .bench/results.json)")  # fmt: skip
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="aggregator-bench-") as work:
-        rows = run_bench(args.duration, args.clients, Path(work))
+    rounds = []
+    for index in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="aggregator-bench-") as work:
+            rounds.append(run_round(args.duration, args.clients, Path(work)))
+        sys.stderr.write(f"round {index + 1} of {args.rounds} done\n")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
-    sys.stdout.write(markdown(rows, args.duration, args.clients) + "\n")
+    args.json.write_text(
+        json.dumps([[dataclasses.asdict(r) for r in rows] for rows in rounds], indent=2)
+    )
+    sys.stdout.write(markdown(rounds, args.duration, args.clients) + "\n")
 
 
 if __name__ == "__main__":
