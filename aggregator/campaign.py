@@ -173,6 +173,10 @@ class Figures:
     lost: int
     doubled: int
     unknown: int
+    # Topics whose row in ``topics`` disagrees with the events table (count or last seq), and
+    # the events the ``topics`` rows count in all: it must equal ``received``.
+    topics_mismatched: int = 0
+    topics_received: int = 0
 
     def violations(self) -> list[str]:
         problems = []
@@ -188,6 +192,10 @@ class Figures:
             problems.append(f"unique_processed {self.unique_processed} != {self.rows} rows")
         if self.received < self.acknowledged_events:
             problems.append("received is less than the events acknowledged")
+        if self.topics_mismatched:
+            problems.append(f"{self.topics_mismatched} topics disagree with the events table")
+        if self.topics_received != self.received:
+            problems.append(f"the topics count {self.topics_received} events, not {self.received}")
         return problems
 
 
@@ -199,14 +207,31 @@ def check(database: Path, load: Load, kills: int) -> Figures:
         received, unique, duplicates = conn.execute(
             "SELECT received, unique_processed, duplicate_dropped FROM counters"
         ).fetchone()
+        counted = {
+            topic: (stored, last_seq)
+            for topic, stored, last_seq in conn.execute(
+                "SELECT topic, stored, last_seq FROM topics WHERE stored > 0"
+            )
+        }
+        actual = {
+            topic: (n, last)
+            for topic, n, last in conn.execute(
+                "SELECT topic, count(*), max(seq) FROM events GROUP BY topic"
+            )
+        }
+        (topics_received,) = conn.execute(
+            "SELECT coalesce(sum(stored + duplicates), 0) FROM topics"
+        ).fetchone()
     finally:
         conn.close()
     stored = set(rows)
+    mismatched = {t for t in counted.keys() | actual.keys() if counted.get(t) != actual.get(t)}
     return Figures(
         kills, load.requests, load.acked_requests, load.acked_events, len(load.acked),
         len(rows), received, unique, duplicates,
         lost=len(load.acked - stored), doubled=len(rows) - len(stored),
-        unknown=len(stored - load.sent),
+        unknown=len(stored - load.sent), topics_mismatched=len(mismatched),
+        topics_received=topics_received,
     )  # fmt: skip
 
 
@@ -246,6 +271,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"stored: {figures.rows} rows; received {figures.received} = unique_processed "
         f"{figures.unique_processed} + duplicate_dropped {figures.duplicate_dropped}\n"
         f"lost = {figures.lost}, doubled = {figures.doubled}, never sent = {figures.unknown}\n"
+        f"topics: {figures.topics_mismatched} disagree with the events table, "
+        f"they count {figures.topics_received} events received\n"
     )
     problems = figures.violations()
     for problem in problems:

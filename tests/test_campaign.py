@@ -22,6 +22,7 @@ def test_five_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 kills survived" in result.stdout
     assert "lost = 0, doubled = 0, never sent = 0" in result.stdout
+    assert "topics: 0 disagree with the events table" in result.stdout
     assert "VIOLATION" not in result.stdout
 
 
@@ -38,10 +39,28 @@ def test_the_checker_reports_a_lost_and_an_unknown_event(tmp_path: Path) -> None
 
 
 def test_the_checker_reports_broken_counters() -> None:
-    fine = Figures(1, 10, 5, 50, 50, 50, 60, 50, 10, 0, 0, 0)
+    fine = Figures(1, 10, 5, 50, 50, 50, 60, 50, 10, 0, 0, 0, 0, 60)
     assert fine.violations() == []
-    skewed = Figures(1, 10, 5, 50, 50, 50, 60, 49, 10, 0, 0, 0)
+    skewed = Figures(1, 10, 5, 50, 50, 50, 60, 49, 10, 0, 0, 0, 0, 60)
     assert skewed.violations() == [
         "received != unique_processed + duplicate_dropped",
         "unique_processed 49 != 50 rows",
+    ]
+
+
+def test_the_checker_reports_topics_that_disagree_with_the_events(tmp_path: Path) -> None:
+    database = tmp_path / "s.sqlite3"
+    store = SQLiteStore(database)
+    record = EventRecord("t", "e", "2026-11-21T10:00:00Z", "s", "{}")
+    store.commit([[record, record], [record._replace(topic="u")]])
+    load = Load(random.Random(0))
+    load.sent |= {("t", "e"), ("u", "e")}
+    assert check(database, load, kills=0).violations() == []
+    store.execute("UPDATE topics SET last_seq = last_seq + 1 WHERE topic = 'u'")
+    store.execute("INSERT INTO topics VALUES ('v', 1, 0, 9)")  # a topic with no events
+    store.close()
+    figures = check(database, load, kills=0)
+    assert figures.violations() == [
+        "2 topics disagree with the events table",
+        "the topics count 4 events, not 3",
     ]
