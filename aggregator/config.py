@@ -107,7 +107,9 @@ class Config:
         "", "bearer token required by the read endpoints; empty: no token needed", secret=True
     )
     read_timeout_seconds: float = _setting(
-        10.0, "a connection that sends nothing for this long mid-request is closed", minimum=0.01
+        10.0,
+        "a request's body must arrive within this long in all (408 otherwise, on any route)",
+        minimum=0.01,
     )
     keep_alive_seconds: float = _setting(
         5.0, "an idle keep-alive connection is closed after this long", minimum=0.01

@@ -22,6 +22,7 @@ from functools import partial
 import trio
 
 from aggregator.readers import ReaderPool
+from aggregator.replay import ReplayCache
 from aggregator.sse import Frame, encode_all
 from aggregator.store import ReadStore, StoreUnavailable
 
@@ -87,8 +88,9 @@ class Subscription:
 class Hub:
     """The live subscriptions, the tail's wake-up signal, and their counters."""
 
-    def __init__(self, *, buffer_events: int) -> None:
+    def __init__(self, *, buffer_events: int, replay: ReplayCache | None = None) -> None:
         self._buffer_events = buffer_events
+        self.replay = ReplayCache() if replay is None else replay  # shared by replaying streams
         self._subscriptions: set[Subscription] = set()
         self._wake_send, self.wake = trio.open_memory_channel[None](1)
         self._lagged = 0
@@ -101,6 +103,11 @@ class Hub:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def cursor(self) -> int:
+        """The last seq the tail has fanned out: everything up to it is committed and visible."""
+        return self._tail_cursor
 
     @property
     def active(self) -> bool:

@@ -35,8 +35,18 @@ class PublishRoute:
         self._body_timeout = body_timeout
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http":
             await self._app(scope, receive, send)
+            return
+        if scope["path"] != PATH:
+            try:
+                receive = await self._with_whole_body(scope, receive)
+            except Rejection as rejection:
+                await _answer(send, rejection.status, rejection.body)
+                return
+            except _Disconnected:
+                return
+            await _final_message_shielded(self._app, scope, receive, send)
             return
         if scope["method"] == "POST":
             try:
@@ -50,17 +60,30 @@ class PublishRoute:
                     "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
                 ),
             )
-        headers = [(b"content-type", b"application/json")]
         if isinstance(body, ErrorBody):
             self._front.metrics.rejected.labels(body.error).inc()
-            if status in (429, 503):
-                headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
-            elif status == 405:
-                headers.append((b"allow", b"POST"))
-        encoded = _ENCODE(body)
-        headers.append((b"content-length", str(len(encoded)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": encoded})
+        await _answer(send, status, body)
+
+    async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
+        """For the other routes: a body the request declares must arrive within the read
+        timeout too, or a client could hold its connection open by never finishing one (the
+        route may answer without reading it). ``receive`` for the app, the body read already."""
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if (length is None or length == b"0") and b"transfer-encoding" not in headers:
+            return receive
+        body = await self._read_body(receive, length)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                message: dict[str, Any] = await receive()  # the disconnect, when it comes
+                return message
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
 
     async def _publish(self, scope: Any, receive: Any) -> tuple[int, PublishResult | ErrorBody]:
         content_type = content_encoding = content_length = None
@@ -132,6 +155,37 @@ class PublishRoute:
             return Unavailable("the server is shutting down")
         async with reply_recv:
             return await reply_recv.receive()
+
+
+async def _final_message_shielded(app: Any, scope: Any, receive: Any, send: Any) -> None:
+    """Run ``app`` with its last response message shielded from cancellation.
+
+    Quart-trio cancels its request's task group once the response body is handed over, and that
+    can cancel the final, empty body message before hypercorn has it. The response then never
+    ends on hypercorn's side, so the keep-alive connection never counts as idle and is never
+    closed at the keep-alive timeout.
+    """
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            with trio.CancelScope(shield=True):
+                await send(message)
+        else:
+            await send(message)
+
+    await app(scope, receive, sending)
+
+
+async def _answer(send: Any, status: int, body: PublishResult | ErrorBody) -> None:
+    headers = [(b"content-type", b"application/json")]
+    if status in (429, 503):
+        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    elif status == 405:  # only /publish answers 405 here
+        headers.append((b"allow", b"POST"))
+    encoded = _ENCODE(body)
+    headers.append((b"content-length", str(len(encoded)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": encoded})
 
 
 def _unavailable(reason: str) -> ErrorBody:

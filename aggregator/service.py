@@ -43,10 +43,11 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.graceful_timeout = config.shutdown_grace_seconds
     hc.accesslog = None
-    # A request's bytes must keep coming; partial headers and idle connections are cut at the
-    # keep-alive timeout (hypercorn counts a connection idle until its headers are complete).
-    # Annotated int, used as trio.fail_after(read_timeout): a float works.
-    hc.read_timeout = config.read_timeout_seconds  # type: ignore[assignment]
+    # Partial headers and idle connections are cut at the keep-alive timeout (hypercorn counts a
+    # connection idle until its headers are complete); a body must arrive within the read
+    # timeout (PublishRoute, Quart's BODY_TIMEOUT). No hypercorn read_timeout: it limits the
+    # silence of the *client*, and an SSE client is silent for the whole stream: /subscribe
+    # would be cut every read_timeout seconds.
     hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
     return hc

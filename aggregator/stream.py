@@ -11,8 +11,9 @@ The order of steps is what makes the switch exact:
 3. go live: take what the hub buffered, dropping what replay already sent (``seq <= cursor``).
 
 A subscription that lags (its buffer overflowed) is dropped by the hub; the stream goes back to
-step 1 from its own cursor. So a slow client costs the server one store read per page it consumes,
-never the writer's time or other subscribers' buffers.
+step 1 from its own cursor. So a slow client costs the server at most one store read per page it
+consumes, never the writer's time or other subscribers' buffers; streams of all topics share
+their replay reads below the tail's cursor (``aggregator/replay.py``).
 """
 
 from __future__ import annotations
@@ -52,14 +53,13 @@ async def stream_events(
             # Step 2: replay until a short page.
             while True:
                 try:
-                    frames = await _page(readers, topic, cursor)
+                    frames, cursor, ended = await _replay(hub, readers, topic, cursor)
                 except StoreUnavailable:
                     yield STORE_UNAVAILABLE
                     return
                 if frames:
-                    cursor = frames[-1].seq
                     yield b"".join(frame.data for frame in frames)
-                if len(frames) < REPLAY_PAGE or hub.closed:
+                if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
             while not (subscription.lagged or subscription.closed):
@@ -83,8 +83,18 @@ async def stream_events(
             return
 
 
-async def _page(readers: ReaderPool, topic: str | None, cursor: int) -> list[Frame]:
-    return await readers.run(lambda r: encode_all(r.events(topic, cursor, REPLAY_PAGE, 0)))
+async def _replay(
+    hub: Hub, readers: ReaderPool, topic: str | None, cursor: int
+) -> tuple[list[Frame], int, bool]:
+    """The next frames after ``cursor``, the cursor after them, and whether that was a short
+    page (replay has caught up). All topics below the tail's cursor: a shared block."""
+    if topic is None:
+        block = await hub.replay.after(readers, cursor, hub.cursor)
+        if block is not None:
+            frames, end = block
+            return frames, end, False  # a block's seqs without a row will never have one
+    frames = await readers.run(lambda r: encode_all(r.events(topic, cursor, REPLAY_PAGE, 0)))
+    return frames, frames[-1].seq if frames else cursor, len(frames) < REPLAY_PAGE
 
 
 async def _receive(subscription: Subscription, heartbeat_seconds: float) -> list[Frame] | None:

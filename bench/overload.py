@@ -257,7 +257,8 @@ async def run_phases(
             rows.append(
                 (
                     "subscribers that received every event",
-                    f"{complete}/{n} ({total - before:,} new; all caught up "
+                    f"{complete}/{n} ({total - before:,} new; "
+                    f"{sum(counts) / (n * (total - before)):.0%} of them delivered "
                     f"{caught_up:.1f} s after the last publish)",
                 )
             )

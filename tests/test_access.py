@@ -65,22 +65,43 @@ async def test_slowloris_and_idle_connections_are_cut_and_others_served(tmp_path
             slow = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(20)]
             for stream in slow:  # headers never finished
                 await stream.send_all(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Le")
-            body = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(5)]
-            for stream in body:  # headers done, body never finished
+            body = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(6)]
+            for stream, route in zip(
+                body, ["POST /publish", "GET /stats", "POST /events"] * 2, strict=True
+            ):
+                # Headers done, body never finished, whether or not the route reads a body.
                 await stream.send_all(
-                    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{"
+                    route.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n[{"
                 )
             # Others are served while those hang.
             assert (await server.publish(event(event_id="served"))).status_code == 200
             for stream in [*idle, *slow]:  # the server closes them: EOF, no response
                 assert await stream.receive_some(1000) == b""
-            for stream in body:  # a slow body gets 408 (or just EOF), then the close
+            for stream in body:  # a slow body gets 408, then the close
                 data = b""
                 while chunk := await stream.receive_some(1000):
                     data += chunk
-                assert data == b"" or data.startswith(b"HTTP/1.1 408")
+                assert data.startswith(b"HTTP/1.1 408"), data
             # A new connection: the client's pooled one was idle past keep_alive_seconds too.
             async with httpx.AsyncClient(base_url=server.running.url) as fresh:
                 assert (await fresh.get("/health")).status_code == 200
             for stream in [*idle, *slow, *body]:
                 await stream.aclose()
+
+
+@pytest.mark.parametrize("request_line", ["GET /health", "GET /stats", "GET /nothing"])
+async def test_keep_alive_connections_close_when_idle_after_any_route(
+    tmp_path: Path, request_line: str
+) -> None:
+    """Quart-trio could cancel the last message of its response, so hypercorn never saw the
+    response end and kept the connection open: it never counted as idle."""
+    with trio.fail_after(30):
+        async with open_server(tmp_path, keep_alive_seconds=0.3) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.running.port)
+            async with stream:
+                await stream.send_all(request_line.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                with trio.fail_after(5):  # keep-alive is 0.3 s: EOF well within this
+                    while chunk := await stream.receive_some(65536):
+                        data += chunk
+    assert data.startswith(b"HTTP/1.1 ") and b"\r\n\r\n{" in data

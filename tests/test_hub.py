@@ -24,6 +24,7 @@ from aggregator.config import Config
 from aggregator.hub import Hub, HubClosed, run_tail
 from aggregator.messages import EventRecord, StoredEvent
 from aggregator.readers import ReaderPool, open_reader_pool
+from aggregator.replay import ReplayCache
 from aggregator.sse import HEARTBEAT, SHUTTING_DOWN, encode
 from aggregator.store import WriteStore, open_reader, open_store
 from aggregator.stream import stream_events
@@ -66,12 +67,14 @@ class Parts:
 
 
 @asynccontextmanager
-async def open_parts(tmp_path: Path, buffer_events: int = 1000) -> AsyncIterator[Parts]:
+async def open_parts(
+    tmp_path: Path, buffer_events: int = 1000, replay: ReplayCache | None = None
+) -> AsyncIterator[Parts]:
     config = Config(data_dir=tmp_path)
     store = open_store(config)
     try:
         async with open_reader_pool(partial(open_reader, config), 2) as readers:
-            hub = Hub(buffer_events=buffer_events)
+            hub = Hub(buffer_events=buffer_events, replay=replay)
             async with trio.open_nursery() as nursery:
                 await nursery.start(run_tail, hub, readers)
                 parts = Parts(config, store, hub, readers)
@@ -176,6 +179,56 @@ async def test_a_stalled_subscriber_lags_then_replays_every_event_exactly_once(
                 assert parts.hub.statistics().active == 1  # live again after the replay
                 nursery.cancel_scope.cancel()
     assert seen == parts.expected(None)
+
+
+async def replay_all(parts: Parts, after: int, until: int) -> list[int]:
+    """A stream of all topics from ``after``, read until ``until``: its event ids."""
+    body = stream_events(parts.hub, parts.readers, None, after, heartbeat_seconds=FOREVER)
+    async with aclosing(body) as chunks:
+        return await read_ids(chunks, SSEParser(), until)
+
+
+@pytest.mark.trio
+async def test_streams_that_replay_together_read_each_block_once(tmp_path: Path) -> None:
+    replay = ReplayCache(block=100)
+    results: list[list[int]] = []
+    with trio.fail_after(20):
+        async with open_parts(tmp_path, replay=replay) as parts:
+            last = await parts.commit(*["a", "b"] * 250)  # 500 events: 5 complete blocks
+
+            async def one() -> None:
+                results.append(await replay_all(parts, 0, last))
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(20):
+                    nursery.start_soon(one)
+            reads_before_a_late_one = replay.reads
+            late = await replay_all(parts, 150, last)  # from inside a block
+    assert last == 500 and len(results) == 20
+    assert all(ids == list(range(1, 501)) for ids in results)
+    assert late == list(range(151, 501))
+    # 20 streams of 5 blocks: each block read from the store once, the rest from memory.
+    assert (reads_before_a_late_one, replay.hits) == (5, 20 * 5 - 5 + 4)
+    assert replay.reads == 5
+
+
+@pytest.mark.trio
+async def test_only_blocks_below_the_tail_cursor_are_shared(tmp_path: Path) -> None:
+    replay = ReplayCache(block=100)
+    with trio.fail_after(20):
+        async with open_parts(tmp_path, replay=replay) as parts:
+            last = await parts.commit(*["a"] * 250)  # blocks 1–100 and 101–200; 201–250 open
+            first = await replay_all(parts, 0, last)
+            again = await replay_all(parts, 0, last)
+            topic = await read_topic(parts, "a", last)
+    assert first == again == topic == list(range(1, 251))
+    assert (replay.reads, replay.hits) == (2, 2)  # the open block is read by each stream
+
+
+async def read_topic(parts: Parts, topic: str, until: int) -> list[int]:
+    body = stream_events(parts.hub, parts.readers, topic, 0, heartbeat_seconds=FOREVER)
+    async with aclosing(body) as chunks:
+        return await read_ids(chunks, SSEParser(), until)
 
 
 @pytest.mark.trio

@@ -45,6 +45,24 @@ async def test_replay_then_live_over_http(server: Server) -> None:
 
 
 @pytest.mark.trio
+async def test_a_stream_outlives_the_read_timeout_of_a_silent_client(tmp_path: Path) -> None:
+    """An SSE client sends nothing after its request. Hypercorn's own read timeout cut every
+    stream after AGGREGATOR_READ_TIMEOUT_SECONDS of that silence; it is not used any more."""
+    settings = {"read_timeout_seconds": 0.2, "heartbeat_seconds": 0.05}
+    with trio.fail_after(30):
+        async with (
+            open_server(tmp_path, **settings) as server,
+            open_stream(server.running.url) as stream,
+        ):
+            began = time.monotonic()
+            while time.monotonic() - began < 5 * 0.2:  # heartbeats: the server is alive
+                assert "heartbeat" in (await stream.next()).comments
+            await server.publish(event("a", "after-the-timeout"))
+            (live,) = await stream.events(1)
+    assert live.data["event_id"] == "after-the-timeout"
+
+
+@pytest.mark.trio
 async def test_resume_with_last_event_id_after_a_dropped_connection_sees_each_event_once(
     server: Server,
 ) -> None:
