@@ -4,7 +4,9 @@ At one event per request, Quart's request context, routing and response objects 
 everything else the server does for a publish (py-spy: about 40% of the trio thread). Here a
 publish is read within the body limit, handed to the workers through the bounded ingest channel
 (full ⇒ 429) and answered with what the pipeline replies, with no framework in between. Every
-other route still goes to Quart. Routes only: no validation of events here.
+other route still goes to Quart, with two guards hypercorn and quart-trio do not give: a body must
+arrive within the read timeout there too (408), and Quart's last response message is sent
+shielded from cancellation. Routes only: no validation of events here.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class _Disconnected(Exception):
 
 
 class PublishRoute:
-    """ASGI: answers ``/publish`` itself and passes everything else to ``app``."""
+    """ASGI: answers ``/publish`` itself and passes everything else to ``app`` (Quart)."""
 
     def __init__(self, front: Front, app: Any, *, body_timeout: float) -> None:
         self._front = front
