@@ -11,7 +11,7 @@ import trio
 
 from aggregator.config import Config, ConfigError, load_config
 from aggregator.service import serve
-from aggregator.store import StoreMismatch, StoreUnavailable
+from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable
 
 LOGGER = logging.getLogger("aggregator")
 
@@ -51,20 +51,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         trio.run(_run, config)
     except BaseException as exc:
-        problem = _start_up_problem(exc)
-        if problem is None:
-            raise
-        sys.stderr.write(f"aggregator: error: {problem}\n")
+        problem = _sole(exc)
+        if isinstance(problem, StoreBroken):
+            # Crash-only on purpose: one line, non-zero, and a supervisor restarts the server.
+            sys.stderr.write(
+                f"aggregator: fatal: the store's connection is in an unknown state ({problem}); "
+                "stopped so that a supervisor restarts the server on the intact store\n"
+            )
+        elif isinstance(problem, StoreMismatch | StoreUnavailable | OSError):
+            # A start-up error a user can act on: a foreign store, an unreachable database, a
+            # taken port, an unwritable data dir.
+            sys.stderr.write(f"aggregator: error: {problem}\n")
+        else:
+            raise  # a bug: keep its traceback
         raise SystemExit(1) from None
 
 
-def _start_up_problem(exc: BaseException) -> BaseException | None:
-    """The one error a user can act on (a foreign store, an unreachable database, a taken port,
-    an unwritable data dir), unwrapped from trio's exception groups; None for anything else,
-    which keeps its traceback."""
+def _sole(exc: BaseException) -> BaseException:
+    """``exc`` unwrapped from trio's exception groups of one."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    return exc if isinstance(exc, StoreMismatch | StoreUnavailable | OSError) else None
+    return exc
 
 
 if __name__ == "__main__":

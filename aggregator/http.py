@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.hub import Hub
+from aggregator.incidents import Incidents, internal_message
 from aggregator.messages import Submission
 from aggregator.metrics import Metrics
 from aggregator.openapi import openapi_document
@@ -50,6 +51,7 @@ class Front:
     metrics: Metrics
     heartbeat_seconds: float
     max_subscribers: int
+    incidents: Incidents
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -210,6 +212,16 @@ def create_app(front: Front) -> QuartTrio:
                 f"the body is over {front.max_body_bytes} "
                 "bytes, the limit (AGGREGATOR_MAX_BODY_BYTES)",
             )
+        )
+
+    @app.errorhandler(Exception)
+    async def internal_error(exc: Exception) -> Response:
+        # Any other exception a route raises: this request gets a 500, the server goes on.
+        what = f"serving {request.method} {request.path}"
+        request_id = front.incidents.record("route", exc, what)
+        return json_response(
+            {"error": "internal", "message": internal_message(request_id, stored_nothing=True)},
+            500,
         )
 
     @app.errorhandler(HTTPException)

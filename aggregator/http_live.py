@@ -93,6 +93,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             topic,
             after,
             heartbeat_seconds=front.heartbeat_seconds,
+            incidents=front.incidents,
         )
         response = Response(
             body,

@@ -21,6 +21,7 @@ from functools import partial
 
 import trio
 
+from aggregator.incidents import Incidents
 from aggregator.readers import ReaderPool
 from aggregator.replay import ReplayCache
 from aggregator.sse import Frame, encode_all
@@ -183,9 +184,15 @@ async def run_tail(
     readers: ReaderPool,
     *,
     poll_seconds: float = 0.0,
+    incidents: Incidents | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Fan out what is committed until the hub closes."""
+    """Fan out what is committed until the hub closes.
+
+    A bug met in one round is logged and counted, and the tail tries again at the next wake-up
+    from the same cursor: subscribers wait, they never miss an event, and the server goes on.
+    """
+    incidents = Incidents() if incidents is None else incidents
     cursor = await readers.run(_head)
     hub.fan_out([], cursor)
     async with hub.wake:
@@ -196,8 +203,11 @@ async def run_tail(
                     await hub.wake.receive()
                 except trio.EndOfChannel:
                     return
-            head = await _skip_unwatched(hub, readers, cursor)
-            cursor = head if head is not None else await _read_new(hub, readers, cursor)
+            try:
+                head = await _skip_unwatched(hub, readers, cursor)
+                cursor = head if head is not None else await _read_new(hub, readers, cursor)
+            except Exception as exc:
+                incidents.record("tail", exc, f"reading the events after seq {cursor}")
 
 
 async def _skip_unwatched(hub: Hub, readers: ReaderPool, cursor: int) -> int | None:

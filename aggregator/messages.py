@@ -58,9 +58,19 @@ class Unavailable:
     reason: str
 
 
-WriteOutcome: TypeAlias = Accepted | Unavailable
+@dataclass(frozen=True, slots=True)
+class Internal:
+    """A bug met while handling this request alone; logged under ``request_id``, counted by
+    ``stage``. ``stored_nothing``: the request was refused or rolled back before any COMMIT."""
+
+    stage: str
+    request_id: str
+    stored_nothing: bool = True
+
+
+WriteOutcome: TypeAlias = Accepted | Unavailable | Internal
 # What a worker answers the front: the writer's outcome, or the reason the request is refused.
-PublishOutcome: TypeAlias = "Accepted | Unavailable | Rejection"
+PublishOutcome: TypeAlias = "Accepted | Unavailable | Internal | Rejection"
 
 
 @dataclass(frozen=True, slots=True)

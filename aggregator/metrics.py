@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aggregator.incidents import STAGES
 from aggregator.messages import EventRecord
 from aggregator.store import CommitResult, WriteStore
 
@@ -105,6 +106,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.internal_errors = Counter(
+            "aggregator_internal_errors",
+            "unexpected failures answered for one request (500) or one tail read, by stage",
+            ["stage"],
+            registry=self.registry,
+        )
+        for stage in STAGES:  # every stage shows, at 0, before its first incident
+            self.internal_errors.labels(stage)
         self.transaction_events = Histogram(
             "aggregator_transaction_events",
             "events per committed transaction (group commit)",
@@ -116,6 +125,9 @@ class Metrics:
             "time of one transaction on the writer's thread, BEGIN to COMMIT",
             registry=self.registry,
         )
+
+    def count_incident(self, stage: str) -> None:
+        self.internal_errors.labels(stage).inc()
 
     def render(self, snapshot: Snapshot) -> bytes:
         scrape = CollectorRegistry()

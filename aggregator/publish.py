@@ -17,7 +17,8 @@ import msgspec
 import trio
 
 from aggregator.http import RETRY_AFTER_SECONDS, Front
-from aggregator.messages import Accepted, PublishOutcome, Submission, Unavailable
+from aggregator.incidents import internal_message
+from aggregator.messages import Accepted, Internal, PublishOutcome, Submission, Unavailable
 from aggregator.wire import ErrorBody, PublishResult, Rejection
 
 PATH = "/publish"
@@ -55,6 +56,9 @@ class PublishRoute:
                 status, body = await self._publish(scope, receive)
             except _Disconnected:
                 return
+            except Exception as exc:  # a bug here answers this request alone
+                request_id = self._front.incidents.record("route", exc, f"serving POST {PATH}")
+                status, body = 500, _internal(Internal("route", request_id, stored_nothing=False))
         else:
             status, body = (
                 405,
@@ -105,6 +109,8 @@ class PublishRoute:
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
             return 503, _unavailable(outcome.reason)
+        if isinstance(outcome, Internal):
+            return 500, _internal(outcome)
         return outcome.status, outcome.body
 
     async def _read_body(self, receive: Any, content_length: bytes | None) -> bytes:
@@ -188,6 +194,10 @@ async def _answer(send: Any, status: int, body: PublishResult | ErrorBody) -> No
     headers.append((b"content-length", str(len(encoded)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": encoded})
+
+
+def _internal(outcome: Internal) -> ErrorBody:
+    return ErrorBody("internal", internal_message(outcome.request_id, outcome.stored_nothing))
 
 
 def _unavailable(reason: str) -> ErrorBody:

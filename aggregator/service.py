@@ -17,6 +17,7 @@ from aggregator.config import Config
 from aggregator.http import Front, RequestTracker, create_app
 from aggregator.http_live import observe_request, register_live_routes
 from aggregator.hub import Hub, run_tail
+from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.metrics import MeasuredStore, Metrics
 from aggregator.publish import PublishRoute
@@ -114,13 +115,22 @@ async def _run_pipeline(
 ) -> None:
     monitor = WriterMonitor()
     metrics = Metrics()
+    incidents = Incidents(metrics.count_incident)
     hub = Hub(buffer_events=config.subscriber_buffer_events)
     limits = Limits(config.max_body_bytes, config.max_batch_events, config.max_payload_bytes)
     ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
     # Room for every worker's request: all of them can wait for the next group commit.
     write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
     async with trio.open_nursery() as nursery:
-        await nursery.start(partial(run_tail, hub, readers, poll_seconds=config.tail_poll_seconds))
+        await nursery.start(
+            partial(
+                run_tail,
+                hub,
+                readers,
+                poll_seconds=config.tail_poll_seconds,
+                incidents=incidents,
+            )
+        )
         await nursery.start(
             partial(
                 run_writer,
@@ -129,12 +139,15 @@ async def _run_pipeline(
                 monitor,
                 max_txn_events=config.max_txn_events,
                 on_commit=hub.notify,
+                on_broken=shutdown.set,  # stop accepting; serve() then raises StoreBroken
                 probe_seconds=config.probe_seconds,
+                incidents=incidents,
             )
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):
-                await nursery.start(run_worker, ingest_recv.clone(), write_send.clone(), limits)
+                worker = partial(run_worker, incidents=incidents)
+                await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
         front = Front(
             ingest_send,
             readers,
@@ -146,6 +159,7 @@ async def _run_pipeline(
             metrics,
             config.heartbeat_seconds,
             config.max_subscribers,
+            incidents,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]

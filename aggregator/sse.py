@@ -18,6 +18,15 @@ OPENING = b"retry: 1000\n: subscribed\n\n"
 HEARTBEAT = b": heartbeat\n\n"
 SHUTTING_DOWN = b": the server is shutting down; reconnect with Last-Event-ID\n\n"
 STORE_UNAVAILABLE = b": the store does not answer; reconnect with Last-Event-ID\n\n"
+
+
+def internal_error(request_id: str) -> bytes:
+    """The last message of a stream that met a bug: the client reconnects and resumes."""
+    return b": internal error (request id %s); reconnect with Last-Event-ID\n\n" % (
+        request_id.encode()
+    )
+
+
 _ENCODER = msgspec.json.Encoder()
 # JSON whitespace outside strings may be CR or LF (a payload is kept as received); both end an SSE
 # line, so they become spaces, which JSON treats the same. Inside strings they are escaped already.

@@ -18,13 +18,23 @@ their replay reads below the tail's cursor (``aggregator/replay.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 
 import trio
 
 from aggregator.hub import Hub, HubClosed, Subscription
+from aggregator.incidents import Incidents
 from aggregator.readers import ReaderPool
-from aggregator.sse import HEARTBEAT, OPENING, SHUTTING_DOWN, STORE_UNAVAILABLE, Frame, encode_all
+from aggregator.sse import (
+    HEARTBEAT,
+    OPENING,
+    SHUTTING_DOWN,
+    STORE_UNAVAILABLE,
+    Frame,
+    encode_all,
+    internal_error,
+)
 from aggregator.store import StoreUnavailable
 
 REPLAY_PAGE = 1000
@@ -37,9 +47,23 @@ async def stream_events(
     after: int,
     *,
     heartbeat_seconds: float,
+    incidents: Incidents | None = None,
 ) -> AsyncIterator[bytes]:
     """The body of ``GET /subscribe``: SSE messages for every event of ``topic`` after ``after``,
-    until the client goes away or the server shuts down."""
+    until the client goes away or the server shuts down. A bug ends this stream alone, with a
+    last message naming it; the client resumes from its last id."""
+    incidents = Incidents() if incidents is None else incidents
+    async with aclosing(_stream(hub, readers, topic, after, heartbeat_seconds)) as messages:
+        try:
+            async for message in messages:
+                yield message
+        except Exception as exc:
+            yield internal_error(incidents.record("subscribe", exc, f"streaming topic {topic!r}"))
+
+
+async def _stream(
+    hub: Hub, readers: ReaderPool, topic: str | None, after: int, heartbeat_seconds: float
+) -> AsyncGenerator[bytes, None]:
     try:
         subscription = hub.subscribe(topic)
     except HubClosed:

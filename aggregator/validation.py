@@ -231,6 +231,12 @@ def _decode_ndjson(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msg
         try:
             items.append((index, _ONE.decode(line)))
         except msgspec.ValidationError:
+            # The typed decode stops at the first wrong field, before it has read the rest of
+            # the line: the line must still be checked as JSON before the slow path reads it.
+            try:
+                _ANY.decode(line)
+            except msgspec.DecodeError as exc:
+                raise _malformed(f"line {index}", exc) from None
             items.append((index, msgspec.Raw(line)))
         except msgspec.DecodeError as exc:
             raise _malformed(f"line {index}", exc) from None

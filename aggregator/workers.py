@@ -1,7 +1,8 @@
 """The worker actors: decode and validate a raw submission, hand it to the writer, relay the answer.
 
 N workers bound the publish requests being validated or committed at once; group commit can merge
-at most N requests into one transaction.
+at most N requests into one transaction. A bug met while handling one submission answers that
+submission (``Internal``, a 500) and the worker goes on: one request never ends the process.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import contextlib
 
 import trio
 
+from aggregator.incidents import Incidents
 from aggregator.messages import (
+    Internal,
     Limits,
     PublishOutcome,
     Submission,
@@ -26,20 +29,25 @@ async def run_worker(
     writer: trio.MemorySendChannel[WriteRequest],
     limits: Limits,
     *,
+    incidents: Incidents | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve submissions until ``inbox`` closes; then close this worker's end of ``writer``."""
+    incidents = Incidents() if incidents is None else incidents
     async with inbox, writer:
         task_status.started()
         async for submission in inbox:
-            outcome = await _process(submission, writer, limits)
+            outcome = await _process(submission, writer, limits, incidents)
             # The client may have gone away; a committed request stays committed.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 submission.reply.send_nowait(outcome)
 
 
 async def _process(
-    submission: Submission, writer: trio.MemorySendChannel[WriteRequest], limits: Limits
+    submission: Submission,
+    writer: trio.MemorySendChannel[WriteRequest],
+    limits: Limits,
+    incidents: Incidents,
 ) -> PublishOutcome:
     try:
         events = decode_publish(
@@ -47,7 +55,15 @@ async def _process(
         )
     except Rejection as rejection:
         return rejection
+    except Exception as exc:  # a decoder bug: a decoder may only return events or reject
+        what = f"decoding a {len(submission.body)}-byte body ({submission.content_type})"
+        return Internal("decode", incidents.record("decode", exc, what))
     reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
-    async with reply_recv:
-        await writer.send(WriteRequest(events, reply_send))
-        return await reply_recv.receive()
+    try:
+        async with reply_recv:
+            await writer.send(WriteRequest(events, reply_send))
+            return await reply_recv.receive()
+    except Exception as exc:  # e.g. the writer closed without answering: a commit is unknown
+        what = f"waiting for the commit of {len(events)} events"
+        request_id = incidents.record("worker", exc, what)
+        return Internal("worker", request_id, stored_nothing=False)

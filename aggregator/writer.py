@@ -3,6 +3,15 @@
 It takes the first waiting request, drains every other one already waiting (up to
 ``max_txn_events``; one request is never split), commits them in one transaction on its own
 thread, and only then answers each request. Under load this is one fsync for many requests.
+
+Faults, per kind (docs/reliability.md, "Fault isolation"): a store that cannot take writes
+(``StoreUnavailable``: disk full, read-only, lock timeout) answers 503 to the transaction's
+requests and the writer probes until it recovers. A bug met in a transaction (any other
+exception; the store has rolled back) is retried one request at a time, so only the request
+that meets it gets a 500. A connection whose state is unknown (``StoreBroken``: a failed
+rollback) is crash-only: the writer never touches it again, calls ``on_broken`` (the service
+stops accepting), answers 503 to every request still coming, and raises once its inbox closes;
+the process exits non-zero with the reason, and a supervisor restarts it on the intact store.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ from typing import Any
 
 import trio
 
-from aggregator.messages import Accepted, Unavailable, WriteOutcome, WriteRequest
-from aggregator.store import StoreUnavailable, WriteStore
+from aggregator.incidents import Incidents
+from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
+from aggregator.store import StoreBroken, StoreUnavailable, WriteStore
 
 # A probe writes about twice the bytes of the transaction that failed (indexes roughly double
 # them), within these bounds, so that "it works again" means a transaction of that size fits.
@@ -83,7 +93,9 @@ async def run_writer(
     *,
     max_txn_events: int,
     on_commit: Callable[[], None] | None = None,
+    on_broken: Callable[[], None] | None = None,
     probe_seconds: float = 1.0,
+    incidents: Incidents | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Commit what arrives on ``inbox`` until it closes and is empty.
@@ -94,6 +106,7 @@ async def run_writer(
     ``probe_seconds``, so that health comes back by itself once the store can take writes again
     (disk space freed, remounted writable).
     """
+    incidents = Incidents() if incidents is None else incidents
     async with inbox:
         monitor.update(running=True)
         task_status.started()
@@ -109,11 +122,22 @@ async def run_writer(
                         except trio.EndOfChannel:
                             return
                     if pending is None:
-                        await _probe(store, monitor, probe_bytes)
+                        await _probe(store, monitor, probe_bytes, incidents)
                         continue
                 batch, pending = _take_batch(pending, inbox, max_txn_events)
-                if not await _commit(batch, store, monitor, on_commit):
+                if not await _commit(batch, store, monitor, on_commit, incidents):
                     probe_bytes = _probe_size(batch)
+        except StoreBroken as exc:
+            LOGGER.critical("the store's connection is in an unknown state: %s; stopping", exc)
+            monitor.update(last_error=f"the store's connection is broken: {exc}")
+            if on_broken is not None:
+                on_broken()
+            refusal = Unavailable(f"the server is stopping after a store failure: {exc}")
+            if pending is not None:
+                _reply(pending, refusal)
+            async for request in inbox:
+                _reply(request, refusal)
+            raise
         finally:
             monitor.update(running=False)
 
@@ -123,13 +147,20 @@ def _probe_size(batch: list[WriteRequest]) -> int:
     return min(max(2 * size, MIN_PROBE_BYTES), MAX_PROBE_BYTES)
 
 
-async def _probe(store: WriteStore, monitor: WriterMonitor, probe_bytes: int) -> None:
+async def _probe(
+    store: WriteStore, monitor: WriterMonitor, probe_bytes: int, incidents: Incidents
+) -> None:
     """One write that must fit for the store to count as healthy again; clears ``last_error``."""
     try:
         await trio.to_thread.run_sync(store.probe, probe_bytes)
     except StoreUnavailable as exc:
         LOGGER.debug("probe of %d bytes failed: %s", probe_bytes, exc)
         monitor.update(last_error=str(exc))
+        return
+    except StoreBroken:
+        raise
+    except Exception as exc:  # a bug in the probe: the store stays unhealthy, the writer runs
+        incidents.record("writer", exc, f"probing the store with {probe_bytes} bytes")
         return
     LOGGER.warning("the store takes writes again (a %d-byte probe committed)", probe_bytes)
     monitor.update(last_error=None)
@@ -140,8 +171,9 @@ async def _commit(
     store: WriteStore,
     monitor: WriterMonitor,
     on_commit: Callable[[], None] | None,
+    incidents: Incidents,
 ) -> bool:
-    """Commit ``batch`` and answer each request; False when the transaction failed."""
+    """Commit ``batch`` and answer each request; False when the store failed."""
     stats = monitor.statistics()
     events = sum(len(r.events) for r in batch)
     try:
@@ -153,6 +185,18 @@ async def _commit(
         for request in batch:
             _reply(request, Unavailable(str(exc)))
         return False
+    except StoreBroken as exc:
+        for request in batch:
+            _reply(request, Unavailable(f"{exc}; the request may or may not have been stored"))
+        raise
+    except Exception as exc:
+        monitor.update(failed_transactions=stats.failed_transactions + 1)
+        if len(batch) > 1:  # one request's bug must not fail the others merged with it
+            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
+            return all(results)
+        request_id = incidents.record("writer", exc, f"committing {events} events")
+        _reply(batch[0], Internal("writer", request_id))
+        return True  # the store rolled back and takes writes: health is not affected
     monitor.update(
         transactions=stats.transactions + 1,
         requests=stats.requests + len(batch),

@@ -17,6 +17,7 @@ from aggregator import __version__, publish
 from aggregator.config import Config
 from aggregator.http import Front
 from aggregator.hub import Hub
+from aggregator.incidents import Incidents
 from aggregator.messages import Submission
 from aggregator.metrics import Metrics
 from aggregator.openapi import openapi_document
@@ -36,7 +37,17 @@ def app_routes() -> set[tuple[str, str]]:
     idle, waiting = trio.open_memory_channel[ReadStore](1)
     readers = ReaderPool(idle, waiting)
     front = Front(
-        ingest, readers, WriterMonitor(), 1, 1, 0.0, Hub(buffer_events=1), Metrics(), 1, 1
+        ingest,
+        readers,
+        WriterMonitor(),
+        1,
+        1,
+        0.0,
+        Hub(buffer_events=1),
+        Metrics(),
+        1,
+        1,
+        Incidents(),
     )
     app = create_routes(front, Config())
     return {("post", publish.PATH)} | {  # PublishRoute serves POST /publish in front of Quart

@@ -168,14 +168,18 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             self._rollback(exc)
             raise StoreUnavailable(describe(exc)) from exc
+        except BaseException as exc:  # a bug, or a thread interrupted: never leave it open
+            self._rollback(exc)
+            raise
         return result
 
-    def _rollback(self, cause: sqlite3.Error) -> None:
+    def _rollback(self, cause: BaseException) -> None:
         try:
             if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. FULL)
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
-            raise StoreBroken(f"rollback after {describe(cause)} failed: {describe(exc)}") from exc
+            reason = describe(cause) if isinstance(cause, sqlite3.Error) else repr(cause)
+            raise StoreBroken(f"rollback after {reason} failed: {describe(exc)}") from exc
 
     def probe(self, reserve_bytes: int) -> None:
         """Commit a ``reserve_bytes`` blob, then delete it: both must reach the disk.
