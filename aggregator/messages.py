@@ -1,14 +1,16 @@
-"""Internal messages between the actors: frozen, slotted, plain data. No trio logic here."""
+"""Internal messages between the actors: frozen, slotted, plain data. No trio logic here.
+
+``Rejection`` is one of them: the refusal a decoder raises and a worker hands back to the front,
+which turns it into the HTTP error body.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import trio
-
-if TYPE_CHECKING:
-    from aggregator.wire import Rejection
 
 
 class EventRecord(NamedTuple):
@@ -68,9 +70,39 @@ class Internal:
     stored_nothing: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """One problem of a refused request: which event (its index), which field, what is wrong."""
+
+    index: int | None
+    field: str | None
+    message: str
+
+
+class Rejection(Exception):
+    """A request the aggregator refuses: an HTTP status, an error kind and a message that names
+    the rule or limit broken (and per-problem ``details`` for a validation error)."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        message: str,
+        details: list[Detail] | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+
+
 WriteOutcome: TypeAlias = Accepted | Unavailable | Internal
 # What a worker answers the front: the writer's outcome, or the reason the request is refused.
-PublishOutcome: TypeAlias = "Accepted | Unavailable | Internal | Rejection"
+PublishOutcome: TypeAlias = Accepted | Unavailable | Internal | Rejection
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +113,18 @@ class WriteRequest:
     reply: trio.MemorySendChannel[WriteOutcome]
 
 
+# A wire decoder (``aggregator/decoders/``): a body and its headers (lower-case names) in, the
+# events out, or a ``Rejection`` raised; nothing else. A route binds what else it knows (a
+# path parameter) with ``functools.partial``.
+Decoder: TypeAlias = Callable[[bytes, Mapping[str, str], "Limits"], list[EventRecord]]
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """A raw publish request as the front received it; a worker answers on ``reply``."""
+    """A raw request as the front received it, and the decoder that reads it; a worker runs the
+    decoder and answers on ``reply``."""
 
     body: bytes
-    content_type: str | None
-    content_encoding: str | None
+    headers: Mapping[str, str]
+    decode: Decoder
     reply: trio.MemorySendChannel[PublishOutcome]

@@ -12,19 +12,19 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from aggregator.auth import BearerAuth, Tokens
+from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.actors.workers import run_worker
+from aggregator.actors.writer import WriterMonitor, run_writer
 from aggregator.config import Config
-from aggregator.http import Front, RequestTracker, create_app
-from aggregator.http_live import observe_request, register_live_routes
-from aggregator.hub import Hub, run_tail
+from aggregator.front.app import Front, RequestTracker, create_app
+from aggregator.front.auth import BearerAuth, Tokens
+from aggregator.front.live import observe_request, register_live_routes
+from aggregator.front.metrics import MeasuredStore, Metrics
+from aggregator.front.publish import PublishRoute
 from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
-from aggregator.metrics import MeasuredStore, Metrics
-from aggregator.publish import PublishRoute
-from aggregator.readers import ReaderPool, open_reader_pool
 from aggregator.store import WriteStore, describe_store, open_reader, open_store
-from aggregator.workers import run_worker
-from aggregator.writer import WriterMonitor, run_writer
 
 LOGGER = logging.getLogger(__name__)
 

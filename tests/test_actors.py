@@ -12,6 +12,9 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator.actors.workers import run_worker
+from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.decoders.publish import decode_publish
 from aggregator.messages import (
     Accepted,
     EventRecord,
@@ -23,8 +26,6 @@ from aggregator.messages import (
     WriteRequest,
 )
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
-from aggregator.workers import run_worker
-from aggregator.writer import WriterMonitor, run_writer
 from tests.support import event
 
 pytestmark = pytest.mark.trio
@@ -142,7 +143,12 @@ async def test_n_workers_overlapping_keys_store_each_key_once(tmp_path: Path) ->
             batch = [event(t, e) for t, e in rng.sample(keys, 20)]
             reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
             await ingest_send.send(
-                Submission(json.dumps(batch).encode(), "application/json", None, reply_send)
+                Submission(
+                    json.dumps(batch).encode(),
+                    {"content-type": "application/json"},
+                    decode_publish,
+                    reply_send,
+                )
             )
             sent += len(batch)
             outcome = await reply_recv.receive()
@@ -183,7 +189,7 @@ async def test_worker_answers_a_rejection_without_writing(tmp_path: Path) -> Non
             await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
             reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
             body = json.dumps([event(event_id="ok"), event(timestamp="yesterday")]).encode()
-            await ingest_send.send(Submission(body, None, None, reply_send))
+            await ingest_send.send(Submission(body, {}, decode_publish, reply_send))
             outcome = await reply_recv.receive()
             await ingest_send.aclose()
     assert getattr(outcome, "status", None) == 422

@@ -7,15 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from aggregator.campaign import Figures, Load, check
 from aggregator.messages import EventRecord
 from aggregator.store.sqlite import SQLiteStore
+from simulator.campaign import Figures, Load, check
 from tests.support import ROOT
 
 
 def test_five_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "aggregator.campaign", "--kills", "5", "--seed", "5",
+        [sys.executable, "-m", "simulator.campaign", "--kills", "5", "--seed", "5",
          "--max-delay", "1.5", "--data-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -18,16 +18,16 @@ import pytest
 import trio
 import trio.testing
 
-from aggregator import hub as hub_module
-from aggregator import stream as stream_module
+from aggregator.actors import hub as hub_module
+from aggregator.actors.hub import Hub, HubClosed, run_tail
+from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.actors.replay import ReplayCache
+from aggregator.actors.sse import HEARTBEAT, SHUTTING_DOWN, encode
 from aggregator.config import Config
-from aggregator.hub import Hub, HubClosed, run_tail
+from aggregator.front import stream as stream_module
+from aggregator.front.stream import stream_events
 from aggregator.messages import EventRecord, StoredEvent
-from aggregator.readers import ReaderPool, open_reader_pool
-from aggregator.replay import ReplayCache
-from aggregator.sse import HEARTBEAT, SHUTTING_DOWN, encode
 from aggregator.store import WriteStore, open_reader, open_store
-from aggregator.stream import stream_events
 from tests.sse import Message, SSEParser
 
 FOREVER = 1e9  # no heartbeat during these tests

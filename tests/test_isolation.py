@@ -23,10 +23,12 @@ import pytest
 import trio
 import trio.testing
 
-from aggregator import http as http_module
-from aggregator import stream as stream_module
-from aggregator import workers as workers_module
-from aggregator.hub import Hub, run_tail
+from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.readers import open_reader_pool
+from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.front import app as http_module
+from aggregator.front import publish as publish_module
+from aggregator.front import stream as stream_module
 from aggregator.incidents import Incidents
 from aggregator.messages import (
     Accepted,
@@ -36,10 +38,8 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.readers import open_reader_pool
 from aggregator.store import CommitResult, StoreBroken
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
-from aggregator.writer import WriterMonitor, run_writer
 from tests.conftest import open_server
 from tests.sse import SSEParser
 from tests.support import ROOT, ServerProcess, event, running_server
@@ -79,14 +79,14 @@ def test_the_30_byte_reproducer_is_a_400_and_the_server_keeps_serving(tmp_path: 
 async def test_a_decoder_bug_answers_500_for_that_request_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = workers_module.decode_publish
+    real = publish_module.decode_publish
 
     def buggy(body: bytes, *args: Any) -> list[EventRecord]:
         if b"poison" in body:
             raise KeyError("a bug in the decoder")
         return real(body, *args)
 
-    monkeypatch.setattr(workers_module, "decode_publish", buggy)
+    monkeypatch.setattr(publish_module, "decode_publish", buggy)
     with trio.fail_after(20), caplog.at_level(logging.ERROR):
         async with open_server(tmp_path) as server:
             bad = await server.publish([event(event_id="ok-1"), event(event_id="poison")])
@@ -347,11 +347,12 @@ def test_docs_state_the_per_actor_rule() -> None:
 
 
 def test_the_reproducer_is_rejected_by_the_decoder_itself() -> None:
-    from aggregator.messages import Limits
-    from aggregator.validation import decode_publish
-    from aggregator.wire import Rejection
+    from aggregator.decoders.publish import decode_publish
+    from aggregator.messages import Limits, Rejection
 
     with pytest.raises(Rejection) as raised:
-        decode_publish(REPRODUCER, "application/x-ndjson", None, Limits(1 << 20, 1000, 65536))
+        decode_publish(
+            REPRODUCER, {"content-type": "application/x-ndjson"}, Limits(1 << 20, 1000, 65536)
+        )
     assert raised.value.status == 400
-    assert raised.value.body.message == "line 0 is not valid JSON: Input data was truncated"
+    assert raised.value.message == "line 0 is not valid JSON: Input data was truncated"

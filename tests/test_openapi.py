@@ -13,18 +13,19 @@ import jsonschema_rs
 import pytest
 import trio
 
-from aggregator import __version__, publish
+from aggregator import __version__
+from aggregator.actors.hub import Hub
+from aggregator.actors.readers import ReaderPool
+from aggregator.actors.writer import WriterMonitor
 from aggregator.config import Config
-from aggregator.http import Front
-from aggregator.hub import Hub
+from aggregator.front import publish
+from aggregator.front.app import Front
+from aggregator.front.metrics import Metrics
+from aggregator.front.openapi import openapi_document
 from aggregator.incidents import Incidents
 from aggregator.messages import Submission
-from aggregator.metrics import Metrics
-from aggregator.openapi import openapi_document
-from aggregator.readers import ReaderPool
 from aggregator.service import create_routes
 from aggregator.store import ReadStore
-from aggregator.writer import WriterMonitor
 from tests.conftest import open_server
 from tests.support import running_server
 

@@ -1,56 +1,55 @@
-"""``aggregator-tui`` / ``python -m tui``: the dashboard for a running aggregator."""
+"""``aggregator-tui`` / ``python -m tui``: the dashboard for a running aggregator.
+
+Its options come from the same settings machinery as the server's and the simulator's: defaults
+← environment ← flags, one-line errors. This module is the only one of the dashboard that reads
+the environment.
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
+import sys
 from collections.abc import Mapping, Sequence
 
+from aggregator.settings import SettingError, load, setting
 from tui.app.app import DashboardApp
 
-DEFAULT_URL = "http://127.0.0.1:8080"
+ENV_PREFIX = "AGGREGATOR_TUI_"
+DESCRIPTION = "A live dashboard for a running aggregator."
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0; got {text!r}")
-    return value
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    url: str = setting("http://127.0.0.1:8080", "the aggregator's base URL", env="AGGREGATOR_URL")
+    interval: float = setting(1.0, "seconds between refreshes", minimum=0.05, metavar="SECONDS")
+    tail_size: int = setting(100, "how many of the newest events the tail keeps", minimum=1)
+    token: str = setting("", "bearer token for the server's AGGREGATOR_READ_TOKEN", secret=True)
 
 
-def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="aggregator-tui", description="A live dashboard for a running aggregator."
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Options:
+    """The dashboard's options; raises ``SettingError`` with one line for a bad value."""
+    return load(
+        Options,
+        sys.argv[1:] if argv is None else argv,
+        environ,
+        prog="aggregator-tui",
+        description=DESCRIPTION,
+        prefix=ENV_PREFIX,
+        epilog="Every flag can also be set as an environment variable AGGREGATOR_TUI_<NAME> "
+        "(the URL as AGGREGATOR_URL).",
     )
-    parser.add_argument(
-        "--url",
-        default=environ.get("AGGREGATOR_URL", DEFAULT_URL),
-        help=f"the aggregator's base URL (env AGGREGATOR_URL; default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--interval",
-        type=_positive,
-        default=_positive(environ.get("AGGREGATOR_TUI_INTERVAL", "1")),
-        help="seconds between refreshes (env AGGREGATOR_TUI_INTERVAL; default 1)",
-    )
-    parser.add_argument(
-        "--tail-size",
-        type=int,
-        default=100,
-        help="how many of the newest events the tail keeps (default 100)",
-    )
-    parser.add_argument(
-        "--token",
-        default=environ.get("AGGREGATOR_TUI_TOKEN", ""),
-        help="bearer token for the server's AGGREGATOR_READ_TOKEN "
-        "(env AGGREGATOR_TUI_TOKEN; default none)",
-    )
-    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_args(argv, os.environ)
-    DashboardApp(args.url, interval=args.interval, tail_size=args.tail_size, token=args.token).run()
+    try:
+        options = parse_args(argv, os.environ)
+    except SettingError as exc:
+        sys.stderr.write(f"aggregator-tui: error: {exc}\n")
+        raise SystemExit(2) from None
+    DashboardApp(
+        options.url, interval=options.interval, tail_size=options.tail_size, token=options.token
+    ).run()
 
 
 if __name__ == "__main__":

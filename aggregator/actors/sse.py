@@ -1,7 +1,7 @@
-"""Server-Sent Events framing: one stored event becomes one ``id:``/``data:`` message.
+"""A stored event as it goes out: its JSON shape (``GET /events`` too) and its SSE message.
 
-A message is encoded once (by the tail, for every live subscriber at once; by a replaying
-subscriber for itself) and shared as bytes.
+One stored event becomes one ``id:``/``data:`` message. A message is encoded once (by the tail,
+for every live subscriber at once; by a replaying subscriber for itself) and shared as bytes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,30 @@ from dataclasses import dataclass
 import msgspec
 
 from aggregator.messages import StoredEvent
-from aggregator.wire import event_out
+
+
+class EventOut(msgspec.Struct):
+    topic: str
+    event_id: str
+    timestamp: str
+    source: str
+    payload: msgspec.Raw
+    seq: int
+    received_at: str
+
+
+def event_out(row: StoredEvent) -> EventOut:
+    """A stored event as ``GET /events`` and ``/subscribe`` show it: the payload as stored."""
+    return EventOut(
+        row.topic,
+        row.event_id,
+        row.timestamp,
+        row.source,
+        msgspec.Raw(row.payload.encode()),
+        row.seq,
+        row.received_at,
+    )
+
 
 # Sent first, so the client knows the stream is open; ``retry`` is EventSource's reconnect delay.
 OPENING = b"retry: 1000\n: subscribed\n\n"

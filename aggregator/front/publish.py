@@ -16,10 +16,11 @@ from typing import Any
 import msgspec
 import trio
 
-from aggregator.http import RETRY_AFTER_SECONDS, Front
+from aggregator.decoders.publish import decode_publish
+from aggregator.front.app import RETRY_AFTER_SECONDS, Front
+from aggregator.front.responses import ErrorBody, PublishResult, error_body
 from aggregator.incidents import internal_message
-from aggregator.messages import Accepted, Internal, PublishOutcome, Submission, Unavailable
-from aggregator.wire import ErrorBody, PublishResult, Rejection
+from aggregator.messages import Accepted, Internal, Rejection, Unavailable
 
 PATH = "/publish"
 _ENCODE = msgspec.json.Encoder().encode
@@ -45,7 +46,7 @@ class PublishRoute:
             try:
                 receive = await self._with_whole_body(scope, receive)
             except Rejection as rejection:
-                await _answer(send, rejection.status, rejection.body)
+                await _answer(send, rejection.status, error_body(rejection))
                 return
             except _Disconnected:
                 return
@@ -78,7 +79,7 @@ class PublishRoute:
         length = headers.get(b"content-length")
         if (length is None or length == b"0") and b"transfer-encoding" not in headers:
             return receive
-        body = await self._read_body(receive, length)
+        body = await self._read_body(receive, length.decode("latin-1") if length else None)
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -92,28 +93,23 @@ class PublishRoute:
         return replay
 
     async def _publish(self, scope: Any, receive: Any) -> tuple[int, PublishResult | ErrorBody]:
-        content_type = content_encoding = content_length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value.decode("latin-1")
-            elif name == b"content-encoding":
-                content_encoding = value.decode("latin-1")
-            elif name == b"content-length":
-                content_length = value
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
         try:
-            body = await self._read_body(receive, content_length)
+            body = await self._read_body(receive, headers.get("content-length"))
         except Rejection as rejection:
-            return rejection.status, rejection.body
-        outcome = await self._submit(body, content_type, content_encoding)
+            return rejection.status, error_body(rejection)
+        outcome = await self._front.submit(body, headers, decode_publish)
         if isinstance(outcome, Accepted):
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
             return 503, _unavailable(outcome.reason)
         if isinstance(outcome, Internal):
             return 500, _internal(outcome)
-        return outcome.status, outcome.body
+        return outcome.status, error_body(outcome)
 
-    async def _read_body(self, receive: Any, content_length: bytes | None) -> bytes:
+    async def _read_body(self, receive: Any, content_length: str | None) -> bytes:
         limit = self._front.max_body_bytes
         too_large = Rejection(
             413,
@@ -142,27 +138,6 @@ class PublishRoute:
             f"the body did not arrive within {self._body_timeout} s "
             "(AGGREGATOR_READ_TIMEOUT_SECONDS); nothing was stored",
         )
-
-    async def _submit(
-        self, body: bytes, content_type: str | None, content_encoding: str | None
-    ) -> PublishOutcome:
-        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
-        try:
-            self._front.ingest.send_nowait(
-                Submission(body, content_type, content_encoding, reply_send)
-            )
-        except trio.WouldBlock:
-            return Rejection(
-                429,
-                "overloaded",
-                f"the ingest queue is full ({self._front.queue_size} requests waiting, "
-                "AGGREGATOR_QUEUE_SIZE); nothing was stored, resend after "
-                f"{RETRY_AFTER_SECONDS} s",
-            )
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return Unavailable("the server is shutting down")
-        async with reply_recv:
-            return await reply_recv.receive()
 
 
 async def _final_message_shielded(app: Any, scope: Any, receive: Any, send: Any) -> None:

@@ -13,7 +13,7 @@ The order of steps is what makes the switch exact:
 A subscription that lags (its buffer overflowed) is dropped by the hub; the stream goes back to
 step 1 from its own cursor. So a slow client costs the server at most one store read per page it
 consumes, never the writer's time or other subscribers' buffers; streams of all topics share
-their replay reads below the tail's cursor (``aggregator/replay.py``).
+their replay reads below the tail's cursor (``aggregator/actors/replay.py``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,9 @@ from contextlib import aclosing
 
 import trio
 
-from aggregator.hub import Hub, HubClosed, Subscription
-from aggregator.incidents import Incidents
-from aggregator.readers import ReaderPool
-from aggregator.sse import (
+from aggregator.actors.hub import Hub, HubClosed, Subscription
+from aggregator.actors.readers import ReaderPool
+from aggregator.actors.sse import (
     HEARTBEAT,
     OPENING,
     SHUTTING_DOWN,
@@ -35,6 +34,7 @@ from aggregator.sse import (
     encode_all,
     internal_error,
 )
+from aggregator.incidents import Incidents
 from aggregator.store import StoreUnavailable
 
 REPLAY_PAGE = 1000

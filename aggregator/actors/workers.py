@@ -16,12 +16,11 @@ from aggregator.messages import (
     Internal,
     Limits,
     PublishOutcome,
+    Rejection,
     Submission,
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.validation import decode_publish
-from aggregator.wire import Rejection
 
 
 async def run_worker(
@@ -50,13 +49,12 @@ async def _process(
     incidents: Incidents,
 ) -> PublishOutcome:
     try:
-        events = decode_publish(
-            submission.body, submission.content_type, submission.content_encoding, limits
-        )
+        events = submission.decode(submission.body, submission.headers, limits)
     except Rejection as rejection:
         return rejection
     except Exception as exc:  # a decoder bug: a decoder may only return events or reject
-        what = f"decoding a {len(submission.body)}-byte body ({submission.content_type})"
+        media = submission.headers.get("content-type")
+        what = f"decoding a {len(submission.body)}-byte body ({media}) with {submission.decode}"
         return Internal("decode", incidents.record("decode", exc, what))
     reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
     try:

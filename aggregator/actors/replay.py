@@ -1,8 +1,8 @@
 """Replay of all topics, shared by every stream: the store is read once per block, not per stream.
 
 A subscriber that lags goes back to replaying from the store at its own cursor
-(``aggregator/stream.py``). When many lag together (a burst, a slow network), each would read and
-encode the same rows again, and the replays together could fall further behind than the
+(``aggregator/front/stream.py``). When many lag together (a burst, a slow network), each would
+read and encode the same rows again, and the replays together could fall further behind than the
 subscribers did. Instead, streams of all topics replay in aligned blocks of ``block`` seqs,
 ``(k·block, (k+1)·block]``. A block that ends at or below the tail's cursor is committed and
 visible and will never change, so it is kept for the next stream that needs it (the ``kept`` most
@@ -19,8 +19,8 @@ from functools import partial
 
 import trio
 
-from aggregator.readers import ReaderPool
-from aggregator.sse import Frame, encode_all
+from aggregator.actors.readers import ReaderPool
+from aggregator.actors.sse import Frame, encode_all
 from aggregator.store import ReadStore
 
 BLOCK = 1000  # seqs per block: a replay page of the old kind

@@ -1,7 +1,7 @@
 """The routes of the subscriber and operator side: ``/subscribe`` (SSE), ``/topics``, ``/metrics``.
 
-Routes only, as in ``aggregator/http.py``: the stream is ``aggregator/stream.py``, the fan-out
-``aggregator/hub.py``, the metric definitions ``aggregator/metrics.py``.
+Routes only, as in ``app.py``: the stream is ``stream.py``, the fan-out
+``aggregator/actors/hub.py``, the metric definitions ``metrics.py``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from aggregator.http import (
+from aggregator.front.app import (
     MAX_CURSOR,
     RETRY_AFTER_SECONDS,
     Front,
@@ -17,10 +17,11 @@ from aggregator.http import (
     json_response,
     reject,
 )
-from aggregator.metrics import CONTENT_TYPE, Snapshot
+from aggregator.front.metrics import CONTENT_TYPE, Snapshot
+from aggregator.front.responses import TopicOut
+from aggregator.front.stream import stream_events
+from aggregator.messages import Detail, Rejection
 from aggregator.store import ReadStore
-from aggregator.stream import stream_events
-from aggregator.wire import Detail, Rejection, TopicOut
 
 ROUTES = frozenset(
     {"/publish", "/events", "/stats", "/health", "/topics", "/metrics", "/subscribe"}

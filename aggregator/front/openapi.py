@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aggregator.openapi_schemas import EXAMPLE_EVENT, JSON, MAX_CURSOR, SCHEMAS, ref
+from aggregator.front.openapi_schemas import EXAMPLE_EVENT, JSON, MAX_CURSOR, SCHEMAS, ref
 
 ERRORS = {
     "400": "the body is not valid JSON, NDJSON or gzip",

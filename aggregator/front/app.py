@@ -1,14 +1,14 @@
 """The HTTP front (quart-trio): the read routes, error bodies, and what every route shares.
 
 Routes only: no SQL, no validation of events. ``POST /publish``, the hot path, is a bare ASGI
-route in front of this app (``aggregator/publish.py``); the live routes are in ``http_live.py``.
+route in front of this app (``publish.py``); the live routes are in ``live.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -20,15 +20,23 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
-from aggregator.hub import Hub
+from aggregator.actors.hub import Hub
+from aggregator.actors.readers import ReaderPool
+from aggregator.actors.sse import event_out
+from aggregator.actors.writer import WriterMonitor
+from aggregator.front.metrics import Metrics
+from aggregator.front.openapi import openapi_document
+from aggregator.front.responses import Stats, error_body
 from aggregator.incidents import Incidents, internal_message
-from aggregator.messages import Submission
-from aggregator.metrics import Metrics
-from aggregator.openapi import openapi_document
-from aggregator.readers import ReaderPool
+from aggregator.messages import (
+    Decoder,
+    Detail,
+    PublishOutcome,
+    Rejection,
+    Submission,
+    Unavailable,
+)
 from aggregator.store import StoreUnavailable
-from aggregator.wire import Detail, Rejection, Stats, event_out
-from aggregator.writer import WriterMonitor
 
 LOGGER = logging.getLogger(__name__)
 MAX_PAGE = 1000
@@ -53,6 +61,27 @@ class Front:
     max_subscribers: int
     incidents: Incidents
 
+    async def submit(
+        self, body: bytes, headers: Mapping[str, str], decode: Decoder
+    ) -> PublishOutcome:
+        """Hand a request to the workers and wait for its outcome; 429 when the queue is full."""
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        try:
+            self.ingest.send_nowait(Submission(body, headers, decode, reply_send))
+        except trio.WouldBlock:
+            return Rejection(
+                429,
+                "overloaded",
+                f"the ingest queue is full ({self.queue_size} requests waiting, "
+                "AGGREGATOR_QUEUE_SIZE); nothing was stored, resend after "
+                f"{RETRY_AFTER_SECONDS} s",
+                retry_after=RETRY_AFTER_SECONDS,
+            )
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            return Unavailable("the server is shutting down")
+        async with reply_recv:
+            return await reply_recv.receive()
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -64,7 +93,7 @@ def reject(rejection: Rejection) -> Response:
     headers = None
     if rejection.retry_after is not None:
         headers = {"Retry-After": str(rejection.retry_after)}
-    return json_response(rejection.body, rejection.status, headers)
+    return json_response(error_body(rejection), rejection.status, headers)
 
 
 def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:

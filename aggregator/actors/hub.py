@@ -7,8 +7,8 @@ wake-ups coalesce), whatever the number of subscribers. Events committed by othe
 sharing the store are picked up the same way when ``tail_poll_seconds`` wakes the tail.
 
 A subscription whose buffer would overflow is marked *lagged* and dropped from the fan-out; its
-stream goes back to replaying from the store at its own cursor (``aggregator/stream.py``). Neither
-the writer nor the other subscribers ever wait for a slow one.
+stream goes back to replaying from the store at its own cursor (``aggregator/front/stream.py``).
+Neither the writer nor the other subscribers ever wait for a slow one.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from functools import partial
 
 import trio
 
+from aggregator.actors.readers import ReaderPool
+from aggregator.actors.replay import ReplayCache
+from aggregator.actors.sse import Frame, encode_all
 from aggregator.incidents import Incidents
-from aggregator.readers import ReaderPool
-from aggregator.replay import ReplayCache
-from aggregator.sse import Frame, encode_all
 from aggregator.store import ReadStore, StoreUnavailable
 
 LOGGER = logging.getLogger(__name__)

@@ -1,10 +1,10 @@
-"""The JSON schemas and examples of the OpenAPI document (``aggregator/openapi.py``)."""
+"""The JSON schemas and examples of the OpenAPI document (``aggregator/front/openapi.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from aggregator.validation import MAX_TEXT, TOPIC_PATTERN
+from aggregator.decoders.publish import MAX_TEXT, TOPIC_PATTERN
 
 JSON = "application/json"
 MAX_CURSOR = 2**63 - 1

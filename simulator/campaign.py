@@ -1,4 +1,4 @@
-"""``python -m aggregator.campaign``: kill the server with SIGKILL K times under load, then prove
+"""``python -m simulator.campaign``: kill the server with SIGKILL K times under load, then prove
 that nothing acknowledged was lost and nothing was stored twice.
 
 Each round starts ``python -m aggregator`` on the same data directory, runs concurrent
@@ -246,7 +246,7 @@ async def run_campaign(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m aggregator.campaign", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m simulator.campaign", description=__doc__)
     parser.add_argument("--kills", type=int, default=50, help="SIGKILLs (default 50)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent publishers")
     parser.add_argument("--max-delay", type=float, default=2.0,

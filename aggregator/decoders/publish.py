@@ -8,15 +8,14 @@ problem (``details``) instead of msgspec's first one.
 from __future__ import annotations
 
 import unicodedata
-import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 
-from aggregator.messages import EventRecord, Limits
-from aggregator.wire import Detail, Rejection
+from aggregator.decoders.content import decode_content, media_type, unsupported_media_type
+from aggregator.messages import Detail, EventRecord, Limits, Rejection
 
 MAX_TEXT = 255
 # No whitespace (Unicode's, as Python's str.isspace knows it) and no control characters (Cc).
@@ -72,15 +71,22 @@ def normalise_timestamp(value: datetime) -> str:
     return value.isoformat() + "Z"
 
 
-def decode_publish(
-    body: bytes, content_type: str | None, content_encoding: str | None, limits: Limits
-) -> list[EventRecord]:
+def decode_publish(body: bytes, headers: Mapping[str, str], limits: Limits) -> list[EventRecord]:
     """The events of one ``POST /publish`` body, validated and normalised, in request order.
 
-    Raises ``Rejection`` with the contract's status (400, 413, 415 or 422) otherwise.
+    ``headers`` by lower-case name. Raises ``Rejection`` with the contract's status (400, 413,
+    415 or 422) otherwise.
     """
-    ndjson = _media_type_is_ndjson(content_type)
-    body = _decode_content(body, content_encoding, limits)
+    media = media_type(headers)
+    if media in ("", "application/json") or media.endswith("+json"):
+        ndjson = False
+    elif media == "application/x-ndjson":
+        ndjson = True
+    else:
+        raise unsupported_media_type(
+            media, "'Content-Type: application/json' or 'Content-Type: application/x-ndjson'"
+        )
+    body = decode_content(body, headers, limits.max_body_bytes)
     records: list[EventRecord] = []
     details: list[Detail] = []
     try:
@@ -105,52 +111,6 @@ def decode_publish(
     if details:
         raise _invalid(details)
     return records
-
-
-def _media_type_is_ndjson(content_type: str | None) -> bool:
-    media = (content_type or "").split(";", 1)[0].strip().lower()
-    if media in ("", "application/json") or media.endswith("+json"):
-        return False
-    if media == "application/x-ndjson":
-        return True
-    raise Rejection(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {media!r} is not accepted; send "
-        "'Content-Type: application/json' or 'Content-Type: application/x-ndjson'",
-    )
-
-
-def _decode_content(body: bytes, content_encoding: str | None, limits: Limits) -> bytes:
-    encoding = (content_encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "x-gzip"):
-        raise Rejection(
-            415,
-            "unsupported_media_type",
-            f"Content-Encoding {encoding!r} is not accepted; send "
-            "'Content-Encoding: gzip' or no Content-Encoding",
-        )
-    out = bytearray()
-    rest = body
-    try:
-        while rest:  # a gzip file may hold several members
-            stream = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-            out += stream.decompress(rest, limits.max_body_bytes + 1 - len(out))
-            if len(out) > limits.max_body_bytes:
-                raise Rejection(
-                    413,
-                    "too_large",
-                    f"the decompressed body is over {limits.max_body_bytes} bytes, "
-                    "the limit (AGGREGATOR_MAX_BODY_BYTES)",
-                )
-            if not stream.eof:
-                raise Rejection(400, "malformed", "the gzip body is truncated")
-            rest = stream.unused_data
-    except zlib.error as exc:
-        raise Rejection(400, "malformed", f"the body is not valid gzip: {exc}") from None
-    return bytes(out)
 
 
 def _malformed(what: str, exc: msgspec.DecodeError) -> Rejection:
