@@ -1,4 +1,6 @@
 # Every target sets itself up: a fresh machine needs only python3 (3.11+) and make.
+# `make run` installs the server alone (with the PostgreSQL driver); the other targets add the
+# development tools to the same .venv.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,11 +11,15 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.runtime: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[postgres]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.runtime
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-run: $(VENV)/.installed  ## start the server on the embedded SQLite store in ./data
+run: $(VENV)/.runtime  ## start the server on the embedded SQLite store in ./data
 	$(BIN)/python -m aggregator $(ARGS)
 
 test: $(VENV)/.installed  ## install everything and run the whole test suite
@@ -26,7 +32,7 @@ lint: $(VENV)/.installed  ## ruff, mypy, hadolint on the Dockerfile, docker-comp
 	$(BIN)/hadolint Dockerfile
 	docker-compose -f compose.yaml --profile tui --profile postgres config -q
 
-bench: $(VENV)/.installed  ## the benchmark table of the README
+bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 	$(BIN)/python -m simulator.bench $(ARGS)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database

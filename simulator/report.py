@@ -63,6 +63,11 @@ def summary(result: RunResult, seed: int, checks: Sequence[Check] | None) -> dic
     return report
 
 
+def _by_kind(counts: dict[str, int]) -> str:
+    """``{"same request": 12, "other client": 3}`` as ``12 same request, 3 other client``."""
+    return ", ".join(f"{n:,} {kind}" for kind, n in counts.items()) or "none"
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     table = Table(title="simulator run", show_header=False)
     table.add_column("what")
@@ -73,10 +78,11 @@ def render(report: dict[str, Any], console: Console) -> None:
         ("elapsed", f"{report['elapsed_s']:.2f} s"),
         ("events sent (incl. re-sends)", f"{report['events_sent']:,}"),
         ("distinct keys", f"{report['distinct_keys']:,}"),
-        ("re-sends", f"{report['resends']:,}  {report['resend_kinds']}"),
+        ("re-sends", f"{report['resends']:,}  ({_by_kind(report['resend_kinds'])})"),
         ("requests / retries", f"{report['requests']:,} / {report['retries']:,}"),
-        ("errors", report["errors"] or "none"),
+        ("errors", _by_kind(report["errors"])),
         ("abandoned batches", report["abandoned_batches"]),
+        ("ambiguous events (may have been stored)", f"{report['ambiguous_events']:,}"),
         ("events/s, req/s", f"{report['events_per_s']:,.0f}, {report['requests_per_s']:,.0f}"),
         ("stored (from acks)", f"{report['acked_stored']:,}  ({report['stored_per_s']:,.0f}/s)"),
         ("latency p50/p90/p99/max", f"{lat} ms"),

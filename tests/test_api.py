@@ -210,12 +210,19 @@ async def test_health_is_503_while_the_store_cannot_write_and_recovers(
         with trio.fail_after(30):
             failed = await server.publish(event(event_id="1"))  # waits out the lock timeout
             health = await server.client.get("/health")
+            ready = await server.client.get("/readyz")
+            live = await server.client.get("/livez")
             release()
             ok = await server.publish(event(event_id="1"))
             healthy = await server.client.get("/health")
+            ready_again = await server.client.get("/readyz")
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
     assert "lock" in failed.json()["message"]  # SQLite: "locked"; PostgreSQL: "lock timeout"
     assert health.status_code == 503
     assert health.json()["status"] == "unavailable" and "lock" in health.json()["reason"]
     assert ok.json() == {"accepted": 1, "stored": 1, "duplicates": 0}
     assert healthy.status_code == 200
+    # The Kubernetes probes: not ready while the store cannot write, alive all the time.
+    assert ready.status_code == 503 and ready.json() == health.json()
+    assert live.status_code == 200 and live.json() == {"status": "ok"}
+    assert ready_again.status_code == 200

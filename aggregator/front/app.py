@@ -190,7 +190,12 @@ def create_app(front: Front) -> QuartTrio:
             )
         )
 
+    @app.get("/livez")
+    async def livez() -> Response:
+        return json_response({"status": "ok"})  # answering at all is the whole check
+
     @app.get("/health")
+    @app.get("/readyz")
     async def health() -> Response:
         writer = front.writer.statistics()
         reason = None

@@ -1,7 +1,8 @@
 """Optional bearer tokens, checked in front of the app (an ASGI wrapper, so routes stay routes).
 
-``POST /publish`` needs the publish token, every other route the read token, except ``/health``
-and ``/openapi.json``, which stay open (a load balancer and a client generator need no secret).
+``POST /publish`` needs the publish token, every other route the read token, except the probes
+(``/health``, ``/livez``, ``/readyz``) and ``/openapi.json``, which stay open (a load balancer, an
+orchestrator and a client generator need no secret).
 New routes are guarded by the read token unless listed in ``OPEN_PATHS``. An empty token turns
 its check off. Tokens are compared in constant time and never logged.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import msgspec
 
 LOGGER = logging.getLogger(__name__)
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})
+OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/openapi.json"})
 PUBLISH_PATHS = frozenset({"/publish"})
 
 

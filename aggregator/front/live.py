@@ -24,7 +24,17 @@ from aggregator.messages import Detail, Rejection
 from aggregator.store import ReadStore
 
 ROUTES = frozenset(
-    {"/publish", "/events", "/stats", "/health", "/topics", "/metrics", "/subscribe"}
+    {
+        "/publish",
+        "/events",
+        "/stats",
+        "/health",
+        "/livez",
+        "/readyz",
+        "/topics",
+        "/metrics",
+        "/subscribe",
+    }
 )
 CURSOR_RULE = "must be a seq cursor, an integer of at least 0"
 

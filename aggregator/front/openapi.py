@@ -146,6 +146,35 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/readyz": {
+        "get": {
+            "summary": "Readiness probe (Kubernetes): the same check as /health",
+            "security": [],
+            "responses": {
+                "200": ok(ref("Health"), {"status": "ok"}),
+                "503": {
+                    "description": "the store cannot take writes or does not answer",
+                    "headers": RETRY_AFTER,
+                    "content": {
+                        JSON: {
+                            "schema": ref("Health"),
+                            "example": {
+                                "status": "unavailable",
+                                "reason": "the writer is not running",
+                            },
+                        }
+                    },
+                },
+            },
+        }
+    },
+    "/livez": {
+        "get": {
+            "summary": "Liveness probe (Kubernetes): the process serves HTTP; no store check",
+            "security": [],
+            "responses": {"200": ok(ref("Health"), {"status": "ok"})},
+        }
+    },
     "/topics": {
         "get": {
             "summary": "Per-topic counters, from the same transactions as /stats",
