@@ -170,3 +170,26 @@ def test_a_foreign_database_stops_start_up_with_a_clear_error(tmp_path: Path) ->
     )
     assert result.returncode == 1
     assert "another program" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_second_server_on_the_same_store_is_refused_with_one_line(tmp_path: Path) -> None:
+    first = start(tmp_path)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "aggregator", *SERVER_ARGS, "--data-dir", str(tmp_path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        with httpx.Client(base_url=first.url) as http:
+            still = http.post("/publish", json=event()).status_code
+    finally:
+        assert first.terminate() == 0
+    assert second.returncode == 1
+    assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+    assert second.stderr.startswith("aggregator: error: ")
+    assert "is in use by another aggregator" in second.stderr
+    assert still == 200  # the first one never noticed
+    # Once the first has stopped (or died: the kernel drops the lock), the store opens again.
+    third = start(tmp_path)
+    third.kill()
+    fourth = start(tmp_path)
+    assert fourth.terminate() == 0

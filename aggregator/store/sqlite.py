@@ -23,6 +23,7 @@ from aggregator.store.base import (
     StoreUnavailable,
     TopicCounts,
 )
+from aggregator.store.lock import StoreLock
 
 LOGGER = logging.getLogger(__name__)
 
@@ -123,7 +124,12 @@ class SQLiteStore:
 
     def __init__(self, path: Path, *, synchronous: str = "full", cache_mib: int = 256) -> None:
         self.path = path
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._lock = StoreLock(path)  # before anything reads or writes the file
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            self._lock.release()
+            raise
         try:
             # Check before anything writes, so a foreign or corrupt file is left as it was.
             version = _check(conn, path)
@@ -135,11 +141,13 @@ class SQLiteStore:
             _migrate(conn, path, version)
         except sqlite3.DatabaseError as exc:
             conn.close()
+            self._lock.release()
             raise StoreMismatch(
                 f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
             ) from exc
         except BaseException:
             conn.close()
+            self._lock.release()
             raise
         self._conn = conn
 
@@ -203,6 +211,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._conn.close()
+        self._lock.release()
 
 
 class SQLiteReader:
