@@ -1,6 +1,12 @@
 """An in-memory aggregator behind ``httpx.MockTransport``, and the asyncio runner for the TUI
 tests (they are plain sync tests that run their scenario with ``asyncio.run``, so pytest-trio
-never sees them)."""
+never sees them).
+
+Its answers are the server's own response types (``Stats``, ``TopicOut``, ``ErrorBody`` of
+``aggregator/front/responses.py`` and ``EventOut`` of ``aggregator/actors/sse.py``) encoded with
+msgspec, as the server encodes them: a key renamed on the server is renamed here too, and a
+dashboard that reads another name fails its tests.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
+
+from aggregator.actors.sse import EventOut
+from aggregator.front.responses import ErrorBody, Stats, TopicOut
 
 T = TypeVar("T")
 
@@ -18,20 +28,34 @@ def run(scenario: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(scenario)
 
 
+def encoded(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> httpx.Response:
+    """A JSON response the way the server makes one: msgspec-encoded."""
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    return httpx.Response(status, content=msgspec.json.encode(body), headers=headers)
+
+
 @dataclass
 class FakeAggregator:
     """State a test sets; the handler answers from it like the contract says."""
 
-    received: int = 0
-    duplicates: int = 0
     uptime: float = 10.0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventOut] = field(default_factory=list)
     has_topics: bool = True  # False: GET /topics is 404, as on a server before issue 6
     down: bool = False  # every request fails to connect
     error_status: int | None = None  # every request answers this status
     unhealthy: str | None = None  # /health is 503 with this reason
     failing: set[str] = field(default_factory=set)  # these paths answer 500
     requests: list[str] = field(default_factory=list)
+    # Per topic, in the order topics first appeared: duplicates dropped.
+    topic_duplicates: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def received(self) -> int:
+        return len(self.events) + self.duplicates
+
+    @property
+    def duplicates(self) -> int:
+        return sum(self.topic_duplicates.values())
 
     def publish(
         self,
@@ -49,22 +73,21 @@ class FakeAggregator:
             minutes, seconds = divmod(seq // 4, 60)
             received_at = f"2026-11-21T10:{minutes % 60:02d}:{seconds:02d}.{seq % 4}50000Z"
             self.events.append(
-                {
-                    "topic": topic,
-                    "event_id": event_id(topic, seq),
-                    "timestamp": "2026-11-21T10:00:00Z",
-                    "source": source,
-                    "payload": payload(seq),
-                    "seq": seq,
-                    "received_at": received_at,
-                }
+                EventOut(
+                    topic=topic,
+                    event_id=event_id(topic, seq),
+                    timestamp="2026-11-21T10:00:00Z",
+                    source=source,
+                    payload=msgspec.Raw(msgspec.json.encode(payload(seq))),
+                    seq=seq,
+                    received_at=received_at,
+                )
             )
-        self.received += count + duplicates
-        self.duplicates += duplicates
-        self._topic_duplicates[topic] = self._topic_duplicates.get(topic, 0) + duplicates
+        self.topic_duplicates[topic] = self.topic_duplicates.get(topic, 0) + duplicates
 
-    def __post_init__(self) -> None:
-        self._topic_duplicates: dict[str, int] = {}
+    def count(self, topic: str | None) -> int:
+        """Stored events of ``topic`` (``None``: all)."""
+        return sum(1 for e in self.events if topic in (None, e.topic))
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -76,10 +99,9 @@ class FakeAggregator:
         if self.down:
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if request.url.path in self.failing:
-            return httpx.Response(500, json={"error": "internal", "message": "boom"})
+            return encoded(ErrorBody("internal", "boom"), 500)
         if self.error_status is not None:
-            body = {"error": "unavailable", "message": "the store does not answer"}
-            return httpx.Response(self.error_status, json=body)
+            return encoded(ErrorBody("unavailable", "the store does not answer"), self.error_status)
         route = {
             "/health": self._health,
             "/stats": self._stats,
@@ -87,39 +109,31 @@ class FakeAggregator:
             "/events": self._events,
         }.get(request.url.path)
         if route is None:
-            return httpx.Response(404, json={"error": "not_found", "message": "no such route"})
+            return self._not_found(request)
         return route(request)
 
     def _health(self, request: httpx.Request) -> httpx.Response:
         if self.unhealthy:
-            return httpx.Response(503, json={"status": "unavailable", "reason": self.unhealthy})
-        return httpx.Response(200, json={"status": "ok"})
+            return encoded({"status": "unavailable", "reason": self.unhealthy}, 503)
+        return encoded({"status": "ok"})
 
     def _stats(self, request: httpx.Request) -> httpx.Response:
-        body = {
-            "received": self.received,
-            "unique_processed": len(self.events),
-            "duplicate_dropped": self.duplicates,
-            "topics": sorted({e["topic"] for e in self.events}),
-            "uptime": self.uptime,
-        }
-        return httpx.Response(200, json=body)
+        topics = sorted({e.topic for e in self.events})
+        return encoded(Stats(self.received, len(self.events), self.duplicates, topics, self.uptime))
 
     def _topics(self, request: httpx.Request) -> httpx.Response:
+        """One ``TopicOut`` per topic with stored events, in the order the topics first
+        appeared (the real server sorts them by name; the dashboard must not rely on it)."""
         if not self.has_topics:
-            return self._not_found()
+            return self._not_found(request)
         rows = []
-        for topic in sorted({e["topic"] for e in self.events}):
-            mine = [e["seq"] for e in self.events if e["topic"] == topic]
-            rows.append(
-                {
-                    "topic": topic,
-                    "unique": len(mine),
-                    "duplicates": self._topic_duplicates.get(topic, 0),
-                    "last_seq": max(mine),
-                }
-            )
-        return httpx.Response(200, json=rows)
+        for topic, duplicates in self.topic_duplicates.items():
+            seqs = [e.seq for e in self.events if e.topic == topic]
+            if seqs:
+                rows.append(
+                    TopicOut(topic, len(seqs) + duplicates, len(seqs), duplicates, max(seqs))
+                )
+        return encoded(rows)
 
     def _events(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params
@@ -127,13 +141,13 @@ class FakeAggregator:
         after = int(params.get("after", "0"))
         offset = int(params.get("offset", "0"))
         limit = min(int(params.get("limit", "100")), 1000)
-        rows = [e for e in self.events if (topic is None or e["topic"] == topic)]
-        rows = [e for e in rows if e["seq"] > after][offset:]
+        rows = [e for e in self.events if topic in (None, e.topic) and e.seq > after][offset:]
         headers = {}
         if len(rows) > limit:
-            headers["Link"] = f'</events?after={rows[limit - 1]["seq"]}&limit={limit}>; rel="next"'
-        return httpx.Response(200, json=rows[:limit], headers=headers)
+            headers["Link"] = f'</events?after={rows[limit - 1].seq}&limit={limit}>; rel="next"'
+        return encoded(rows[:limit], headers=headers)
 
     @staticmethod
-    def _not_found() -> httpx.Response:
-        return httpx.Response(404, json={"error": "not_found", "message": "GET /topics"})
+    def _not_found(request: httpx.Request) -> httpx.Response:
+        message = f"no route {request.method} {request.url.path}"
+        return encoded(ErrorBody("not_found", message), 404)

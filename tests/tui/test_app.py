@@ -6,16 +6,17 @@ The timer is set to an hour so it never fires; refreshes are driven by ``r`` or 
 
 from __future__ import annotations
 
+from textual.binding import Binding
 from textual.pilot import Pilot
-from textual.widgets import Sparkline
+from textual.widgets import Footer, Input, Sparkline
 
 from tests.tui.fake import FakeAggregator, run
 from tui.app.app import DashboardApp
-from tui.screens.help import HelpScreen
+from tui.screens.help import KEYS, HelpScreen
 from tui.widgets.counters import Counters, RatePanel
 from tui.widgets.status import ConnectionStatus
 from tui.widgets.tail import EventTail
-from tui.widgets.topics import TopicsPanel
+from tui.widgets.topics import TopicsPanel, TopicTable
 
 SIZE = (120, 36)
 NEVER = 3600.0
@@ -87,34 +88,131 @@ def test_rates_come_from_successive_snapshots() -> None:
     run(scenario())
 
 
-def test_topic_table_sorts_and_filters() -> None:
+def four_topics() -> FakeAggregator:
+    """Four topics whose order by each column, either way, differs from every other such order
+    and from the order the server lists them in (checked by ``test_s_steps_through_...``)."""
+    fake = FakeAggregator(uptime=10.0)
+    fake.publish("email", 30, 0)
+    fake.publish("orders", 2, 9)
+    fake.publish("auth.login", 11, 4)
+    fake.publish("payment", 6, 2)
+    fake.publish("payment", 1, 0)
+    fake.publish("auth.login", 1, 0)
+    return fake
+
+
+LISTED = ["email", "orders", "auth.login", "payment"]  # as GET /topics lists them
+BY = {  # (title, order): what `s` steps through from the start, "topic ▲"
+    ("topic", "▼"): ["payment", "orders", "email", "auth.login"],
+    ("unique", "▼"): ["email", "auth.login", "payment", "orders"],
+    ("unique", "▲"): ["orders", "payment", "auth.login", "email"],
+    ("dups", "▼"): ["orders", "auth.login", "payment", "email"],
+    ("dups", "▲"): ["email", "payment", "auth.login", "orders"],
+    ("last seq", "▼"): ["auth.login", "payment", "orders", "email"],
+    ("last seq", "▲"): ["email", "orders", "payment", "auth.login"],
+    ("topic", "▲"): ["auth.login", "email", "orders", "payment"],
+}
+
+
+def test_topic_table_shows_the_counts_of_get_topics() -> None:
+    async def scenario() -> None:
+        app = make_app(four_topics())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            assert app.dashboard.query_one(TopicsPanel).cells == [
+                ("auth.login", "12", "4", "51"),
+                ("email", "30", "0", "30"),
+                ("orders", "2", "9", "32"),
+                ("payment", "7", "2", "50"),
+            ]
+
+    run(scenario())
+
+
+def test_s_steps_through_every_column_both_ways() -> None:
+    orders = [tuple(LISTED), *(tuple(order) for order in BY.values())]
+    assert len(set(orders)) == len(orders)  # the data can tell every order apart
+
+    async def scenario() -> None:
+        app = make_app(four_topics())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            topics = app.dashboard.query_one(TopicsPanel)
+            assert topics.shown == BY[("topic", "▲")]
+            for (header, arrow), expected in BY.items():
+                await pilot.press("s")
+                assert (topics.shown, str(topics.border_title)) == (
+                    expected,
+                    f"topics (4/4) by {header} {arrow}",
+                )
+
+    run(scenario())
+
+
+def test_a_click_on_a_header_sorts_by_it_and_again_reverses() -> None:
+    async def scenario() -> None:
+        app = make_app(four_topics())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            topics = app.dashboard.query_one(TopicsPanel)
+            header = {"topic": 1, "unique": 21, "dups": 31, "last seq": 41}  # x of each label
+            for label, arrow in [("dups", "▼"), ("dups", "▲"), ("last seq", "▼"), ("topic", "▲")]:
+                assert await pilot.click(topics.table, offset=(header[label], 0))
+                assert topics.shown == BY[(label, arrow)]
+                assert str(topics.border_title).endswith(f"by {label} {arrow}")
+            await pilot.click(topics.table, offset=(header["topic"], 0))
+            assert topics.shown == BY[("topic", "▼")]
+
+    run(scenario())
+
+
+def test_filter_enter_keeps_it_and_esc_clears_it() -> None:
     async def scenario() -> None:
         app = make_app(sample())
         async with app.run_test(size=SIZE) as pilot:
             await started(pilot)
             topics = app.dashboard.query_one(TopicsPanel)
             assert topics.shown == ["auth.login", "orders", "payment"]
-            await pilot.press("s")  # by unique, largest first
-            assert topics.shown == ["auth.login", "orders", "payment"]
-            await pilot.press("s")  # by duplicates
-            assert topics.shown == ["auth.login", "orders", "payment"]
-            await pilot.press("s")  # by last seq
-            assert topics.shown == ["payment", "auth.login", "orders"]
-            topics.sort_by("last_seq")  # the same column again (a header click): reversed
-            await pilot.pause()
-            assert topics.shown == ["orders", "auth.login", "payment"]
-            assert "last seq ▲" in str(topics.border_title)
-
             await pilot.press("slash", "o", "r", "q")  # "q" is typed, it does not quit
-            assert topics.shown == []
+            assert topics.typing and topics.shown == []
+            assert str(topics.border_title).startswith("topics (0/3)")
             await pilot.press("backspace")
             assert topics.shown == ["orders"]
             await pilot.press("enter")  # keep the filter, back to the table
-            assert topics.table.has_focus
+            assert topics.table.has_focus and not topics.typing
             assert topics.shown == ["orders"]
+            assert topics.border_subtitle == "filter: or"
             assert app.is_running
-            await pilot.press("slash", "escape")  # clears it
-            assert topics.shown == ["orders", "auth.login", "payment"]
+            await pilot.press("escape")  # clears it, from the table
+            assert topics.shown == ["auth.login", "orders", "payment"]
+            assert topics.border_subtitle == ""
+
+            await pilot.press("slash", "a", "u", "escape")  # and while typing
+            assert not topics.typing and topics.table.has_focus
+            assert topics.shown == ["auth.login", "orders", "payment"]
+            await pilot.press("slash")  # opens empty
+            assert app.dashboard.query_one(Input).value == ""
+
+    run(scenario())
+
+
+def test_esc_is_offered_only_while_there_is_a_filter() -> None:
+    async def scenario() -> None:
+        app = make_app(sample())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+
+            def keys() -> list[str]:
+                active = app.screen.active_bindings.values()
+                return [b.binding.key for b in active if b.binding.show and b.enabled]
+
+            assert "escape" not in keys()
+            await pilot.press("slash", "o")
+            assert "escape" in keys()
+            await pilot.press("enter")
+            assert "escape" in keys()
+            await pilot.press("escape")
+            assert "escape" not in keys()
 
     run(scenario())
 
@@ -254,5 +352,66 @@ def test_help_opens_and_closes() -> None:
             assert isinstance(app.screen, HelpScreen)
             await pilot.press("escape")
             assert app.screen is app.dashboard
+
+    run(scenario())
+
+
+# The help's key names as Textual names the keys.
+KEY_NAMES = {"enter": "enter", "esc": "escape", "/": "slash", "?": "question_mark"}
+
+
+def test_at_80x24_the_footer_offers_every_key_of_the_help_and_every_column_fits() -> None:
+    fake = sample()
+    fake.publish("a.very.long.topic.name.indeed", 2, payload=lambda seq: {"text": "x" * 200})
+
+    async def scenario() -> None:
+        app = make_app(fake)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await started(pilot)
+            await pilot.press("slash", "o", "enter")  # a filter, so that esc is offered too
+            footer = app.dashboard.query_one(Footer)
+            await pilot.pause()
+            shown = footer.query("FooterKey")
+            assert all(key.region.right <= 80 for key in shown)
+            assert [key.key for key in shown] == [
+                "enter",
+                "escape",
+                "p",
+                "a",
+                "slash",
+                "s",
+                "r",
+                "q",
+                "question_mark",
+            ]
+            assert sorted(key.key for key in shown) == sorted(
+                KEY_NAMES.get(key, key) for key, _ in KEYS
+            )
+            for table in (app.dashboard.query_one(TopicTable), app.dashboard.query_one(EventTail)):
+                room = table.scrollable_content_region.width
+                used = sum(column.get_render_width(table) for column in table.ordered_columns)
+                assert used <= room, type(table).__name__
+
+    run(scenario())
+
+
+def test_the_help_names_exactly_the_keys_bound_on_the_dashboard() -> None:
+    """The help's keys are exactly those bound on the dashboard (and the help's own)."""
+
+    async def scenario() -> None:
+        app = make_app(sample())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("slash", "o", "enter")
+            active = app.screen.active_bindings.values()
+            bound = {b.binding.key for b in active if b.binding.show}
+            assert bound == {KEY_NAMES.get(key, key) for key, _ in KEYS}
+            help_keys = {
+                key
+                for b in HelpScreen.BINDINGS
+                if isinstance(b, Binding)
+                for key in b.key.split(",")
+            }
+            assert help_keys == {"escape", "question_mark", "q"}  # "esc, ? or q closes it"
 
     run(scenario())

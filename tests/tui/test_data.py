@@ -71,9 +71,10 @@ def test_parse_rejects_what_the_contract_does_not_allow() -> None:
         parse_stats({"received": 1})
     with pytest.raises(ProtocolError):
         parse_stats([])
-    assert parse_topics({"topics": [{"topic": "a", "stored": 3, "duplicate_dropped": 1}]}) == [
-        TopicRow("a", 3, 1, None)
-    ]
+    with pytest.raises(ProtocolError, match="unique_processed"):
+        parse_topics([{"topic": "a", "unique": 3, "duplicate_dropped": 1, "last_seq": 4}])
+    with pytest.raises(ProtocolError, match="array"):
+        parse_topics({"topics": []})
 
 
 def test_tail_starts_at_the_newest_page_then_follows_the_cursor() -> None:

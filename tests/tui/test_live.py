@@ -62,7 +62,8 @@ def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
                         "unique 4",
                         "duplicates 1",
                     ]
-                    assert screen.query_one(TopicsPanel).shown == ["auth", "orders"]
+                    topics = screen.query_one(TopicsPanel)
+                    assert topics.cells == [("auth", "1", "0", "4"), ("orders", "3", "1", "3")]
                     tail = screen.query_one(EventTail)
                     assert tail.seqs == [1, 2, 3, 4]
                     # The tail streams GET /subscribe, opened after the first page.
@@ -77,6 +78,7 @@ def test_dashboard_shows_what_a_real_server_stored(tmp_path: Path) -> None:
                     await pilot.pause()
                     assert tail.seqs == [1, 2, 3, 4, 5]
                     assert "received 7" in screen.query_one(Counters).text
+                    assert topics.cells == [("auth", "2", "1", "5"), ("orders", "3", "1", "3")]
                     assert "/events" not in paths[mark:] and "/subscribe" not in paths[mark:]
 
         run(scenario())

@@ -4,20 +4,22 @@ bodies streamed by the test; and the read token the dashboard sends."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 import httpx
+import msgspec
 import pytest
 
-from tests.tui.fake import FakeAggregator, run
+from aggregator.front.responses import ErrorBody
+from tests.tui.fake import FakeAggregator, encoded, run
 from tests.tui.test_app import NEVER, SIZE, refreshed, started
 from tui.__main__ import parse_args
 from tui.app.app import DashboardApp
 from tui.data.client import AggregatorClient, ServerError, open_http
 from tui.data.subscribe import EventStreamDecoder, SubscribeTail
 from tui.data.tail import CountHint
+from tui.widgets.status import ConnectionStatus
 from tui.widgets.tail import EventTail
 
 TIMEOUT = 10
@@ -37,6 +39,7 @@ class Streams:
         self.status = 200
         self.drops = 0
         self._wake = asyncio.Event()
+        self._cuts = 0
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -47,26 +50,34 @@ class Streams:
         wake, self._wake = self._wake, asyncio.Event()
         wake.set()
 
+    def cut(self) -> None:
+        """Every open stream fails, as when the server is killed."""
+        self._cuts += 1
+        self.notify()
+
     def handle(self, request: httpx.Request) -> httpx.Response:
-        if request.url.path != "/subscribe":
+        if request.url.path != "/subscribe" or self.fake.down:
             return self.fake.handle(request)
         self.fake.requests.append("/subscribe")
         after, resume = request.url.params.get("after"), request.headers.get("Last-Event-ID")
         self.opened.append((after, resume))
         if self.status != 200:
-            return httpx.Response(self.status, json={"error": "x", "message": "no streams now"})
+            return encoded(ErrorBody("unavailable", "no streams now"), self.status)
         drop, self.drops = self.drops > 0, max(0, self.drops - 1)
         body = self._body(request.url.params.get("topic"), int(resume or after or 0), drop)
         return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, content=body)
 
     async def _body(self, topic: str | None, cursor: int, drop: bool) -> AsyncIterator[bytes]:
         yield b"retry: 1000\n: subscribed\n\n"
+        cuts = self._cuts
         while True:
+            if self._cuts != cuts:
+                raise httpx.ReadError("[Errno 104] Connection reset by peer")
             wake = self._wake
             for row in self.fake.events:
-                if row["seq"] > cursor and topic in (None, row["topic"]):
-                    cursor = row["seq"]
-                    yield b"id: %d\ndata: %s\n\n" % (cursor, json.dumps(row).encode())
+                if row.seq > cursor and topic in (None, row.topic):
+                    cursor = row.seq
+                    yield b"id: %d\ndata: %s\n\n" % (cursor, msgspec.json.encode(row))
             if drop:
                 return
             await wake.wait()
@@ -90,6 +101,21 @@ class Counted(Generic[T]):
             await self._changed.wait()
 
 
+class Sleeps:
+    """The backoff's sleep: records the delay; the first ``short`` sleeps only yield, every
+    later one lasts until the test ends (a backoff far longer than the test)."""
+
+    def __init__(self, short: int) -> None:
+        self.delays: Counted[float] = Counted()
+        self.short = short
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        if len(self.delays.items) > self.short:
+            await asyncio.Event().wait()
+        await asyncio.sleep(0)  # sleep-ok: a zero-length yield to the loop, not a wait
+
+
 class NoWait:
     """The backoff's sleep: records the delay, yields once, does not wait."""
 
@@ -106,7 +132,7 @@ def app_on(http: httpx.AsyncClient) -> DashboardApp:
 
 
 def count_of(fake: FakeAggregator) -> CountHint:
-    return lambda topic: len([e for e in fake.events if topic in (None, e["topic"])])
+    return fake.count
 
 
 def test_decoder_reads_messages_and_skips_comments() -> None:
@@ -241,6 +267,42 @@ def test_dashboard_tail_follows_the_stream_and_restarts_it_on_a_topic() -> None:
                 await app.tail.wait_past(8)
             await refreshed(pilot)
             assert tail.seqs == [1, 2, 3, 8]
+
+    run(scenario())
+
+
+def test_the_tail_border_follows_the_server_down_and_back() -> None:
+    async def scenario() -> None:
+        fake = FakeAggregator()
+        fake.publish("orders", 2)
+        streams = Streams(fake)
+        sleep = Sleeps(short=1)
+        app = DashboardApp(http=streams.client(), interval=NEVER, sleep=sleep)
+        async with app.http, app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            tail = app.dashboard.query_one(EventTail)
+            assert tail.border_subtitle == "p pause/resume · a all topics"
+
+            fake.down = True
+            streams.cut()  # the stream fails, its first retry is refused, the second waits
+            async with asyncio.timeout(TIMEOUT):
+                await sleep.delays.wait_for(2)
+            assert isinstance(app.tail.error, httpx.ConnectError)
+            await refreshed(pilot)
+            assert "unreachable" in app.dashboard.query_one(ConnectionStatus).text
+            assert tail.border_subtitle == "stopped: the server does not answer"
+
+            fake.down = False
+            fake.publish("orders", 1)
+            await refreshed(pilot)  # reopens the stream now, not after its backoff
+            assert app.dashboard.query_one(ConnectionStatus).text.startswith("● connected")
+            assert tail.border_subtitle == "p pause/resume · a all topics"
+            assert streams.opened.items[-1] == ("2", "2")
+            async with asyncio.timeout(TIMEOUT):
+                await app.tail.wait_past(3)
+            await refreshed(pilot)
+            assert tail.seqs == [1, 2, 3]
+            assert sleep.delays.items == [1.0, 2.0]
 
     run(scenario())
 

@@ -1,4 +1,8 @@
-"""Frozen snapshots of what the aggregator answered, parsed leniently from its JSON."""
+"""Frozen snapshots of what the aggregator answered, parsed from its JSON.
+
+The keys are the contract's; a missing one is a ``ProtocolError`` (shown on the panel), never a
+silent ``–``. Unknown extra keys are ignored: the contract lets the server add fields.
+"""
 
 from __future__ import annotations
 
@@ -51,12 +55,9 @@ class Event:
     payload: str  # compact JSON text, for display
 
 
-def _int(body: dict[str, Any], *keys: str) -> int | None:
-    for key in keys:
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+def _int(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _need(body: Any, what: str) -> dict[str, Any]:
@@ -80,26 +81,22 @@ def parse_stats(body: Any) -> Stats:
 
 
 def parse_topics(body: Any) -> list[TopicRow]:
-    """``GET /topics``: a list of objects, or ``{"topics": [...]}``; key names as in /stats or
-    short (``unique``/``stored``, ``duplicates``)."""
-    if isinstance(body, dict):
-        body = body.get("topics")
+    """``GET /topics``: a JSON array of ``{"topic", "received", "unique_processed",
+    "duplicate_dropped", "last_seq"}`` (the counts named as in ``/stats``)."""
     if not isinstance(body, list):
         raise ProtocolError("/topics: expected a JSON array of topics")
     rows = []
     for item in body:
         item = _need(item, "/topics item")
-        name = item.get("topic", item.get("name"))
-        if not isinstance(name, str):
-            raise ProtocolError("/topics: every item needs a topic name")
-        rows.append(
-            TopicRow(
-                name,
-                _int(item, "unique", "stored", "unique_processed"),
-                _int(item, "duplicates", "duplicate_dropped"),
-                _int(item, "last_seq"),
+        name = item.get("topic")
+        unique = _int(item, "unique_processed")
+        duplicates = _int(item, "duplicate_dropped")
+        last_seq = _int(item, "last_seq")
+        if not isinstance(name, str) or unique is None or duplicates is None or last_seq is None:
+            raise ProtocolError(
+                "/topics: every item needs topic, unique_processed, duplicate_dropped and last_seq"
             )
-        )
+        rows.append(TopicRow(name, unique, duplicates, last_seq))
     return rows
 
 

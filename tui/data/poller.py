@@ -109,6 +109,7 @@ class Poller:
             topics_task = group.create_task(_attempt(self.client.topics))
         health, stats, topics = health_task.result(), stats_task.result(), topics_task.result()
         errors: dict[str, str] = {}
+        recovered = isinstance(stats, Stats) and self.backoff.failures > 0
         if isinstance(stats, Stats):
             self._stats = stats
             self.meter.observe(stats)
@@ -119,7 +120,13 @@ class Poller:
         else:
             self._topics = topics
         tail_update = None
-        if not self.paused and not isinstance(stats, _Failed):
+        if recovered:  # a stream broken while the server was away need not wait out its backoff
+            await self.tail.retry_now()
+        if isinstance(stats, _Failed):  # the tail waits with the rest, and says so
+            errors["tail"] = "stopped: " + (
+                "the server does not answer" if stats.transport else "the server answers errors"
+            )
+        elif not self.paused:
             result = await _attempt(lambda: self.tail.poll(self._count))
             if isinstance(result, _Failed):
                 errors["tail"] = result.error

@@ -6,7 +6,9 @@ one stream from that page's last ``seq``, so the stream starts at the newest eve
 and no repeat. A task of its own reads the stream into a buffer; each ``poll`` hands the buffer
 over. When the stream ends or fails, the task reopens it from its cursor (``after`` and
 ``Last-Event-ID``) after a backoff (1 s, doubling up to 30 s; reset once a stream opens), and
-``poll`` reports the failure while nothing arrives.
+``poll`` reports the failure while nothing arrives. ``retry_now`` (the poller calls it when the
+server answers again after failing) cuts the backoff short, so a tail never shows the error of a
+server that is back.
 
 A server without ``/subscribe`` (404) is followed with ``PollingTail`` instead, as before; each
 ``select`` asks again.
@@ -92,6 +94,8 @@ class SubscribeTail:
         self._cursor: int | None = None  # the newest seq received; None: not started
         self._error: BaseException | None = None  # why the stream is down; None: it is up
         self._moved = asyncio.Event()
+        self._wake = asyncio.Event()  # set by retry_now: the backoff is cut short
+        self._attempted = asyncio.Event()  # set (and replaced) after each reconnect attempt
 
     @property
     def topic(self) -> str | None:
@@ -100,6 +104,11 @@ class SubscribeTail:
     @property
     def cursor(self) -> int | None:
         return self._cursor
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the stream is down (it is being reopened); ``None`` while it is up."""
+        return self._error
 
     @property
     def live(self) -> bool:
@@ -141,6 +150,19 @@ class SubscribeTail:
         """Until an event with ``seq`` or a later one has arrived on the stream."""
         while self._cursor is None or self._cursor < seq:
             await self._moved.wait()
+
+    async def retry_now(self) -> None:
+        """The server answers again: a stream waiting out its backoff is reopened now; returns
+        once that attempt was made (so the next ``poll`` reports how it went)."""
+        task = self._task
+        if task is None or task.done() or self._error is None:
+            return
+        attempted = asyncio.ensure_future(self._attempted.wait())
+        self._wake.set()
+        try:
+            await asyncio.wait((attempted, task), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            attempted.cancel()
 
     async def aclose(self) -> None:
         """Stops the stream; the source can be polled again afterwards (it starts afresh)."""
@@ -190,16 +212,31 @@ class SubscribeTail:
                 finally:
                     await response.aclose()
                 LOGGER.info("/subscribe ended (%s); reopening", self._error or "closed")
-            await self._sleep(self.backoff.failed(self._clock()))
+            await self._nap(self.backoff.failed(self._clock()))
             try:
                 response = await self.client.subscribe(topic=topic, after=self._cursor or 0)
             except FAILURES as exc:
                 self._error, response = exc, None
-                continue
-            if response is None:  # another server behind the URL, without /subscribe
-                self._fallback = True
-                self.polling.select(topic)
-                return
+            else:
+                if response is None:  # another server behind the URL, without /subscribe
+                    self._fallback = True
+                    self.polling.select(topic)
+                    return
+                self._error = None
+            finally:
+                self._wake.clear()
+                attempted, self._attempted = self._attempted, asyncio.Event()
+                attempted.set()
+
+    async def _nap(self, delay: float) -> None:
+        """The backoff's delay, cut short by ``retry_now``."""
+        nap = asyncio.ensure_future(self._sleep(delay))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((nap, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            woken.cancel()
 
     async def _read(self, response: httpx.Response, generation: int) -> None:
         decoder = EventStreamDecoder()

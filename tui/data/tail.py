@@ -36,6 +36,10 @@ class TailSource(Protocol):
         """What is new since the last call; raises what ``AggregatorClient`` raises."""
         ...
 
+    async def retry_now(self) -> None:
+        """The server answers again: a connection of the source's own that broke meanwhile is
+        retried at once, not after its backoff; returns once that attempt is made."""
+
     async def aclose(self) -> None:
         """Stops whatever the source runs in the background (the app calls it on exit)."""
 
@@ -71,6 +75,9 @@ class PollingTail:
         self._topic = topic
         self._cursor = None
         self._reset = True
+
+    async def retry_now(self) -> None:
+        """Nothing to retry: each poll is a request of its own."""
 
     async def aclose(self) -> None:
         """Nothing runs between polls."""

@@ -1,9 +1,13 @@
-"""The main screen: connection line, counters and rates, topics beside the tail, the keys."""
+"""The main screen: connection line, counters and rates, topics and the tail (side by side when
+wide, one above the other when narrow), the keys."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.binding import Binding, BindingType
+from textual.containers import Container, Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -15,13 +19,30 @@ from tui.widgets.topics import TopicsPanel
 
 
 class DashboardScreen(Screen[None]):
+    """The keys that act on this screen live here (the data behind them is the app's: its
+    actions are named ``app.*``); the app keeps only ``q`` and ``?``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "clear_filter", "Clear"),
+        Binding("p", "app.toggle_pause", "Pause"),
+        Binding("a", "app.tail_all", "Tail all"),
+        Binding("slash", "filter", "Filter"),
+        Binding("s", "sort", "Sort"),
+        Binding("r", "app.refresh_now", "Refresh"),
+    ]
+    # Topics beside the tail from WIDE columns on; narrower (down to 80), the tail goes under the
+    # topics, full width, so that every column fits.
+    WIDE = 140
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]  # noqa: RUF012 (Textual types it so)
     DEFAULT_CSS = """
     DashboardScreen #numbers { height: 6; }
     DashboardScreen #numbers > Counters { width: 36; }
     DashboardScreen #numbers > RatePanel { width: 1fr; }
-    DashboardScreen #panels { height: 1fr; }
-    DashboardScreen TopicsPanel { width: 53; max-width: 50%; }
-    DashboardScreen EventTail { width: 1fr; }
+    DashboardScreen #panels { height: 1fr; layout: vertical; }
+    DashboardScreen #panels > * { height: 1fr; }
+    DashboardScreen.-wide #panels { layout: horizontal; }
+    DashboardScreen.-wide TopicsPanel { width: 53; }
+    DashboardScreen.-wide EventTail { width: 1fr; }
     """
 
     def __init__(self, url: str, tail_size: int) -> None:
@@ -34,13 +55,30 @@ class DashboardScreen(Screen[None]):
         with Horizontal(id="numbers"):
             yield Counters(id="counters")
             yield RatePanel(id="rates")
-        with Horizontal(id="panels"):
+        with Container(id="panels"):
             yield TopicsPanel(id="topics")
             yield EventTail(self.tail_size, id="tail")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(TopicsPanel).table.focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        topics = self.query_one(TopicsPanel)
+        if action == "clear_filter":  # offered only while there is a filter to clear
+            return bool(topics.filter) or topics.typing
+        if action == "filter":  # while typing, "/" is text
+            return not topics.typing
+        return True
+
+    def action_filter(self) -> None:
+        self.query_one(TopicsPanel).start_filter()
+
+    def action_clear_filter(self) -> None:
+        self.query_one(TopicsPanel).clear_filter()
+
+    def action_sort(self) -> None:
+        self.query_one(TopicsPanel).sort_next()
 
     def apply(self, snapshot: Snapshot) -> None:
         connection = snapshot.connection
