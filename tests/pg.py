@@ -9,8 +9,11 @@ saying how many; with ``TEST_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it) they fai
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +48,17 @@ def drop_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def start_up(url: str) -> subprocess.CompletedProcess[str]:
+    """``python -m aggregator`` on ``url``, for a start-up that must fail: its exit and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", "--port", "0", "--database-url", url],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def create_schema(db_url: str) -> tuple[str, str]:

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,7 +31,7 @@ from aggregator.store.pg_schema import NAMESPACE
 from aggregator.store.postgres import PostgresReader, PostgresStore
 from tests import pg
 from tests.conftest import Server, open_server
-from tests.support import ROOT, event
+from tests.support import event
 
 
 def rec(topic: str, event_id: str) -> EventRecord:
@@ -185,13 +184,7 @@ def test_a_database_not_in_utf8_is_refused_at_start_up_and_left_untouched(
 ) -> None:
     url = pg.create_database(encoding)
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "aggregator", "--port", "0", "--database-url", url],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        result = pg.start_up(url)
         with pg.admin(url) as conn:
             tables = conn.execute(
                 "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"

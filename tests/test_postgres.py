@@ -281,13 +281,7 @@ async def test_a_lost_writer_connection_is_503_then_reconnects(pg_url: str, tmp_
     ],
 )
 def test_a_bad_or_unreachable_database_is_one_line(url: str, code: int, message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "aggregator", "--port", "0", "--database-url", url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = pg.start_up(url)
     assert result.returncode == code
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
