@@ -59,10 +59,34 @@ def run(label: str, argv_per_process: list[list[str]], args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.postgres")
-    parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--clients", type=int, default=12)
-    parser.add_argument("--batch", type=int, default=100)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.postgres",
+        description="Events/s with 1, 2 and 3 aggregator processes on one PostgreSQL database "
+        "(TEST_POSTGRES_URL, default the server on 127.0.0.1:5432), and SQLite with one "
+        "process as the reference row. Prints one Markdown table row per run.",
+    )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=60_000,
+        metavar="N",
+        help="events published per row, split over the clients (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=12,
+        metavar="N",
+        help="concurrent publishers; client k sends to process k mod the process count "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=100,
+        metavar="N",
+        help="events per POST /publish request, unique uuid4 ids (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     rows = [
         "| store | processes | events | seconds | events/s |",

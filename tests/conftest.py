@@ -3,7 +3,8 @@ Textual tests, which run on asyncio, stay apart.
 
 The contract suite runs on both backends: ``backend`` is parametrised (``[sqlite]``,
 ``[postgres]``) and gives the settings that select it; ``server`` uses it. Tests that open the
-SQLite file themselves are marked ``sqlite_only`` and run on SQLite alone.
+SQLite file themselves are marked ``sqlite_only`` and run on SQLite alone. PostgreSQL missing is
+a skip with a warning at the end of the run, or a failure with ``TEST_REQUIRE_POSTGRES=1`` (CI).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class Server:
     config: Config
     running: Running
     client: httpx.AsyncClient
+    # PostgreSQL: a connection that watches the paging horizon, and whether a publish found it
+    # held back by a transaction open elsewhere on the cluster (see ``publish``).
+    horizon: psycopg.Connection[Any] | None = None
+    held_back: trio.Event = dataclasses.field(default_factory=trio.Event)
 
     async def stats(self) -> dict[str, Any]:
         response = await self.client.get("/stats")
@@ -41,7 +46,16 @@ class Server:
         return body
 
     async def publish(self, body: Any, **kwargs: Any) -> httpx.Response:
-        return await self.client.post("/publish", json=body, **kwargs)
+        """POST /publish; on PostgreSQL a 200 returns once a read can see what it stored.
+
+        PostgreSQL reads hold back rows above the paging horizon, which any transaction open on
+        the cluster (another test session's, autovacuum's) keeps below a fresh commit for as
+        long as it runs; so this waits for it, and a read right after sees the publish. Tests
+        that read while holding a transaction open themselves post with ``client`` instead."""
+        response = await self.client.post("/publish", json=body, **kwargs)
+        if response.status_code == 200 and self.horizon is not None:
+            await pg.wait_for_horizon(self.horizon, self.held_back)
+        return response
 
     async def all_events(self, **params: Any) -> list[dict[str, Any]]:
         response = await self.client.get("/events", params={"limit": 1000, **params})
@@ -84,11 +98,18 @@ async def open_server(data_dir: Path, **settings: Any) -> AsyncIterator[Server]:
     """Serve until the block ends, then shut down gracefully (as SIGTERM would)."""
     config = Config(port=0, data_dir=data_dir, **settings)
     shutdown = trio.Event()
-    async with trio.open_nursery() as nursery:
-        running: Running = await nursery.start(partial(serve, config, shutdown=shutdown))
-        async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
-            yield Server(config, running, client)
-        shutdown.set()
+    horizon = None
+    if config.database_url:
+        horizon = await trio.to_thread.run_sync(pg.admin, config.database_url)
+    try:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(partial(serve, config, shutdown=shutdown))
+            async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
+                yield Server(config, running, client, horizon)
+            shutdown.set()
+    finally:
+        if horizon is not None:
+            horizon.close()
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +118,10 @@ def pg_database() -> Iterator[str]:
     try:
         url = pg.create_database()
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {pg.ADMIN_URL} (.ci/run starts it): {exc}")
+        reason = f"{pg.UNREACHABLE} at {pg.ADMIN_URL} (.ci/run starts it): {exc}"
+        if pg.REQUIRED:
+            pytest.fail(f"{reason}; TEST_REQUIRE_POSTGRES is set, so that is a failure")
+        pytest.skip(reason)
     try:
         yield url
     finally:
@@ -126,3 +150,21 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
 async def server(tmp_path: Path, backend: dict[str, Any]) -> AsyncIterator[Server]:
     async with open_server(tmp_path / "data", **backend) as server:
         yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, last, that PostgreSQL tests did not run: a green run without them proves
+    nothing about the PostgreSQL store."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if pg.UNREACHABLE in str(getattr(report, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} PostgreSQL tests were SKIPPED: {pg.UNREACHABLE} at {pg.ADMIN_URL} "
+            "(start it, or point TEST_POSTGRES_URL at one; CI sets TEST_REQUIRE_POSTGRES=1)",
+            red=True,
+            bold=True,
+        )

@@ -3,6 +3,7 @@ database, kill -9 of one of them. The contract suite runs on PostgreSQL too (``[
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from aggregator.messages import EventRecord, StoredEvent
 from aggregator.store import StoreMismatch
 from aggregator.store.pg_schema import SCHEMA_VERSION
 from aggregator.store.postgres import PostgresReader, PostgresStore
+from bench import postgres as bench_postgres
 from tests import pg
 from tests.conftest import open_server
 from tests.sse import open_stream
@@ -75,6 +77,7 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(pg_url: str) ->
     assert list(stored) == [("t", "x", "first"), ("u", "x", "src"), ("t", "y", "src"),
                             ("t", "z", "src")]  # fmt: skip
     by_key = {(topic, event_id): seq for (topic, event_id, _), seq in stored.items()}
+    pg.settle(pg_url)  # readable whatever else the cluster runs (issue 21)
     reader = PostgresReader(pg_url)
     try:
         assert reader.counters() == (7, 4, 3, ["t", "u"])
@@ -93,6 +96,7 @@ def test_nul_and_backslashes_round_trip_and_stay_distinct(pg_url: str) -> None:
         result = store.commit([[rec("t", i, source=i) for i in ids]])
         again = store.commit([[rec("t", i) for i in ids]])
     assert result.counts == [(5, 0)] and again.counts == [(0, 5)]
+    pg.settle(pg_url)
     reader = PostgresReader(pg_url)
     try:
         assert [(e.event_id, e.source) for e in reader.events(None, 0, 10, 0)] == [
@@ -130,6 +134,7 @@ def test_a_smaller_seq_that_commits_late_is_never_skipped(pg_url: str) -> None:
     try:
         with stores(pg_url, 2) as (a, b), pg.admin(pg_url) as naive:
             a.commit([[rec("t", "early")]])  # seq 1
+            pg.settle(pg_url)  # seq 1 readable, whatever else the cluster runs
             with a.transaction():
                 slow = a.write([[rec("t", "slow")]])
                 fast = b.commit([[rec("t", "fast")]])
@@ -141,6 +146,7 @@ def test_a_smaller_seq_that_commits_late_is_never_skipped(pg_url: str) -> None:
                 assert seqs(reader.events("t", 0, 10, 0)) == [1]
                 assert reader.events(None, 1, 10, 0) == []
             # A has committed: both, in seq order, from the cursor the reader gave out.
+            pg.settle(pg_url)
             after = reader.events(None, 1, 10, 0)
         assert [(e.seq, e.event_id) for e in after] == [(2, "slow"), (3, "fast")]
         assert seqs(reader.events("t", 1, 10, 0)) == [2, 3]
@@ -161,6 +167,7 @@ def test_a_rolled_back_writer_leaves_a_gap_that_does_not_block_paging(pg_url: st
                 b.commit([[rec("t", "kept")]])  # seq 2
                 assert reader.events(None, 0, 10, 0) == []
                 raise Abort
+            pg.settle(pg_url)
             assert [(e.seq, e.event_id) for e in reader.events(None, 0, 10, 0)] == [(2, "kept")]
     finally:
         reader.close()
@@ -175,12 +182,41 @@ async def test_events_over_http_hold_back_a_row_until_the_smaller_seq_commits(
         with stores(pg_url, 1) as (other,), trio.fail_after(30):
             with other.transaction():
                 other.write([[rec("t", "slow")]])  # seq 1, uncommitted
-                published = await server.publish(event("t", "fast"))  # seq 2, committed
+                # Posted directly: Server.publish would wait for the horizon this holds back.
+                published = await server.client.post("/publish", json=event("t", "fast"))
                 held = await server.client.get("/events", params={"topic": "t"})
+            await trio.to_thread.run_sync(pg.settle, pg_url)
             released = await server.client.get("/events", params={"topic": "t", "after": 0})
     assert published.json()["stored"] == 1
     assert held.json() == [] and "Link" not in held.headers
     assert [(e["seq"], e["event_id"]) for e in released.json()] == [(1, "slow"), (2, "fast")]
+
+
+@pytest.mark.trio
+async def test_a_read_right_after_a_publish_waits_out_a_transaction_open_elsewhere(
+    pg_url: str, tmp_path: Any
+) -> None:
+    """Issue 21: a transaction open anywhere on the cluster, here in another database, holds the
+    paging horizon below a fresh commit, so a read right after a 200 may see nothing. The tests'
+    ``Server.publish`` returns once the horizon has passed; this holds one open until the
+    publish is found waiting for it, then ends it."""
+    async with open_server(tmp_path, database_url=pg_url) as server:
+        with pg.admin() as elsewhere, trio.fail_after(30):  # the cluster's `postgres` database
+            elsewhere.execute("BEGIN")
+            elsewhere.execute("SELECT pg_current_xact_id()")  # an xid, as a writing transaction
+
+            async def end_it_once_the_publish_waits() -> None:
+                await server.held_back.wait()
+                elsewhere.execute("COMMIT")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(end_it_once_the_publish_waits)
+                published = await server.publish(event("t", "1"))
+                stored = await server.all_events()
+                nursery.cancel_scope.cancel()
+    assert published.status_code == 200
+    assert server.held_back.is_set()  # the publish did meet the open transaction
+    assert [e["event_id"] for e in stored] == ["1"]
 
 
 @pytest.mark.trio
@@ -199,7 +235,9 @@ async def test_a_subscriber_sees_other_processes_commits_in_seq_order(
                 (first,) = await stream.events(1)
                 with other.transaction():
                     other.write([[rec("t", "slow")]])  # smaller seq, still uncommitted
-                    await b.publish(event("t", "fast"))  # larger seq, committed
+                    # Larger seq, committed; posted directly, as Server.publish would wait
+                    # for the horizon this transaction holds back.
+                    await b.client.post("/publish", json=event("t", "fast"))
                     held = await a.client.get("/events", params={"after": first.id})
                 rest = await stream.events(2)
     assert first.data is not None and first.data["event_id"] == "from-b"
@@ -243,13 +281,7 @@ async def test_a_lost_writer_connection_is_503_then_reconnects(pg_url: str, tmp_
     ],
 )
 def test_a_bad_or_unreachable_database_is_one_line(url: str, code: int, message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "aggregator", "--port", "0", "--database-url", url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = pg.start_up(url)
     assert result.returncode == code
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
@@ -305,6 +337,8 @@ async def test_three_processes_overlapping_keys_store_one_row_each_and_agree(pg_
         async with trio.open_nursery() as nursery:
             for n in range(clients):
                 nursery.start_soon(client, n)
+        with pg.admin(pg_url) as horizon:  # every 200 readable, whatever else the cluster runs
+            await pg.wait_for_horizon(horizon, None)
         async with httpx.AsyncClient(timeout=30) as http:
             stats = [(await http.get(s.url + "/stats")).json() for s in servers]
             pages = [(await http.get(s.url + "/events?limit=1000")).json() for s in servers]
@@ -373,3 +407,48 @@ async def test_kill_9_of_one_process_the_others_serve_and_no_ack_is_lost(pg_url:
         assert s["unique_processed"] == len(rows)
         assert s["received"] == s["unique_processed"] + s["duplicate_dropped"]
     assert stats[0]["received"] == stats[1]["received"]
+
+
+# Without PostgreSQL ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_without_postgresql_a_run_warns_at_the_end_or_in_ci_fails(required: bool) -> None:
+    """Issues 20 and 21: skipped PostgreSQL tests must not pass for a green run unnoticed."""
+    env = {k: v for k, v in os.environ.items() if k != "TEST_REQUIRE_POSTGRES"}
+    env["TEST_POSTGRES_URL"] = "postgresql://postgres@127.0.0.1:1/postgres"  # nothing listens
+    if required:
+        env["TEST_REQUIRE_POSTGRES"] = "1"
+    picked = [
+        "tests/test_postgres.py::test_commit_dedups_within_and_across_batches_first_copy_wins",
+        "tests/test_postgres.py::test_nul_and_backslashes_round_trip_and_stay_distinct",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *picked],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    summary = result.stdout.strip().splitlines()
+    if required:
+        assert result.returncode == 1, result.stdout
+        assert "2 errors" in summary[-1]
+        assert "TEST_REQUIRE_POSTGRES is set, so that is a failure" in result.stdout
+    else:
+        assert result.returncode == 0, result.stdout
+        assert "2 skipped" in summary[-1]
+        assert "2 PostgreSQL tests were SKIPPED: PostgreSQL is not reachable" in summary[-2]
+
+
+def test_bench_postgres_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: ``make bench-postgres`` runs batch 100; its --help says so, for each option."""
+    with pytest.raises(SystemExit) as exited:
+        bench_postgres.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert exited.value.code == 0
+    for option in ("--events N events published per row", "--clients N concurrent publishers",
+                   "--batch N events per POST /publish request"):  # fmt: skip
+        assert option in text
+    assert "(default: 100)" in text and "(default: 60000)" in text and "(default: 12)" in text

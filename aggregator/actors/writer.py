@@ -5,13 +5,16 @@ It takes the first waiting request, drains every other one already waiting (up t
 thread, and only then answers each request. Under load this is one fsync for many requests.
 
 Faults, per kind (docs/reliability.md, "Fault isolation"): a store that cannot take writes
-(``StoreUnavailable``: disk full, read-only, lock timeout) answers 503 to the transaction's
-requests and the writer probes until it recovers. A bug met in a transaction (any other
-exception; the store has rolled back) is retried one request at a time, so only the request
-that meets it gets a 500. A connection whose state is unknown (``StoreBroken``: a failed
-rollback) is crash-only: the writer never touches it again, calls ``on_broken`` (the service
-stops accepting), answers 503 to every request still coming, and raises once its inbox closes;
-the process exits non-zero with the reason, and a supervisor restarts it on the intact store.
+(``StoreUnavailable``: disk full, read-only, a table locked elsewhere) answers 503 to the
+transaction's requests and the writer probes until it recovers. A lock wait that ran out on a
+row only some requests need (``StoreContention``: one key held by another session) is retried
+one request at a time, so only the requests that need that row get the 503. A bug met in a
+transaction (any other exception; the store has rolled back) is retried one request at a time,
+so only the request that meets it gets a 500. A connection whose state is unknown
+(``StoreBroken``: a failed rollback) is crash-only: the writer never touches it again, calls
+``on_broken`` (the service stops accepting), answers 503 to every request still coming, and
+raises once its inbox closes; the process exits non-zero with the reason, and a supervisor
+restarts it on the intact store.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import trio
 
 from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
-from aggregator.store import StoreBroken, StoreUnavailable, WriteStore
+from aggregator.store import StoreBroken, StoreContention, StoreUnavailable, WriteStore
 
 # A probe writes about twice the bytes of the transaction that failed (indexes roughly double
 # them), within these bounds, so that "it works again" means a transaction of that size fits.
@@ -180,8 +183,17 @@ async def _commit(
         # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
         result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
     except StoreUnavailable as exc:
-        LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         monitor.update(failed_transactions=stats.failed_transactions + 1, last_error=str(exc))
+        if isinstance(exc, StoreContention) and len(batch) > 1:
+            # A lock on one request's key must not fail the others merged with it. Only this
+            # kind is retried alone: a store-wide failure (disk full, a table lock) would just
+            # fail each request again, one wait after another.
+            LOGGER.warning(
+                "transaction of %d requests met a lock (%s); retrying each", len(batch), exc
+            )
+            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
+            return all(results)
+        LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         for request in batch:
             _reply(request, Unavailable(str(exc)))
         return False

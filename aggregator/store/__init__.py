@@ -10,6 +10,7 @@ from aggregator.store.base import (
     Counters,
     ReadStore,
     StoreBroken,
+    StoreContention,
     StoreMismatch,
     StoreUnavailable,
     TopicCounts,
@@ -25,6 +26,7 @@ __all__ = [
     "Counters",
     "ReadStore",
     "StoreBroken",
+    "StoreContention",
     "StoreMismatch",
     "StoreUnavailable",
     "TopicCounts",
@@ -42,7 +44,7 @@ def _postgres() -> ModuleType:
     except ImportError as exc:
         raise StoreUnavailable(
             f"AGGREGATOR_DATABASE_URL needs psycopg ({exc}); "
-            "install it with: pip install 'pubsub-aggregator[postgres]'"
+            "install it from the repository with: .venv/bin/pip install -e '.[postgres]'"
         ) from exc
     return postgres
 

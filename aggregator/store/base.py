@@ -17,6 +17,12 @@ class StoreUnavailable(Exception):
     """The store cannot take writes (or answer reads) now; nothing was changed. Retry later."""
 
 
+class StoreContention(StoreUnavailable):
+    """The transaction waited too long for a lock that only some of its requests needed (one
+    key's or one topic's row, held by another session): each request may well succeed alone. A
+    lock every transaction needs (a table's) is plain ``StoreUnavailable``."""
+
+
 class StoreBroken(Exception):
     """The connection is unusable (e.g. a failed rollback): the writer must not go on with it."""
 

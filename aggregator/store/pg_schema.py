@@ -7,6 +7,7 @@ Every key leads with ``topic`` so the tables can be distributed by topic (Citus
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import psycopg
@@ -20,6 +21,29 @@ LOGGER = logging.getLogger(__name__)
 NAMESPACE = 0x61676772
 SHARDS_NAMESPACE = NAMESPACE + 1
 OWN_TABLES = ("events", "counters", "topics")
+# Tables, views, sequences and foreign tables in the schema the store would be created in, but
+# not objects of an extension (pg_stat_statements' views, say): those belong to the database.
+OTHER_RELATIONS = """SELECT c.relname FROM pg_class c
+    WHERE c.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema())
+      AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+          AND d.objid = c.oid AND d.deptype = 'e')"""
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def escape(text: str) -> str:
+    """PostgreSQL text cannot hold NUL, which ``event_id`` and ``source`` may contain: store
+    ``\\`` as ``\\\\`` and NUL as ``\\0``. Injective, so the unique key still decides."""
+    if "\\" in text or "\x00" in text:
+        return text.replace("\\", "\\\\").replace("\x00", "\\0")
+    return text
+
+
+def unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: "\x00" if m.group(1) == "0" else m.group(1), text)
+
 
 # MIGRATIONS[i] takes the schema from version i to i + 1, in one transaction.
 MIGRATIONS: list[list[str]] = [
@@ -33,7 +57,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE SEQUENCE events_seq AS bigint",
         """CREATE TABLE events (
             topic text COLLATE "C" NOT NULL,
-            event_id text COLLATE "C" NOT NULL,      -- \\ doubled, NUL as \\0 (see postgres.py)
+            event_id text COLLATE "C" NOT NULL,      -- \\ doubled, NUL as \\0 (escape)
             seq bigint NOT NULL,                      -- commit order across processes
             xid xid8 NOT NULL DEFAULT pg_current_xact_id(),  -- the writing transaction
             timestamp text NOT NULL,
@@ -92,16 +116,7 @@ def schema_version(conn: psycopg.Connection[Any], where: str) -> int:
         version = conn.execute("SELECT version FROM aggregator_schema").fetchone()
         current = int(version[0]) if version else 0
     else:
-        clash = [
-            name
-            for name in OWN_TABLES
-            if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
-        ]
-        if clash:
-            raise StoreMismatch(
-                f"{where} has tables {', '.join(clash)} but no aggregator schema (another "
-                "program's?); use another database or schema"
-            )
+        _check_empty(conn, where)
         current = 0
     if current > SCHEMA_VERSION:
         raise StoreMismatch(
@@ -109,6 +124,31 @@ def schema_version(conn: psycopg.Connection[Any], where: str) -> int:
             f"{SCHEMA_VERSION}; upgrade the aggregator"
         )
     return current
+
+
+def _check_empty(conn: psycopg.Connection[Any], where: str) -> None:
+    """Before creating the store: the schema it goes into holds no other program's tables (as
+    with SQLite, a database of another program is refused, not shared), and no table of the
+    search_path has one of the store's names (it would be read instead of the store's own)."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise StoreMismatch(
+            f"{where}: no schema of the search_path exists to create the store in; "
+            "create it first (CREATE SCHEMA …) or fix the URL's search_path"
+        )
+    found = {name for (name,) in conn.execute(OTHER_RELATIONS)}
+    found.update(
+        name
+        for name in OWN_TABLES
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone() == (True,)
+    )
+    if found:
+        names = sorted(found)
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise StoreMismatch(
+            f"{where} has tables {listed} but no aggregator schema (another program's?); use an "
+            "empty database, or a schema of the store's own (?options=-csearch_path%3Dmyschema)"
+        )
 
 
 def migrate(conn: psycopg.Connection[Any], where: str) -> None:

@@ -16,33 +16,39 @@ snapshot's xmin: every transaction that could still commit a smaller seq is then
 from __future__ import annotations
 
 import logging
-import re
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import IsolationLevel
+from psycopg.pq import TransactionStatus
 
-from aggregator.messages import EventRecord, StoredEvent
+from aggregator.messages import EventRecord
 from aggregator.store.base import (
     CommitResult,
-    Counters,
     StoreBroken,
+    StoreContention,
+    StoreMismatch,
     StoreUnavailable,
-    TopicCounts,
 )
-from aggregator.store.pg_schema import SCHEMA_VERSION, SHARDS_NAMESPACE, migrate, schema_version
+from aggregator.store.pg_connect import connect_writer, describe, redact
+from aggregator.store.pg_reader import PostgresReader
+from aggregator.store.pg_schema import (
+    NAMESPACE,
+    SCHEMA_VERSION,
+    SHARDS_NAMESPACE,
+    escape,
+    migrate,
+    schema_version,
+)
 from aggregator.store.sqlite import utc_now
+
+__all__ = ["PostgresReader", "PostgresStore", "redact"]
 
 LOGGER = logging.getLogger(__name__)
 
 SHARDS = 16  # counter shards; more live writers than this share shards (waits, never wrong)
-CONNECT_TIMEOUT_SECONDS = 10
-# A writer waits at most this long for a lock (as SQLite's busy_timeout), then answers 503. Waits
-# on another aggregator's transaction last one commit; this only cuts waits on foreign locks.
-WRITER_LOCK_TIMEOUT = "5s"
 INSERT_EVENTS = """INSERT INTO events
     (seq, topic, event_id, timestamp, source, payload, received_at)
     SELECT u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
@@ -60,59 +66,24 @@ ADD_TOPICS = """INSERT INTO topics AS t
     ON CONFLICT (topic, shard) DO UPDATE SET stored = t.stored + excluded.stored,
     duplicates = t.duplicates + excluded.duplicates,
     last_seq = greatest(t.last_seq, excluded.last_seq)"""
-EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
-# Only rows of transactions older than every transaction still running (see the docstring).
-VISIBLE = "xid < pg_snapshot_xmin(pg_current_snapshot())"
-COUNTERS = """SELECT coalesce(sum(received), 0)::bigint, coalesce(sum(unique_processed), 0)::bigint,
-    coalesce(sum(duplicate_dropped), 0)::bigint,
-    ARRAY(SELECT topic FROM topics GROUP BY topic HAVING sum(stored) > 0 ORDER BY topic)
-    FROM counters"""
-TOPICS = """SELECT topic, sum(stored)::bigint, sum(duplicates)::bigint, max(last_seq)
-    FROM topics GROUP BY topic ORDER BY topic"""
-_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
-
-
-def escape(text: str) -> str:
-    """PostgreSQL text cannot hold NUL, which ``event_id`` and ``source`` may contain: store
-    ``\\`` as ``\\\\`` and NUL as ``\\0``. Injective, so the unique key still decides."""
-    if "\\" in text or "\x00" in text:
-        return text.replace("\\", "\\\\").replace("\x00", "\\0")
-    return text
-
-
-def unescape(text: str) -> str:
-    if "\\" not in text:
-        return text
-    return _ESCAPED.sub(lambda m: "\x00" if m.group(1) == "0" else m.group(1), text)
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
-
-
-def describe(exc: psycopg.Error) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return f"{first} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else first
-
-
-def connect(url: str, application_name: str) -> psycopg.Connection[Any]:
-    try:
-        conn = psycopg.connect(
-            url,
-            autocommit=True,  # transactions are explicit: conn.transaction()
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            application_name=application_name,
-        )
-    except psycopg.Error as exc:
-        raise StoreUnavailable(f"cannot connect to {redact(url)}: {describe(exc)}") from exc
-    conn.isolation_level = IsolationLevel.READ_COMMITTED
-    return conn
+# A lock wait that ran out (lock_timeout) or a deadlock: the transaction met a lock held elsewhere.
+LOCK_FAILURES = ("55P03", "40P01")
+# After a lock wait ran out: is the lock one that every transaction needs (a table lock, or a
+# waiting one, in a mode that blocks INSERT; the seq allocator's advisory lock), rather than one
+# key's or one topic's row? Held or awaited by another session, now.
+STORE_WIDE_LOCK = """SELECT EXISTS (SELECT 1 FROM pg_locks
+    WHERE pid <> pg_backend_pid()
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND ((locktype = 'relation' AND relation = ANY (ARRAY[to_regclass('events'),
+              to_regclass('counters'), to_regclass('topics'), to_regclass('events_seq')]::oid[])
+            AND mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock',
+                'AccessExclusiveLock'))
+        OR (locktype = 'advisory' AND granted AND classid = %s::oid
+            AND objid = to_regclass('events_seq')::oid AND objsubid = 1)))"""
+# A probe's row: a control character, so no event can have this topic; deleted before COMMIT.
+PROBE_TOPIC = "\x1faggregator-probe"
+PROBE = """INSERT INTO events (topic, event_id, seq, timestamp, source, payload, received_at)
+    VALUES (%s, pg_backend_pid()::text, 0, '', '', %s, '')"""
 
 
 class PostgresStore:
@@ -122,17 +93,16 @@ class PostgresStore:
         self.url = url
         self.where = redact(url)
         self._conn: psycopg.Connection[Any] | None = None
-        conn = connect(url, "aggregator-writer")
+        conn = connect_writer(url)
         try:
             migrate(conn, self.where)
+            self._adopt(conn)
         except BaseException:
             conn.close()
             raise
-        self._adopt(conn)
 
     def _adopt(self, conn: psycopg.Connection[Any]) -> None:
         """Take a counter shard: the first free one, else one shared by pid (waits, not errors)."""
-        conn.execute(f"SET lock_timeout = '{WRITER_LOCK_TIMEOUT}'")
         for shard in range(SHARDS):
             row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (SHARDS_NAMESPACE, shard))
             if row.fetchone() == (True,):
@@ -146,19 +116,26 @@ class PostgresStore:
         """The connection, reconnecting after a failure; a newer schema underneath is fatal."""
         if self._conn is not None:
             return self._conn
-        conn = connect(self.url, "aggregator-writer")
+        try:
+            conn = connect_writer(self.url)
+        except StoreMismatch as exc:  # the database was replaced by one we cannot use
+            raise StoreBroken(str(exc)) from exc
         try:
             version = schema_version(conn, self.where)
+            if version != SCHEMA_VERSION:
+                raise StoreBroken(
+                    f"{self.where} has schema version {version}, not {SCHEMA_VERSION}"
+                )
+            self._adopt(conn)
         except psycopg.Error as exc:
             conn.close()
             raise StoreUnavailable(describe(exc)) from exc
+        except StoreBroken:
+            conn.close()
+            raise
         except Exception as exc:
             conn.close()
             raise StoreBroken(str(exc)) from exc
-        if version != SCHEMA_VERSION:
-            conn.close()
-            raise StoreBroken(f"{self.where} has schema version {version}, not {SCHEMA_VERSION}")
-        self._adopt(conn)
         LOGGER.info("reconnected to %s (counter shard %d)", self.where, self.shard)
         return conn
 
@@ -167,25 +144,64 @@ class PostgresStore:
             return self.write(batches)
 
     def probe(self, reserve_bytes: int) -> None:
-        # PostgreSQL reports a full disk on any write; an empty transaction on a fresh
-        # connection tests the connection and the server, which is what fails here.
+        """A real write, undone before COMMIT: the seq lock, ``reserve_bytes`` of incompressible
+        text in ``events`` (its locks, and room in its table and WAL) and this writer's counter
+        row, then COMMIT, as a group commit needs them. An empty transaction only showed that
+        the server answers, while a table lock or a full disk still failed every write."""
         with self.transaction():
-            pass
+            conn = self._connection()
+            conn.execute("SELECT aggregator_reserve(1)")
+            conn.execute(PROBE, (PROBE_TOPIC, secrets.token_hex(max(reserve_bytes // 2, 1))))
+            conn.execute(
+                "DELETE FROM events WHERE topic = %s AND event_id = pg_backend_pid()::text",
+                (PROBE_TOPIC,),
+            )
+            conn.execute("UPDATE counters SET received = received WHERE shard = %s", (self.shard,))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One transaction: COMMIT at the end of the block, ROLLBACK if it raises. ``commit`` is
-        ``write`` inside this; tests use the halves to hold a transaction open."""
+        ``write`` inside this; tests use the halves to hold a transaction open.
+
+        Whatever the block raises, no transaction is left open: a connection that is not idle
+        after psycopg's rollback (which only warns when it fails) is closed, and the server
+        rolls back. A failed statement raises ``StoreUnavailable`` (``StoreContention`` when it
+        met a lock on a row that others need not wait for); anything else propagates."""
         conn = self._connection()
         try:
             with conn.transaction():
                 yield
         except psycopg.Error as exc:
+            contention = exc.sqlstate in LOCK_FAILURES and not self._store_wide_lock(conn)
             # A fresh connection next time: a broken one cannot be reused, and a statement
             # that failed inside aggregator_reserve may have left its session lock held.
-            self._conn = None
-            conn.close()
+            self._drop(conn)
+            if contention:
+                raise StoreContention(describe(exc)) from exc
             raise StoreUnavailable(describe(exc)) from exc
+        except BaseException:
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                self._drop(conn)
+            raise
+
+    def _store_wide_lock(self, conn: psycopg.Connection[Any]) -> bool:
+        """After a lock wait ran out: whether every transaction would wait on that lock (a
+        table's, the seq allocator's, this writer's counter row), not only this one's keys."""
+        try:
+            row = conn.execute(STORE_WIDE_LOCK, (NAMESPACE,)).fetchone()
+            if row is None or row[0]:
+                return True
+            with conn.transaction():
+                conn.execute(
+                    "SELECT 1 FROM counters WHERE shard = %s FOR UPDATE NOWAIT", (self.shard,)
+                )
+        except psycopg.Error:
+            return True  # locked, or we cannot tell: do not retry request by request
+        return False
+
+    def _drop(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = None
+        conn.close()
 
     def write(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
         """Insert ``batches`` (first copy wins), add the counters; inside ``transaction()``."""
@@ -252,74 +268,6 @@ class PostgresStore:
             ),
         )
         return CommitResult(counts)
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-class PostgresReader:
-    """A read connection (autocommit: one statement, one snapshot); reconnects after a failure."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._conn: psycopg.Connection[Any] | None = connect(url, "aggregator-reader")
-
-    @contextmanager
-    def _reading(self) -> Iterator[psycopg.Connection[Any]]:
-        if self._conn is None:
-            self._conn = connect(self.url, "aggregator-reader")
-        try:
-            yield self._conn
-        except psycopg.Error as exc:
-            if self._conn.broken or self._conn.closed:
-                self._conn.close()
-                self._conn = None
-            raise StoreUnavailable(describe(exc)) from exc
-
-    def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with self._reading() as conn:
-            if topic is None:
-                rows = conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > %s AND {VISIBLE} "
-                    "ORDER BY seq LIMIT %s OFFSET %s",
-                    (after, limit, offset),
-                )
-            else:
-                rows = conn.execute(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE topic = %s AND seq > %s "
-                    f"AND {VISIBLE} ORDER BY seq LIMIT %s OFFSET %s",
-                    (topic, after, limit, offset),
-                )
-            return [
-                StoredEvent(seq, topic_, unescape(event_id), timestamp, unescape(source), *rest)
-                for seq, topic_, event_id, timestamp, source, *rest in rows
-            ]
-
-    def counters(self) -> Counters:
-        with self._reading() as conn:
-            received, unique, duplicates, topics = conn.execute(COUNTERS).fetchone()  # type: ignore[misc]
-        return Counters(received, unique, duplicates, topics)
-
-    def topics(self) -> list[TopicCounts]:
-        with self._reading() as conn:
-            return [TopicCounts(*row) for row in conn.execute(TOPICS)]
-
-    def head(self) -> int:
-        # Below the horizon only: a row above it may still be joined by a smaller seq.
-        with self._reading() as conn:
-            row = conn.execute(f"SELECT max(seq) FROM events WHERE {VISIBLE}").fetchone()
-        return int(row[0] or 0) if row else 0
-
-    def ping(self) -> None:
-        with self._reading() as conn:
-            conn.execute("SELECT 1 FROM counters LIMIT 1")
-
-    def size_bytes(self) -> int:
-        with self._reading() as conn:
-            row = conn.execute("SELECT pg_database_size(current_database())").fetchone()
-        return int(row[0]) if row else 0
 
     def close(self) -> None:
         if self._conn is not None:
