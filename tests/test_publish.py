@@ -238,6 +238,38 @@ async def test_ndjson_index_is_the_line_number(small: Server) -> None:
     await assert_nothing_stored(small, before)
 
 
+# Found by the decoder fuzzer (fuzz/regressions/publish/dup-key.*): a field given twice, its first
+# value invalid. The typed decode checks every occurrence; a JSON object keeps the last, so the
+# field-by-field check found no fault and the event was dropped while the request got a 200.
+DUP_KEY = (
+    '{"topic": "t", "event_id": "2", "timestamp": "nope", '
+    '"timestamp": "2026-11-21T10:00:00Z", "source": "s"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "index"),
+    [
+        (f"[{json.dumps(event(event_id='1'))}, {DUP_KEY}]", JSON, 1),
+        (f'{{"events": [{DUP_KEY}]}}', JSON, 0),
+        (DUP_KEY, JSON, 0),
+        (f"{json.dumps(event(event_id='1'))}\n{DUP_KEY}\n", NDJSON, 1),
+    ],
+    ids=["array", "wrapper", "object", "ndjson"],
+)
+async def test_an_invalid_first_copy_of_a_field_is_422_never_a_silent_drop(
+    small: Server, body: str, headers: dict[str, str], index: int
+) -> None:
+    before = await small.stats()
+    with trio.fail_after(10):
+        response = await small.client.post("/publish", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["details"]
+    assert (detail["index"], detail["field"]) == (index, "timestamp")
+    assert "given more than once" in detail["message"]
+    await assert_nothing_stored(small, before)
+
+
 @pytest.mark.parametrize(
     "body",
     ["[]", '{"events": []}', "42", '"x"', "null", "\n"],
