@@ -360,6 +360,33 @@ async def test_limits_are_413_and_name_the_limit(small: Server) -> None:
     await assert_nothing_stored(small, before)
 
 
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 1000):
+        yield body[start : start + 1000]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "chunked"),
+    [("POST", "/publish", False), ("POST", "/publish", True), ("GET", "/events", False)],
+    ids=["publish", "publish-chunked", "read-route"],
+)
+async def test_a_body_refused_unread_closes_the_connection_and_says_so(
+    small: Server, method: str, path: str, chunked: bool
+) -> None:
+    """Found by the server campaign (fuzz/server.py): a 413 sent before the body was read made
+    the server close the keep-alive connection without saying so, and the client's next request
+    on it was lost now and then ("Server disconnected without sending a response")."""
+    body = b"[" * 5000  # over the 4096-byte limit
+    with trio.fail_after(10):
+        response = await small.client.request(
+            method, path, content=_chunked(body) if chunked else body, headers=JSON
+        )
+        after = await small.client.get("/health")
+    assert response.status_code == 413, response.text
+    assert response.headers.get("connection") == "close"
+    assert after.status_code == 200
+
+
 async def test_largest_allowed_values_are_accepted(small: Server) -> None:
     payload = {"p": "x" * (256 - len('{"p":""}'))}  # exactly the 256-byte limit
     emoji_topic = "😀" * 255  # 255 code points, 1020 bytes
