@@ -77,6 +77,7 @@ class PublishRoute:
                     "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
                 ),
             )
+            close = _declares_body(scope)  # left unread
         if isinstance(body, ErrorBody):
             self._front.metrics.rejected.labels(body.error).inc()
         await _answer(send, status, body, close=close)
@@ -85,10 +86,9 @@ class PublishRoute:
         """For the other routes: a body the request declares must arrive within the read
         timeout too, or a client could hold its connection open by never finishing one (the
         route may answer without reading it). ``receive`` for the app, the body read already."""
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if (length is None or length == b"0") and b"transfer-encoding" not in headers:
+        if not _declares_body(scope):
             return receive
+        length = dict(scope["headers"]).get(b"content-length")
         body = await self._read_body(receive, length.decode("latin-1") if length else None)
         replayed = False
 
@@ -145,6 +145,11 @@ class PublishRoute:
             f"the body did not arrive within {self._body_timeout} s "
             "(AGGREGATOR_READ_TIMEOUT_SECONDS); nothing was stored",
         )
+
+
+def _declares_body(scope: Any) -> bool:
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
 async def _final_message_shielded(app: Any, scope: Any, receive: Any, send: Any) -> None:
