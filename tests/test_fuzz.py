@@ -164,3 +164,11 @@ def test_a_short_campaign_against_a_real_server(tmp_path: Path) -> None:
     assert {200, 400, 413, 415, 422} <= set(report.statuses)
     received, unique, duplicates, _ = report.stats
     assert received == unique + duplicates and unique > 0 and duplicates > 0
+
+
+def test_the_reliability_doc_says_how_to_add_a_decoder_and_what_the_runs_found() -> None:
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    section = text[text.index("## Fuzzing") : text.index("## Fault isolation")]
+    assert "**Adding a decoder**" in section and "fuzz/targets.py" in section
+    for command in ("python -m fuzz.decoders", "python -m fuzz.server", "make fuzz"):
+        assert command in text
