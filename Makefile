@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-postgres clean
+.PHONY: run test lint bench bench-postgres fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,13 @@ bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
 	$(BIN)/python -m bench.postgres $(ARGS)
+
+# Both fuzzers, each for SECONDS_EACH seconds (their short runs are part of make test).
+SECONDS_EACH ?= 600
+SEED ?= 1
+fuzz: $(VENV)/.installed  ## coverage-guided decoder fuzzing, then the campaign against a server
+	$(BIN)/python -m fuzz.decoders --seconds $(SECONDS_EACH) --seed $(SEED)
+	$(BIN)/python -m fuzz.server --seconds $(SECONDS_EACH) --seed $(SEED)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -77,11 +77,12 @@ async def test_slowloris_and_idle_connections_are_cut_and_others_served(tmp_path
             assert (await server.publish(event(event_id="served"))).status_code == 200
             for stream in [*idle, *slow]:  # the server closes them: EOF, no response
                 assert await stream.receive_some(1000) == b""
-            for stream in body:  # a slow body gets 408, then the close
+            for stream in body:  # a slow body gets 408, saying it closes, then the close
                 data = b""
                 while chunk := await stream.receive_some(1000):
                     data += chunk
                 assert data.startswith(b"HTTP/1.1 408"), data
+                assert b"\r\nconnection: close\r\n" in data.lower(), data
             # A new connection: the client's pooled one was idle past keep_alive_seconds too.
             async with httpx.AsyncClient(base_url=server.running.url) as fresh:
                 assert (await fresh.get("/health")).status_code == 200

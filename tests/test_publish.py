@@ -238,6 +238,38 @@ async def test_ndjson_index_is_the_line_number(small: Server) -> None:
     await assert_nothing_stored(small, before)
 
 
+# Found by the decoder fuzzer (fuzz/regressions/publish/dup-key.*): a field given twice, its first
+# value invalid. The typed decode checks every occurrence; a JSON object keeps the last, so the
+# field-by-field check found no fault and the event was dropped while the request got a 200.
+DUP_KEY = (
+    '{"topic": "t", "event_id": "2", "timestamp": "nope", '
+    '"timestamp": "2026-11-21T10:00:00Z", "source": "s"}'
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "index"),
+    [
+        (f"[{json.dumps(event(event_id='1'))}, {DUP_KEY}]", JSON, 1),
+        (f'{{"events": [{DUP_KEY}]}}', JSON, 0),
+        (DUP_KEY, JSON, 0),
+        (f"{json.dumps(event(event_id='1'))}\n{DUP_KEY}\n", NDJSON, 1),
+    ],
+    ids=["array", "wrapper", "object", "ndjson"],
+)
+async def test_an_invalid_first_copy_of_a_field_is_422_never_a_silent_drop(
+    small: Server, body: str, headers: dict[str, str], index: int
+) -> None:
+    before = await small.stats()
+    with trio.fail_after(10):
+        response = await small.client.post("/publish", content=body, headers=headers)
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["details"]
+    assert (detail["index"], detail["field"]) == (index, "timestamp")
+    assert "given more than once" in detail["message"]
+    await assert_nothing_stored(small, before)
+
+
 @pytest.mark.parametrize(
     "body",
     ["[]", '{"events": []}', "42", '"x"', "null", "\n"],
@@ -326,6 +358,39 @@ async def test_limits_are_413_and_name_the_limit(small: Server) -> None:
     assert "AGGREGATOR_MAX_BATCH_EVENTS" in batch.json()["message"]
     assert "6 events" in ndjson_batch.json()["message"]
     await assert_nothing_stored(small, before)
+
+
+async def _chunked(body: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 1000):
+        yield body[start : start + 1000]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "chunked", "status"),
+    [
+        ("POST", "/publish", False, 413),
+        ("POST", "/publish", True, 413),
+        ("GET", "/events", False, 413),
+        ("PATCH", "/publish", False, 405),
+    ],
+    ids=["publish", "publish-chunked", "read-route", "wrong-method"],
+)
+async def test_a_body_refused_unread_closes_the_connection_and_says_so(
+    small: Server, method: str, path: str, chunked: bool, status: int
+) -> None:
+    """Found by the server campaign (fuzz/server.py): a 413 sent before the body was read, or a
+    405 for /publish that never read it, made the server close the keep-alive connection without
+    saying so; the client's next request on it was lost now and then ("Server disconnected
+    without sending a response")."""
+    body = b"[" * (5000 if status == 413 else 10)  # 5000 is over the 4096-byte limit
+    with trio.fail_after(10):
+        response = await small.client.request(
+            method, path, content=_chunked(body) if chunked else body, headers=JSON
+        )
+        after = await small.client.get("/health")
+    assert response.status_code == status, response.text
+    assert response.headers.get("connection") == "close"
+    assert after.status_code == 200
 
 
 async def test_largest_allowed_values_are_accepted(small: Server) -> None:

@@ -100,7 +100,8 @@ def decode_publish(body: bytes, headers: Mapping[str, str], limits: Limits) -> l
             if isinstance(event, EventIn):
                 _check_and_append(index, event, next(typed), limits, records, details)
             else:
-                details.extend(_problems(index, event, limits))
+                problems = list(_problems(index, event, limits))
+                details.extend(problems or _typed_problem(index, event))
     except RecursionError:
         # msgspec decodes nested JSON recursively; a hostile body must not crash the worker.
         raise Rejection(
@@ -110,6 +111,8 @@ def decode_publish(body: bytes, headers: Mapping[str, str], limits: Limits) -> l
         raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
     if details:
         raise _invalid(details)
+    if len(records) != len(items):  # an event is stored or named in details, never dropped
+        raise RuntimeError(f"{len(items)} events decoded but {len(records)} kept, no problem named")
     return records
 
 
@@ -280,6 +283,21 @@ def _problems(index: int, raw: msgspec.Raw, limits: Limits) -> Iterator[Detail]:
                 normalise_timestamp(value)
             except OverflowError:
                 yield Detail(index, name, "is out of range once converted to UTC")
+
+
+def _typed_problem(index: int, raw: msgspec.Raw) -> list[Detail]:
+    """The typed decode's complaint about an item the field-by-field check passed: a field given
+    twice whose first value is invalid (the typed decode checks each copy, a dict keeps the
+    last). Empty for a valid item of a batch that another item breaks."""
+    try:
+        _ONE.decode(raw)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$.")
+        field = path.removesuffix("`") or None
+        return [
+            Detail(index, field, f"{message}; a field given more than once must be valid each time")
+        ]
+    return []
 
 
 def _text_problem(name: str, value: str) -> str | None:

@@ -30,6 +30,13 @@ class _Disconnected(Exception):
     """The client went away before its body arrived: nothing to answer."""
 
 
+class _Unread(Rejection):
+    """A request refused before its body was read to the end (over the limit, too slow). The
+    connection cannot carry another request, so the answer says ``Connection: close``: closing
+    it without saying so lost the client's next request now and then (found by fuzz/server.py).
+    """
+
+
 class PublishRoute:
     """ASGI: answers ``/publish`` itself and passes everything else to ``app`` (Quart)."""
 
@@ -45,18 +52,21 @@ class PublishRoute:
         if scope["path"] != PATH:
             try:
                 receive = await self._with_whole_body(scope, receive)
-            except Rejection as rejection:
-                await _answer(send, rejection.status, error_body(rejection))
+            except Rejection as rejection:  # the body was not read to its end
+                await _answer(send, rejection.status, error_body(rejection), close=True)
                 return
             except _Disconnected:
                 return
             await _final_message_shielded(self._app, scope, receive, send)
             return
+        close = False
         if scope["method"] == "POST":
             try:
                 status, body = await self._publish(scope, receive)
             except _Disconnected:
                 return
+            except _Unread as unread:
+                status, body, close = unread.status, error_body(unread), True
             except Exception as exc:  # a bug here answers this request alone
                 request_id = self._front.incidents.record("route", exc, f"serving POST {PATH}")
                 status, body = 500, _internal(Internal("route", request_id, stored_nothing=False))
@@ -67,18 +77,18 @@ class PublishRoute:
                     "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
                 ),
             )
+            close = _declares_body(scope)  # left unread
         if isinstance(body, ErrorBody):
             self._front.metrics.rejected.labels(body.error).inc()
-        await _answer(send, status, body)
+        await _answer(send, status, body, close=close)
 
     async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
         """For the other routes: a body the request declares must arrive within the read
         timeout too, or a client could hold its connection open by never finishing one (the
         route may answer without reading it). ``receive`` for the app, the body read already."""
-        headers = dict(scope["headers"])
-        length = headers.get(b"content-length")
-        if (length is None or length == b"0") and b"transfer-encoding" not in headers:
+        if not _declares_body(scope):
             return receive
+        length = dict(scope["headers"]).get(b"content-length")
         body = await self._read_body(receive, length.decode("latin-1") if length else None)
         replayed = False
 
@@ -96,10 +106,7 @@ class PublishRoute:
         headers = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
         }
-        try:
-            body = await self._read_body(receive, headers.get("content-length"))
-        except Rejection as rejection:
-            return rejection.status, error_body(rejection)
+        body = await self._read_body(receive, headers.get("content-length"))
         outcome = await self._front.submit(body, headers, decode_publish)
         if isinstance(outcome, Accepted):
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
@@ -111,7 +118,7 @@ class PublishRoute:
 
     async def _read_body(self, receive: Any, content_length: str | None) -> bytes:
         limit = self._front.max_body_bytes
-        too_large = Rejection(
+        too_large = _Unread(
             413,
             "too_large",
             f"the body is over {limit} bytes, the limit (AGGREGATOR_MAX_BODY_BYTES)",
@@ -132,12 +139,17 @@ class PublishRoute:
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
-        raise Rejection(
+        raise _Unread(
             408,
             "request_timeout",
             f"the body did not arrive within {self._body_timeout} s "
             "(AGGREGATOR_READ_TIMEOUT_SECONDS); nothing was stored",
         )
+
+
+def _declares_body(scope: Any) -> bool:
+    headers = dict(scope["headers"])
+    return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 
 
 async def _final_message_shielded(app: Any, scope: Any, receive: Any, send: Any) -> None:
@@ -159,8 +171,12 @@ async def _final_message_shielded(app: Any, scope: Any, receive: Any, send: Any)
     await app(scope, receive, sending)
 
 
-async def _answer(send: Any, status: int, body: PublishResult | ErrorBody) -> None:
+async def _answer(
+    send: Any, status: int, body: PublishResult | ErrorBody, *, close: bool = False
+) -> None:
     headers = [(b"content-type", b"application/json")]
+    if close:
+        headers.append((b"connection", b"close"))
     if status in (429, 503):
         headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
     elif status == 405:  # only /publish answers 405 here

@@ -1,0 +1,134 @@
+"""The decoders under fuzzing: one entry per wire decoder.
+
+Adding a decoder (``aggregator/decoders/``) to the fuzzers means adding one ``Target`` to
+``TARGETS``: the decoder, the request headers each kind of seed body is sent with, and valid
+bodies in ``fuzz/corpus/<name>/``, one file per shape and content type. A seed's kind is its file
+name after the first dot (``wrapper.json.gz`` is of kind ``json.gz``). Both fuzzers pick the
+target up from here: the coverage-guided one (``python -m fuzz.decoders``) and the campaign
+against a real server (``python -m fuzz.server``), which posts to ``route``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aggregator.decoders.publish import decode_publish
+from aggregator.messages import Decoder, Limits
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE / "corpus"
+REGRESSIONS = HERE / "regressions"
+
+# Small limits, so that short runs reach every limit's path (413s, a payload over its size).
+LIMITS = Limits(max_body_bytes=65536, max_batch_events=16, max_payload_bytes=512)
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    decode: Decoder
+    route: str
+    # Seed kind (a file name's suffix after its first dot) -> the headers it is sent with
+    # (lower-case names, as the front hands them to a decoder). Every kind has a seed.
+    kinds: Mapping[str, Mapping[str, str]]
+    # True only for a protocol whose valid request may carry no event at all.
+    allows_empty: bool = False
+    # Optional: a new valid body (its kind and bytes), so the server campaign sends fresh
+    # events and not only the seeds again; without it, seeds are its valid publishes.
+    fresh: Callable[[random.Random], tuple[str, bytes]] | None = None
+
+    @property
+    def seeds(self) -> Path:
+        return CORPUS / self.name
+
+    @property
+    def regressions(self) -> Path:
+        return REGRESSIONS / self.name
+
+
+def kind_of(path: Path) -> str:
+    return path.name.split(".", 1)[1] if "." in path.name else ""
+
+
+def fresh_publish(rng: random.Random) -> tuple[str, bytes]:
+    """A valid POST /publish body of 1–6 events, ids drawn from a small space (so that later
+    requests repeat earlier events), in a random shape, content type and encoding."""
+    events = [
+        {
+            "topic": rng.choice(("auth", "orders", "pay.ment", "métriques")),
+            "event_id": f"e{rng.randrange(3000)}",
+            "timestamp": rng.choice(("2026-11-21T10:00:00Z", "2026-11-21 12:00:00.5+02:00")),
+            "source": "fuzz",
+            "payload": {"n": rng.randrange(100), "s": "x" * rng.randrange(40)},
+        }
+        for _ in range(rng.randint(1, 6))
+    ]
+    kind = rng.choice(("json", "json.gz", "ndjson", "ndjson.gz", "charset.json", "vnd.json"))
+    if "ndjson" in kind:
+        body = b"".join(json.dumps(e).encode() + b"\n" for e in events)
+    elif len(events) == 1 and rng.random() < 0.5:
+        body = json.dumps(events[0]).encode()
+    else:
+        body = json.dumps(events if rng.random() < 0.5 else {"events": events}).encode()
+    if kind.endswith(".gz"):
+        half = rng.randint(0, len(body)) if rng.random() < 0.3 else len(body)  # 2 members
+        body = gzip.compress(body[:half], mtime=0) + (
+            gzip.compress(body[half:], mtime=0) if half < len(body) else b""
+        )
+    return kind, body
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(
+        name="publish",
+        decode=decode_publish,
+        route="/publish",
+        kinds={
+            "json": {"content-type": JSON},
+            "ndjson": {"content-type": NDJSON},
+            "json.gz": {"content-type": JSON, "content-encoding": "gzip"},
+            "ndjson.gz": {"content-type": NDJSON, "content-encoding": "gzip"},
+            "untyped.json": {},
+            "charset.json": {"content-type": "application/json; charset=utf-8"},
+            "vnd.json": {"content-type": "application/vnd.example.events+json"},
+            "upper.ndjson": {"content-type": "Application/X-NDJSON ; charset=UTF-8"},
+            "xgzip.json": {"content-type": JSON, "content-encoding": "x-gzip"},
+            "identity.ndjson": {"content-type": NDJSON, "content-encoding": "Identity"},
+        },
+        fresh=fresh_publish,
+    ),
+)
+
+# Headers no door accepts, tried on every target's bodies: each must be a clean 4xx.
+HOSTILE_HEADERS: tuple[Mapping[str, str], ...] = (
+    {"content-type": "text/plain"},
+    {"content-type": ""},
+    {"content-type": ";;;=\x00"},
+    {"content-type": JSON, "content-encoding": "br"},
+    {"content-type": NDJSON, "content-encoding": "deflate"},
+    {"content-type": JSON, "content-encoding": "gzip, gzip"},
+)
+
+
+def target(name: str) -> Target:
+    for candidate in TARGETS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no fuzz target {name!r}; the targets are {', '.join(names())}")
+
+
+def names() -> list[str]:
+    return [t.name for t in TARGETS]
+
+
+def header_sets(target: Target) -> list[Mapping[str, str]]:
+    """Every header set the fuzzers send a body with: the target's kinds, then hostile ones."""
+    return [*target.kinds.values(), *HOSTILE_HEADERS]
