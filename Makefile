@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-postgres fuzz clean
+.PHONY: run test test-containers lint bench bench-postgres fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: $(VENV)/.runtime  ## start the server on the embedded SQLite store in ./dat
 
 test: $(VENV)/.installed  ## install everything and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-containers: $(VENV)/.installed  ## the compose story on a real engine (needs root or a running one)
+	PYTHON=$(BIN)/python bash containers/test.sh $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed  ## ruff, mypy, hadolint on the Dockerfile, docker-compose on compose.yaml
 	$(BIN)/ruff check .
