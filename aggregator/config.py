@@ -136,7 +136,7 @@ class Config:
         minimum=1,
     )
     syslog_buffer_bytes: int = setting(
-        1024 * 1024,
+        256 * 1024,
         "syslog bytes read from one connection (or the UDP socket) and not yet committed; "
         "beyond this TCP stops reading that connection, UDP drops",
         minimum=1,

@@ -111,3 +111,20 @@ def test_rsyslog_relays_with_omfwd_over_tcp(
     assert {(e["source"], e["payload"]["facility"], e["payload"]["severity"]) for e in events} == {
         (HOSTNAME, "daemon", "err")
     }
+
+
+@pytest.mark.parametrize(
+    ("tag", "flags", "udp", "topic"),
+    [
+        ("tab\there", ["--rfc5424"], False, "tab_here"),
+        ("ctl\x01x", ["--rfc3164"], True, "ctl_x"),
+    ],
+    ids=["tab-5424-tcp", "control-3164-udp"],
+)
+def test_an_app_name_that_breaks_the_topic_rule_is_sanitised(
+    door: Door, tag: str, flags: list[str], udp: bool, topic: str
+) -> None:
+    logger(door, "-t", tag, *flags, "sanitised", udp=udp)
+    [event] = door.wait_events(topic, 1)
+    assert event["payload"]["app_name"] == tag  # the original, as sent
+    assert topic in door.http.get("/stats").json()["topics"]

@@ -195,6 +195,31 @@ def test_a_sender_faster_than_the_store_is_slowed_not_buffered(tmp_path: Path) -
 
 
 @pytest.mark.sqlite_only
+def test_the_server_closes_a_connection_only_once_its_messages_are_committed(
+    tmp_path: Path,
+) -> None:
+    with (
+        syslog_server(tmp_path) as door,
+        socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as sock,
+    ):
+        lock = lock_store(tmp_path)
+        try:
+            sock.sendall(line("clean-close"))
+            sock.shutdown(socket.SHUT_WR)  # the sender is done: a clean close
+            wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "the line read")
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):  # not closed: the commit waits for the lock
+                sock.recv(1)
+        finally:
+            lock.rollback()
+            lock.close()
+        sock.settimeout(30)
+        assert sock.recv(1) == b""
+        assert len(door.events("clean-close")) == 1
+        door.assert_healthy()
+
+
+@pytest.mark.sqlite_only
 def test_udp_drops_and_counts_what_does_not_fit_while_the_store_is_locked(tmp_path: Path) -> None:
     with syslog_server(tmp_path, "--syslog-buffer-bytes", "16384") as door:
         lock = lock_store(tmp_path)
@@ -239,7 +264,10 @@ def test_shutdown_closes_the_listeners_and_commits_what_was_read(tmp_path: Path)
         lock = lock_store(tmp_path)
         try:
             open_sock = socket.create_connection(("127.0.0.1", door.tcp), timeout=30)
-            open_sock.sendall(b"".join(line("at-shutdown", str(n)) for n in range(50)))
+            open_sock.sendall(line("at-shutdown", "0"))
+            wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "one in the writer")
+            # These wait in the connection's backlog, behind the one the writer holds.
+            open_sock.sendall(b"".join(line("at-shutdown", str(n)) for n in range(1, 50)))
             wait_for(lambda: door.gauge("aggregator_syslog_pending") == 50, "50 messages read")
             door.server.proc.terminate()
 

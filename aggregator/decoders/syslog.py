@@ -77,7 +77,7 @@ def decode_syslog(frame: bytes, peer: str, received: datetime, limits: Limits) -
     return EventRecord(
         topic(fields["app_name"]),
         hashlib.blake2b(frame, digest_size=16).hexdigest(),
-        normalise_timestamp(stamp or received),
+        stamp or normalise_timestamp(received),
         source,
         payload.decode(),
     )
@@ -112,7 +112,7 @@ def _nil(value: str) -> str | None:
     return None if value == NIL else value
 
 
-def _rfc5424(rest: str) -> tuple[datetime | None, dict[str, Any]]:
+def _rfc5424(rest: str) -> tuple[str | None, dict[str, Any]]:
     """After ``<PRI>1 ``: TIMESTAMP HOSTNAME APP-NAME PROCID MSGID STRUCTURED-DATA [MSG]."""
     parts = rest.split(" ", 5)
     if len(parts) < 6 or "" in parts[:5]:
@@ -129,8 +129,9 @@ def _rfc5424(rest: str) -> tuple[datetime | None, dict[str, Any]]:
     }
 
 
-def rfc3339(stamp: str) -> datetime:
-    """An RFC 3339 date-time with its offset (``Z`` or ``±hh:mm``), as RFC 5424 requires."""
+def rfc3339(stamp: str) -> str:
+    """An RFC 3339 date-time with its offset (``Z`` or ``±hh:mm``), as RFC 5424 requires;
+    normalised as the contract says."""
     if not (
         len(stamp) >= 20
         and stamp[4] == stamp[7] == "-"
@@ -139,12 +140,10 @@ def rfc3339(stamp: str) -> datetime:
         and (stamp[-1] in "Zz" or stamp[-6] in "+-")
     ):
         raise malformed(f"the timestamp {stamp[:40]!r} is not RFC 3339 with an offset")
-    try:
-        value = datetime.fromisoformat(stamp.upper())
-        normalise_timestamp(value)  # an offset can carry it out of range
+    try:  # an offset can carry it out of range: OverflowError
+        return normalise_timestamp(datetime.fromisoformat(stamp.upper()))
     except (ValueError, OverflowError):
         raise malformed(f"the timestamp {stamp[:40]!r} is not a valid date-time") from None
-    return value
 
 
 def _structured_data(tail: str) -> tuple[dict[str, dict[str, Any]] | None, str]:
@@ -204,13 +203,13 @@ def _sd_value(tail: str, pos: int) -> tuple[str, int]:
     raise malformed("a PARAM-VALUE has no closing quote")
 
 
-def _rfc3164(rest: str, received: datetime) -> tuple[datetime | None, dict[str, Any]]:
+def _rfc3164(rest: str, received: datetime) -> tuple[str | None, dict[str, Any]]:
     """After ``<PRI>``: [TIMESTAMP [HOSTNAME]] TAG[[PID]][:] MSG, as BSD syslog and its relays
     write it (rsyslog's forwarding format puts no colon after the TAG)."""
-    stamp: datetime | None = None
+    stamp: str | None = None
     hostname: str | None = None
     if rest[3:4] == " " and rest[:3] in MONTHS and rest[15:16] in (" ", ""):
-        stamp = _bsd_stamp(rest[:15], received)
+        stamp = normalise_timestamp(_bsd_stamp(rest[:15], received))
         rest = rest[16:]
     elif rest[4:5] == "-" and rest[:4].isdigit():  # an RFC 3339 stamp in BSD layout
         first, _, rest = rest.partition(" ")
