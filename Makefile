@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-postgres clean
+.PHONY: run test lint bench bench-postgres bench-syslog clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
 	$(BIN)/python -m bench.postgres $(ARGS)
+
+bench-syslog: $(VENV)/.installed  ## events/s through the syslog TCP door beside /publish
+	$(BIN)/python -m bench.syslog $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
