@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -135,11 +136,16 @@ def test_arbitrary_bytes_never_hurt_the_listener(door: Door, chunks: list[bytes]
 # --- one server each: the store is locked from outside, or the server is stopped ------------
 
 
-def lock_store(data: Path) -> sqlite3.Connection:
-    """Take SQLite's write lock from another connection: the writer cannot commit meanwhile."""
+@contextmanager
+def store_locked(data: Path) -> Iterator[None]:
+    """SQLite's write lock, held by another connection: the writer cannot commit meanwhile."""
     conn = sqlite3.connect(data / "aggregator.sqlite3", isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
-    return conn
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
 
 
 def rows(data: Path, topic: str) -> int:
@@ -160,28 +166,24 @@ def test_a_sender_faster_than_the_store_is_slowed_not_buffered(tmp_path: Path) -
     total = 8192  # messages, 64 MiB
     buffer = 65536
     with syslog_server(tmp_path, "--syslog-buffer-bytes", str(buffer)) as door:
-        lock = lock_store(tmp_path)
         sock = socket.create_connection(("127.0.0.1", door.tcp), timeout=30)
-        sock.setblocking(False)
         data = message * total
         sent = 0
-        try:
+        with store_locked(tmp_path):
+            sock.setblocking(False)
             while sent < len(data):
                 try:
                     sent += sock.send(data[sent : sent + 65536])
                 except BlockingIOError:
-                    # Blocked for a while, not just a moment: the server has stopped reading.
+                    # Still blocked after a second: the server has stopped reading (a server
+                    # that read on would take the whole 64 MiB, however slowly).
                     sock.settimeout(1)
                     try:
                         sent += sock.send(data[sent : sent + 65536])
                         sock.setblocking(False)
-                        continue
                     except TimeoutError:
                         break
             pending = door.gauge("aggregator_syslog_pending")
-        finally:
-            lock.rollback()
-            lock.close()
         assert sent < len(data) // 2, f"the server read {sent} bytes while it could not commit"
         assert pending * len(message) <= 4 * (buffer + 65536)  # two batches, each one chunk over
         sock.settimeout(60)
@@ -202,17 +204,13 @@ def test_the_server_closes_a_connection_only_once_its_messages_are_committed(
         syslog_server(tmp_path) as door,
         socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as sock,
     ):
-        lock = lock_store(tmp_path)
-        try:
+        with store_locked(tmp_path):
             sock.sendall(line("clean-close"))
             sock.shutdown(socket.SHUT_WR)  # the sender is done: a clean close
             wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "the line read")
             sock.setblocking(False)
             with pytest.raises(BlockingIOError):  # not closed: the commit waits for the lock
                 sock.recv(1)
-        finally:
-            lock.rollback()
-            lock.close()
         sock.settimeout(30)
         assert sock.recv(1) == b""
         assert len(door.events("clean-close")) == 1
@@ -222,14 +220,10 @@ def test_the_server_closes_a_connection_only_once_its_messages_are_committed(
 @pytest.mark.sqlite_only
 def test_udp_drops_and_counts_what_does_not_fit_while_the_store_is_locked(tmp_path: Path) -> None:
     with syslog_server(tmp_path, "--syslog-buffer-bytes", "16384") as door:
-        lock = lock_store(tmp_path)
-        try:
+        with store_locked(tmp_path):
             for n in range(200):
                 door.send_udp(line("udp-flood", f"{n} " + "u" * 1000))
             wait_for(lambda: door.messages()["udp", "dropped"] > 0, "a counted drop")
-        finally:
-            lock.rollback()
-            lock.close()
         dropped = door.messages()["udp", "dropped"]
         wait_for(lambda: door.gauge("aggregator_syslog_pending") == 0, "the backlog committed")
         stored = len(door.events("udp-flood"))
@@ -261,8 +255,7 @@ def test_connections_beyond_the_maximum_wait_to_be_accepted(tmp_path: Path) -> N
 @pytest.mark.sqlite_only
 def test_shutdown_closes_the_listeners_and_commits_what_was_read(tmp_path: Path) -> None:
     with syslog_server(tmp_path, "--shutdown-grace-seconds", "60") as door:
-        lock = lock_store(tmp_path)
-        try:
+        with store_locked(tmp_path):
             open_sock = socket.create_connection(("127.0.0.1", door.tcp), timeout=30)
             open_sock.sendall(line("at-shutdown", "0"))
             wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "one in the writer")
@@ -280,10 +273,26 @@ def test_shutdown_closes_the_listeners_and_commits_what_was_read(tmp_path: Path)
 
             wait_for(refused, "the listener to close")
             assert door.server.proc.poll() is None  # still waiting to commit
-        finally:
-            lock.rollback()
-            lock.close()
         assert door.server.proc.wait(60) == 0
         assert open_sock.recv(1) == b""  # closed by the server, after the commit
         open_sock.close()
     assert rows(tmp_path, "at-shutdown") == 50
+
+
+@pytest.mark.sqlite_only
+def test_a_connection_not_committed_within_the_grace_is_reset_not_closed(tmp_path: Path) -> None:
+    """A sender that waits for the server's close must never take it for "committed" when the
+    grace ran out first: it gets a reset."""
+    with (
+        syslog_server(tmp_path, "--shutdown-grace-seconds", "0.5") as door,
+        socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as sock,
+        store_locked(tmp_path),  # for longer than the grace: nothing can commit
+    ):
+        sock.sendall(line("grace-over"))
+        sock.shutdown(socket.SHUT_WR)
+        wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "the line read")
+        door.server.proc.terminate()
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+        assert door.server.proc.wait(60) == 0
+    assert rows(tmp_path, "grace-over") == 0

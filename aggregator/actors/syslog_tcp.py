@@ -12,9 +12,11 @@ skipped unbuffered; garbage is counted as malformed and the next frame is read a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 
@@ -94,13 +96,23 @@ async def _serve_connection(
     scope = trio.CancelScope()
     reading.add(scope)
     try:
-        async with stream, trio.open_nursery() as nursery:
-            await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
+        async with stream:
+            committed = False
             try:
-                with scope:
-                    await _read(stream, Framer(door.limits.max_payload_bytes), backlog, peer, door)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
+                    try:
+                        with scope:
+                            framer = Framer(door.limits.max_payload_bytes)
+                            await _read(stream, framer, backlog, peer, door)
+                    finally:
+                        backlog.close()  # the committer commits what is left, then we close
+                committed = True
             finally:
-                backlog.close()  # the committer commits what is left, then the stream closes
+                if not committed:
+                    # Shutdown's grace ran out (or worse) before the commit: a reset, not a
+                    # FIN, so that a sender waiting for our close never takes it for "stored".
+                    _linger(stream, 0)
     finally:
         reading.discard(scope)
         slots.release()
@@ -145,6 +157,11 @@ async def _read(
 def _count_cut(framer: Framer, door: SyslogDoor) -> None:
     for problem in framer.cut():
         door.count("tcp", problem.value, 1)
+
+
+def _linger(stream: trio.SocketStream, seconds: int) -> None:
+    with contextlib.suppress(OSError):
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
 
 
 def _keepalive(stream: trio.SocketStream) -> None:
