@@ -173,7 +173,7 @@ async def test_n_workers_overlapping_keys_store_each_key_once(tmp_path: Path) ->
     count, distinct = rows.fetchone()
     assert count == distinct == totals["stored"]
     assert totals["accepted"] == sent == 20 * 10 * 20
-    received, unique, duplicates, _ = SQLiteReader(db).counters()
+    received, unique, duplicates, *_ = SQLiteReader(db).counters()
     assert (received, unique, duplicates) == (sent, count, sent - count)
     assert monitor.statistics().running is False  # the cascade closed the writer
 

@@ -32,7 +32,9 @@ def test_migration_from_an_empty_file_sets_wal_and_version(db: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"events", "counters", "topics"} <= tables
-    assert conn.execute("SELECT * FROM counters").fetchall() == [(1, 0, 0, 0)]
+    assert conn.execute(
+        "SELECT received, unique_processed, duplicate_dropped, expired, last_seq FROM counters"
+    ).fetchall() == [(0, 0, 0, 0, 0)]
 
 
 def test_reopening_keeps_data_and_does_not_migrate_again(db: Path) -> None:
@@ -43,7 +45,7 @@ def test_reopening_keeps_data_and_does_not_migrate_again(db: Path) -> None:
     result = store.commit([[rec("a", "1"), rec("a", "2")]])
     assert result.counts == [(1, 1)]
     store.close()
-    assert SQLiteReader(db).counters() == (3, 2, 1, ["a"])
+    assert SQLiteReader(db).counters() == (3, 2, 1, ["a"], 0)
 
 
 def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> None:
@@ -55,6 +57,7 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
         ]
     )
     assert result.counts == [(2, 1), (1, 1)] and result.stored == 3
+    assert result.stored_flags == [[True, False, True], [False, True]]
     reader = SQLiteReader(db)
     assert [(e.seq, e.topic, e.event_id) for e in reader.events(None, 0, 10, 0)] == [
         (1, "a", "1"),
@@ -62,8 +65,8 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
         (3, "a", "2"),
     ]
     assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
-    assert reader.counters() == (5, 3, 2, ["a", "b"])
-    assert reader.topics() == [("a", 2, 2, 3), ("b", 1, 0, 2)]
+    assert reader.counters() == (5, 3, 2, ["a", "b"], 0)
+    assert reader.topics() == [("a", 2, 2, 3, 0), ("b", 1, 0, 2, 0)]
 
 
 def test_same_event_id_on_two_topics_is_two_events(db: Path) -> None:
@@ -91,7 +94,7 @@ def test_a_full_database_rolls_back_the_whole_transaction(db: Path) -> None:
     with pytest.raises(StoreUnavailable, match="full"):
         store.commit([[rec("a", str(i), big) for i in range(1, 50)], [rec("b", "1")]])
     reader = SQLiteReader(db)
-    assert reader.counters() == (1, 1, 0, ["a"])
+    assert reader.counters() == (1, 1, 0, ["a"], 0)
     assert [e.event_id for e in reader.events(None, 0, 100, 0)] == ["0"]
     store.execute("PRAGMA max_page_count = 1073741823")
     assert store.commit([[rec("b", "1")]]).counts == [(1, 0)]

@@ -15,6 +15,9 @@ so only the request that meets it gets a 500. A connection whose state is unknow
 ``on_broken`` (the service stops accepting), answers 503 to every request still coming, and
 raises once its inbox closes; the process exits non-zero with the reason, and a supervisor
 restarts it on the intact store.
+
+Between commits the writer also does the store's upkeep, a small step at a time
+(``aggregator/actors/upkeep.py``): index work the store deferred, and retention.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from aggregator.actors.upkeep import UpkeepPlan, disk_full, upkeep_step
 from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import StoreBroken, StoreContention, StoreUnavailable, WriteStore
@@ -51,19 +54,31 @@ class WriterStatistics:
     max_requests_per_transaction: int
     running: bool
     last_error: str | None  # set by a failed transaction, cleared by the next good one
+    upkeep_steps: int = 0  # upkeep steps done (retention, index merges)
+    upkeep_more: bool = True  # the last step said more work was waiting
+    expired: int = 0  # events they deleted
 
 
 class WriterMonitor:
-    """The writer's counters, written only by the writer; anyone may read a snapshot."""
+    """The writer's counters, written only by the writer; anyone may read a snapshot, or wait
+    for a change."""
 
     def __init__(self) -> None:
         self._stats = WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
+        self._changed = trio.Event()
 
     def statistics(self) -> WriterStatistics:
         return self._stats
 
     def update(self, **changes: Any) -> None:
         self._stats = dataclasses.replace(self._stats, **changes)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_until(self, condition: Callable[[WriterStatistics], bool]) -> None:
+        """Return once ``condition`` holds for the statistics (checked at each update)."""
+        while not condition(self._stats):
+            await self._changed.wait()
 
 
 def _take_batch(
@@ -99,6 +114,7 @@ async def run_writer(
     on_broken: Callable[[], None] | None = None,
     probe_seconds: float = 1.0,
     incidents: Incidents | None = None,
+    upkeep: UpkeepPlan | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Commit what arrives on ``inbox`` until it closes and is empty.
@@ -107,29 +123,49 @@ async def run_writer(
     must not block (it wakes the hub's tail, which reads the new rows from the store). After a
     failed transaction, while no request comes, the writer probes the store every
     ``probe_seconds``, so that health comes back by itself once the store can take writes again
-    (disk space freed, remounted writable).
+    (disk space freed, remounted writable). With a size limit (``upkeep.retention``), a full
+    disk is first met by deleting the oldest events (a reclaiming upkeep step) before probing.
     """
     incidents = Incidents() if incidents is None else incidents
+    plan = UpkeepPlan() if upkeep is None else upkeep
     async with inbox:
         monitor.update(running=True)
         task_status.started()
         pending: WriteRequest | None = None
         probe_bytes = 0
+        more = True  # upkeep may have work: a store just opened may have deferred some
         try:
             while True:
+                if pending is None and more:  # upkeep, unless a request is waiting
+                    try:
+                        pending = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        more = await _upkeep(store, plan, monitor, incidents)
+                        continue
+                    except trio.EndOfChannel:
+                        return
                 if pending is None:
-                    wait = probe_seconds if monitor.statistics().last_error else math.inf
+                    failing = monitor.statistics().last_error
+                    wait = probe_seconds if failing else plan.idle_seconds
                     with trio.move_on_after(wait):
                         try:
                             pending = await inbox.receive()
                         except trio.EndOfChannel:
                             return
-                    if pending is None:
+                    if pending is None and failing:
+                        if _reclaims(plan, monitor):
+                            await _upkeep(store, plan, monitor, incidents, reclaim=True)
                         await _probe(store, monitor, probe_bytes, incidents)
-                        continue
+                    elif pending is None:
+                        more = await _upkeep(store, plan, monitor, incidents)
+                    continue
                 batch, pending = _take_batch(pending, inbox, max_txn_events)
-                if not await _commit(batch, store, monitor, on_commit, incidents):
+                if await _commit(batch, store, monitor, on_commit, incidents):
+                    more = await _upkeep(store, plan, monitor, incidents)
+                else:
                     probe_bytes = _probe_size(batch)
+                    if _reclaims(plan, monitor):  # make room before the next request comes
+                        await _upkeep(store, plan, monitor, incidents, reclaim=True)
         except StoreBroken as exc:
             LOGGER.critical("the store's connection is in an unknown state: %s; stopping", exc)
             monitor.update(last_error=f"the store's connection is broken: {exc}")
@@ -143,6 +179,32 @@ async def run_writer(
             raise
         finally:
             monitor.update(running=False)
+
+
+async def _upkeep(
+    store: WriteStore,
+    plan: UpkeepPlan,
+    monitor: WriterMonitor,
+    incidents: Incidents,
+    *,
+    reclaim: bool = False,
+) -> bool:
+    """One upkeep step, counted; whether another has work to do now."""
+    result = await upkeep_step(store, plan, incidents, reclaim=reclaim)
+    stats = monitor.statistics()
+    monitor.update(
+        upkeep_steps=stats.upkeep_steps + 1,
+        upkeep_more=result.more,
+        expired=stats.expired + result.expired,
+    )
+    return result.more
+
+
+def _reclaims(plan: UpkeepPlan, monitor: WriterMonitor) -> bool:
+    """Whether to delete the oldest events to make room: a size limit is set, and the disk (or
+    the file's size limit) filled up below it."""
+    error = monitor.statistics().last_error
+    return plan.retention.max_bytes > 0 and error is not None and disk_full(error)
 
 
 def _probe_size(batch: list[WriteRequest]) -> int:
