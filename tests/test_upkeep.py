@@ -76,8 +76,9 @@ async def request(inbox: trio.MemorySendChannel[WriteRequest], ids: list[str]) -
 
 @pytest.fixture
 def virtual(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
-    # Jump only after 50 ms of real idleness: a store call on a worker thread finishes first.
-    mock_clock.autojump_threshold = 0.05
+    # Jump only after 0.5 s of real idleness, so that a store call on a worker thread finishes
+    # first even on a loaded machine (a jump while one runs would go to the test's deadline).
+    mock_clock.autojump_threshold = 0.5
     return mock_clock
 
 
