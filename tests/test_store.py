@@ -9,7 +9,8 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import StoreMismatch, StoreUnavailable
-from aggregator.store.sqlite import SCHEMA_VERSION, SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite_schema import SCHEMA_VERSION
 
 # The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only
@@ -132,4 +133,29 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
     for mode, code in (("full", 2), ("normal", 1)):
         store = SQLiteStore(db, synchronous=mode)
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == code
+        store.close()
+
+
+def test_a_failure_at_commit_says_the_events_may_have_been_stored(db: Path) -> None:
+    """A write that fails at COMMIT (here: the WAL cannot grow while the frames are appended)
+    may leave frames that recovery brings back: the store must not claim nothing was stored.
+    A failure before COMMIT (the same limit hit by a statement) may claim it."""
+    import resource
+
+    store = SQLiteStore(db, cache_mib=64)
+    try:
+        store.commit([[rec("t", "seed")]])
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        wal = db.with_name(db.name + "-wal")
+        limit = max(db.stat().st_size, wal.stat().st_size) + 8192
+        big = "x" * 2000
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:  # 200 events of 2 KB: the cache holds them, the WAL is written at COMMIT
+            with pytest.raises(StoreUnavailable) as failed:
+                store.commit([[rec("t", f"e{i}", f'{{"x": "{big}"}}') for i in range(200)]])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert failed.value.maybe_stored
+        assert store.commit([[rec("t", "after")]]).counts == [(1, 0)]  # it goes on
+    finally:
         store.close()

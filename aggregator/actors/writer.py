@@ -257,11 +257,11 @@ async def _commit(
             return all(results)
         LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         for request in batch:
-            _reply(request, Unavailable(str(exc)))
+            _reply(request, Unavailable(str(exc), stored_nothing=not exc.maybe_stored))
         return False
     except StoreBroken as exc:
         for request in batch:
-            _reply(request, Unavailable(f"{exc}; the request may or may not have been stored"))
+            _reply(request, Unavailable(str(exc), stored_nothing=False))
         raise
     except Exception as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1)

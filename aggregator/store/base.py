@@ -26,7 +26,13 @@ def utc_text(moment: datetime) -> str:
 
 
 class StoreUnavailable(Exception):
-    """The store cannot take writes (or answer reads) now; nothing was changed. Retry later."""
+    """The store cannot take writes (or answer reads) now. Retry later. ``maybe_stored``: the
+    failure came at COMMIT itself, so the transaction may be in the log and come back at
+    recovery; otherwise nothing was changed."""
+
+    def __init__(self, message: str, *, maybe_stored: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
 
 
 class StoreContention(StoreUnavailable):

@@ -190,9 +190,11 @@ class PostgresStore:
         rolls back. A failed statement raises ``StoreUnavailable`` (``StoreContention`` when it
         met a lock on a row that others need not wait for); anything else propagates."""
         conn = self._connection()
+        committing = False
         try:
             with conn.transaction():
                 yield
+                committing = True  # the block is done: what fails now is COMMIT itself
         except psycopg.Error as exc:
             contention = exc.sqlstate in LOCK_FAILURES and not self._store_wide_lock(conn)
             # A fresh connection next time: a broken one cannot be reused, and a statement
@@ -200,7 +202,9 @@ class PostgresStore:
             self._drop(conn)
             if contention:
                 raise StoreContention(describe(exc)) from exc
-            raise StoreUnavailable(describe(exc)) from exc
+            # A connection lost during COMMIT leaves its outcome unknown to us: the server may
+            # have committed before the answer was lost.
+            raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
         except BaseException:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 self._drop(conn)

@@ -31,7 +31,7 @@ from aggregator.store.base import (
 from aggregator.store.checkpointer import Checkpointer
 from aggregator.store.lock import StoreLock
 from aggregator.store.sqlite_reader import SQLiteReader, describe
-from aggregator.store.sqlite_schema import SCHEMA_VERSION, KeyHash, key_hash, migrate
+from aggregator.store.sqlite_schema import KeyHash, identify, key_hash, migrate
 
 LOGGER = logging.getLogger(__name__)
 __all__ = ["SQLiteReader", "SQLiteStore", "describe", "wal_restart_pages"]
@@ -61,20 +61,20 @@ def wal_restart_pages(max_bytes: int) -> int:
 RECENT_KEYS = 256_000
 
 
-def _check(conn: sqlite3.Connection, path: Path) -> int:
-    """The file's schema version; refuses a newer schema or another program's database."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
+def _identify(path: Path) -> int:
+    if not path.stat().st_size:
+        return 0  # a new, empty file (the lock created it)
+    conn = None
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        return identify(conn, path)
+    except sqlite3.DatabaseError as exc:
         raise StoreMismatch(
-            f"{path} has schema version {version}, newer than this aggregator's "
-            f"{SCHEMA_VERSION}; upgrade the aggregator"
-        )
-    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise StoreMismatch(
-            f"{path} is an SQLite database of another program (it has tables "
-            "but no aggregator schema); point --data-dir elsewhere"
-        )
-    return version
+            f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
+        ) from exc
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 class SQLiteStore:
@@ -108,13 +108,14 @@ class SQLiteStore:
         self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
+            # Checked on a read-only connection, so a foreign, newer or corrupt file is left as
+            # it was: closing a writable one would checkpoint a WAL left beside it.
+            version = _identify(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except BaseException:
             self._lock.release()
             raise
         try:
-            # Check before anything writes, so a foreign or corrupt file is left as it was.
-            version = _check(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
@@ -141,14 +142,18 @@ class SQLiteStore:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable)."""
         with self._checkpointer.pause:
             cur = self._conn.cursor()
+            committing = False
             try:
                 self._bound_wal(cur)
                 cur.execute("BEGIN IMMEDIATE")
                 yield cur
+                committing = True
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(exc)
-                raise StoreUnavailable(describe(exc)) from exc
+                # An error at COMMIT (an I/O error while syncing) may come after the frames
+                # reached the WAL: recovery may then bring the transaction back.
+                raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
             except BaseException as exc:  # a bug, or a thread interrupted: never leave it open
                 self._rollback(exc)
                 raise

@@ -22,8 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
+from aggregator.store.base import StoreMismatch
+
 LOGGER = logging.getLogger(__name__)
 BUCKETS = 64  # of recent keys, see sqlite_keys.py
+# The file's header names its program (``PRAGMA application_id``), so a database of another
+# program is told apart before anything writes to it. "AgGr" in ASCII.
+APPLICATION_ID = 0x41674772
+# Versions 1 and 2 predate APPLICATION_ID: their tables are their identity.
+LEGACY_TABLES = {1: {"events", "counters", "topics"}, 2: {"events", "counters", "topics", "probe"}}
 
 KeyHash: TypeAlias = Callable[[str, str], int]
 Step: TypeAlias = "str | Callable[[sqlite3.Connection], None]"
@@ -62,6 +69,7 @@ FILL_MERGED = f"""WITH RECURSIVE b(n) AS (
     INSERT INTO merged SELECT n, (SELECT last_seq FROM counters), 0 FROM b"""
 
 SCHEMA: list[str] = [
+    f"PRAGMA application_id = {APPLICATION_ID}",
     EVENTS,
     EVENTS_BY_TOPIC,
     KEYS,
@@ -111,7 +119,8 @@ def _rebuild_events_with_key_hashes(conn: sqlite3.Connection) -> None:
 MIGRATIONS: list[list[Step]] = [
     [],  # 0 → 1: never run, a new file is created at SCHEMA_VERSION in one step (``migrate``)
     ["CREATE TABLE probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL)"],  # 1 → 2
-    [  # 2 → 3: the dedup index of key hashes; retention's counters
+    [  # 2 → 3: the dedup index of key hashes; retention's counters; the file names its program
+        f"PRAGMA application_id = {APPLICATION_ID}",
         _rebuild_events_with_key_hashes,
         "ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE counters ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
@@ -138,6 +147,33 @@ def _run(conn: sqlite3.Connection, steps: list[Step], version: int) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def identify(conn: sqlite3.Connection, path: Path) -> int:
+    """The file's schema version, read on a read-only connection before anything may write to
+    it; refuses a newer schema and another program's database (``StoreMismatch``)."""
+    application = conn.execute("PRAGMA application_id").fetchone()[0]
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    tables = {
+        name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    foreign = StoreMismatch(
+        f"{path} is an SQLite database of another program (application_id {application:#x}, "
+        f"user_version {version}, tables: {', '.join(sorted(tables)) or 'none'}); point "
+        "--data-dir elsewhere"
+    )
+    if application not in (0, APPLICATION_ID):
+        raise foreign
+    if application == APPLICATION_ID and version > SCHEMA_VERSION:
+        raise StoreMismatch(
+            f"{path} has schema version {version}, newer than this aggregator's "
+            f"{SCHEMA_VERSION}; upgrade the aggregator"
+        )
+    if version == 0 and tables:
+        raise foreign
+    if application == 0 and version and LEGACY_TABLES.get(version) != tables:
+        raise foreign  # not one of ours from before the header named us
+    return version
 
 
 def migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
