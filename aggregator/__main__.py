@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
-from collections.abc import Sequence
 
-import trio
 
-from aggregator.config import Config, ConfigError, load_config
-from aggregator.service import serve
-from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable
+def _stop_before_serving(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # nothing was accepted yet: a clean stop
+
+
+# Until the server's own signal handling starts, SIGTERM and SIGINT stop it cleanly and at once:
+# the imports below take about a second, and a process that is PID 1 (in a container) would
+# otherwise ignore SIGTERM and print a KeyboardInterrupt traceback on SIGINT.
+signal.signal(signal.SIGINT, _stop_before_serving)
+signal.signal(signal.SIGTERM, _stop_before_serving)  # last: a test waits for it
+
+import logging  # noqa: E402
+import os  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+import trio  # noqa: E402
+
+from aggregator.config import Config, ConfigError, load_config  # noqa: E402
+from aggregator.service import serve  # noqa: E402
+from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable  # noqa: E402
 
 LOGGER = logging.getLogger("aggregator")
 
@@ -58,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"aggregator: fatal: the store's connection is in an unknown state ({problem}); "
                 "stopped so that a supervisor restarts the server on the intact store\n"
             )
+        elif isinstance(problem, PermissionError):
+            sys.stderr.write(
+                f"aggregator: error: {problem}; the server runs as uid:gid {_uid()}: give it write "
+                f"access to the data directory (e.g. chown {_uid()} {config.data_dir})\n"
+            )
         elif isinstance(problem, StoreMismatch | StoreUnavailable | OSError):
             # A start-up error a user can act on: a foreign store, an unreachable database, a
             # taken port, an unwritable data dir.
@@ -65,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         else:
             raise  # a bug: keep its traceback
         raise SystemExit(1) from None
+
+
+def _uid() -> str:
+    return f"{os.getuid()}:{os.getgid()}"
 
 
 def _sole(exc: BaseException) -> BaseException:

@@ -4,16 +4,20 @@
 # Sets up what is missing where it may (as root): Debian's docker.io and docker-compose, a dockerd
 # in the background, the base images (containers/base-images.sh); then builds the image with
 # compose under a tag of this run's own and runs the tests. Where no engine can be had it says why
-# in one line and exits 0, except in CI as root: there that is a failure, so a skipped story can
-# never pass for a green one. Arguments go to pytest.
+# in one line and exits 0, except in CI (CI=true or 1) as root, or when the engine runs but this
+# user may not use it: there that is a failure, so a skipped story can never pass for a green one.
+# Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 
 say() { echo "test-containers: $*"; }
+in_ci() { [[ ${CI:-} =~ ^(1|true|TRUE|True|yes)$ ]]; }
 skip() {
-    if [[ ${CI:-} == true && $EUID -eq 0 ]]; then
-        say "FAILED: no container engine in CI, although root could start one: $*" >&2
+    # In CI the story must run: as root an engine can be had; a user who may not use a running
+    # engine is a CI set-up to fix, not a pass.
+    if in_ci && { [[ $EUID -eq 0 ]] || [[ ${1:-} == "an engine runs, but"* ]]; }; then
+        say "FAILED: the container story cannot run in CI: $*" >&2
         exit 1
     fi
     say "skipped: $*"

@@ -153,7 +153,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     seed = options.seed if options.seed >= 0 else secrets.randbits(31)
-    code = trio.run(run, options, seed, Console(), Console(stderr=True))
+    try:
+        code = trio.run(run, options, seed, Console(), Console(stderr=True))
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # SIGINT (Ctrl-C, or a container's stop signal) is not a failed check; trio may raise it
+        # inside an exception group from the load's nursery.
+        if isinstance(exc, BaseExceptionGroup) and exc.subgroup(KeyboardInterrupt) is None:
+            raise
+        sys.stderr.write(f"aggregator-sim: interrupted (seed {seed}); nothing was verified\n")
+        code = 130
     raise SystemExit(code)
 
 

@@ -193,3 +193,40 @@ def test_a_second_server_on_the_same_store_is_refused_with_one_line(tmp_path: Pa
     third.kill()
     fourth = start(tmp_path)
     assert fourth.terminate() == 0
+
+
+# Runs the server, pausing it at its first import of trio (the heavy imports), where it says so
+# and waits for a line on stdin: the test signals it there.
+PAUSED_AT_IMPORTS = """
+import runpy, sys
+class Pause:
+    def find_spec(self, name, path=None, target=None):
+        if name == "trio":
+            sys.meta_path.remove(self)
+            sys.stderr.write("importing trio\\n")
+            sys.stderr.flush()
+            sys.stdin.readline()
+        return None
+sys.meta_path.insert(0, Pause())
+sys.argv[1:1] = []
+runpy.run_module("aggregator", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_stops_it_cleanly(tmp_path: Path, signum: int) -> None:
+    """In a container the server is PID 1, and the kernel drops a signal PID 1 has no handler
+    for: the handler must be there from the first moments, before the imports."""
+    with subprocess.Popen(
+        [sys.executable, "-c", PAUSED_AT_IMPORTS, *SERVER_ARGS, "--data-dir", str(tmp_path)],
+        cwd=ROOT, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        assert proc.stderr is not None and proc.stderr.readline() == "importing trio\n"
+        proc.send_signal(signum)
+        try:
+            code = proc.wait(30)
+        finally:
+            proc.kill()
+        log = proc.stderr.read()
+    assert code == 0, log
+    assert "Traceback" not in log

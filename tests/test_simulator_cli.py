@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.support import ROOT, running_server
+from tests.support import ROOT, running_server, wait_for
 
 
 def simulate(
@@ -86,3 +88,22 @@ def test_tokens_against_a_server_that_requires_them(tmp_path: Path) -> None:
             output = run.stdout + run.stderr
             assert PUBLISH_TOKEN not in output and READ_TOKEN not in output
             assert "nope-0" not in output
+
+
+def test_an_interrupted_run_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    """Ctrl-C (or a container's stop signal, SIGINT) is not a failed check (exit 1)."""
+    argv = [sys.executable, "-m", "simulator", "--events", "0", "--duration", "120", "--seed", "5"]
+    with (
+        running_server(tmp_path) as server,
+        httpx.Client(base_url=server.url) as http,
+        subprocess.Popen(
+            [*argv, "--url", server.url, "--json"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ) as proc,
+    ):  # fmt: skip
+        wait_for(lambda: http.get("/stats").json()["received"] > 0, "the simulator sending")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err == "aggregator-sim: interrupted (seed 5); nothing was verified\n"
+    assert out == ""

@@ -47,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingError as exc:
         sys.stderr.write(f"aggregator-tui: error: {exc}\n")
         raise SystemExit(2) from None
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        sys.stderr.write(
+            "aggregator-tui: error: the dashboard needs a terminal; run it in one (in a "
+            "container: docker compose run --rm tui, without -T)\n"
+        )
+        raise SystemExit(2)
     DashboardApp(
         options.url, interval=options.interval, tail_size=options.tail_size, token=options.token
     ).run()
