@@ -82,7 +82,7 @@ class Server:
 @asynccontextmanager
 async def open_server(data_dir: Path, **settings: Any) -> AsyncIterator[Server]:
     """Serve until the block ends, then shut down gracefully (as SIGTERM would)."""
-    config = Config(port=0, data_dir=data_dir, **settings)
+    config = Config(data_dir=data_dir, **{"port": 0, **settings})
     shutdown = trio.Event()
     async with trio.open_nursery() as nursery:
         running: Running = await nursery.start(partial(serve, config, shutdown=shutdown))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+import threading
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -25,8 +27,10 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
+from aggregator.store import CommitResult
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
+from tests.wal import TransactionCounter
 
 pytestmark = pytest.mark.trio
 LIMITS = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=65536)
@@ -46,6 +50,7 @@ async def write(
 
 async def test_waiting_requests_are_group_committed(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db")
+    transactions = TransactionCounter(tmp_path / "db")  # what reaches the disk, not the monitor
     monitor = WriterMonitor()
     send, recv = trio.open_memory_channel[WriteRequest](100)
     outcomes: list[WriteOutcome] = []
@@ -62,9 +67,9 @@ async def test_waiting_requests_are_group_committed(tmp_path: Path) -> None:
                 nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=10_000))
             await send.aclose()
     stats = monitor.statistics()
-    assert stats.requests == 50
-    assert stats.transactions < stats.requests
-    assert stats.max_requests_per_transaction > 1
+    # All 50 waited in the inbox before the writer started: one transaction, one fsync.
+    assert transactions.count() == 1 == stats.transactions
+    assert stats.requests == 50 and stats.max_requests_per_transaction == 50
     assert sum(o.stored for o in outcomes if isinstance(o, Accepted)) == 51
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (100, 51, 49)
 
@@ -89,6 +94,7 @@ async def test_transaction_cap_never_splits_a_request(tmp_path: Path) -> None:
             await send.aclose()
     assert monitor.statistics().transactions == 6
     assert outcomes == [Accepted(7, 7, 0)] * 6
+    assert SQLiteReader(tmp_path / "db").counters()[:3] == (42, 42, 0)
 
 
 async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_on(
@@ -195,3 +201,52 @@ async def test_worker_answers_a_rejection_without_writing(tmp_path: Path) -> Non
     assert getattr(outcome, "status", None) == 422
     assert monitor.statistics().requests == 0
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (0, 0, 0)
+
+
+class GatedStore:
+    """The real store with a gate in front of ``commit``: the writer's thread stops there until
+    the test opens it, so the test sees what the writer did before its transaction began."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return self._store.commit(batches)
+
+    def probe(self, reserve_bytes: int) -> None:
+        self._store.probe(reserve_bytes)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+async def test_a_request_is_answered_only_once_its_commit_is_visible(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    store = GatedStore(SQLiteStore(db))
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            )
+            await send.send(WriteRequest([rec("t", "1"), rec("t", "2")], reply_send))
+            await trio.to_thread.run_sync(store.entered.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            # The writer's thread waits before BEGIN: no answer may exist yet.
+            with pytest.raises(trio.WouldBlock):
+                reply_recv.receive_nowait()
+            store.gate.set()
+            outcome = await reply_recv.receive()
+            # The moment the answer arrives, another connection sees the events and counters.
+            reader = SQLiteReader(db)
+            seen = [e.event_id for e in reader.events(None, 0, 10, 0)]
+            counters = reader.counters()
+            await send.aclose()
+    assert outcome == Accepted(2, 2, 0)
+    assert seen == ["1", "2"]
+    assert counters == (2, 2, 0, ["t"])

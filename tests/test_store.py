@@ -10,6 +10,7 @@ import pytest
 from aggregator.messages import EventRecord
 from aggregator.store import StoreMismatch, StoreUnavailable
 from aggregator.store.sqlite import SCHEMA_VERSION, SQLiteReader, SQLiteStore
+from tests.wal import TransactionCounter
 
 # The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only
@@ -130,3 +131,40 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
         store = SQLiteStore(db, synchronous=mode)
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == code
         store.close()
+
+
+def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(db: Path) -> None:
+    store = SQLiteStore(db)
+    transactions = TransactionCounter(db)
+    store.commit([[rec("a", "1"), rec("b", "1")], [rec("a", "2")], [rec("a", "1")]])
+    assert transactions.count() == 1  # the events, the counters and the topics together
+    store.commit([[rec("a", "1")]])  # only a duplicate: the counters still change
+    assert transactions.count() == 2
+    assert SQLiteReader(db).counters() == (5, 3, 2, ["a", "b"])
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "BEFORE UPDATE ON counters",
+        "BEFORE INSERT ON topics",  # a new topic
+        "BEFORE UPDATE ON topics",  # a known topic
+    ],
+)
+def test_a_failure_while_counting_undoes_the_events_too(db: Path, trigger: str) -> None:
+    """The counters change in the events' transaction: when that step fails (here a trigger
+    another connection adds raises), nothing of the commit remains."""
+    store = SQLiteStore(db)
+    store.commit([[rec("a", "0")]])
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute(f"CREATE TRIGGER fail {trigger} BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    batch = [[rec("a", "1"), rec("new", "1")], [rec("a", "0")]]
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.commit(batch)
+    reader = SQLiteReader(db)
+    assert [e.event_id for e in reader.events(None, 0, 10, 0)] == ["0"]
+    assert reader.counters() == (1, 1, 0, ["a"])
+    assert reader.topics() == [("a", 1, 0, 1)]
+    other.execute("DROP TRIGGER fail")
+    assert store.commit(batch).counts == [(2, 0), (0, 1)]
+    assert reader.counters() == (4, 3, 1, ["a", "new"])
