@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-postgres clean
+.PHONY: run test lint bench bench-postgres mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,5 +38,10 @@ bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
 	$(BIN)/python -m bench.postgres $(ARGS)
 
+mutation: $(VENV)/.installed  ## deliberate bugs, then mutmut's score (docs/development.md)
+	$(BIN)/python -m mutation.deliberate
+	$(BIN)/mutmut run --max-children 2 > /dev/null
+	$(BIN)/python -m mutation.score
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.messages import EventRecord
-from aggregator.store import StoreMismatch, StoreUnavailable
+from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable
 from aggregator.store.sqlite import SCHEMA_VERSION, SQLiteReader, SQLiteStore
 from tests.wal import TransactionCounter
 
@@ -150,6 +150,7 @@ def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(db: Path) -> No
         "BEFORE INSERT ON topics",  # a new topic
         "BEFORE UPDATE ON topics",  # a known topic
     ],
+    ids=["counters", "new-topic", "known-topic"],
 )
 def test_a_failure_while_counting_undoes_the_events_too(db: Path, trigger: str) -> None:
     """The counters change in the events' transaction: when that step fails (here a trigger
@@ -168,3 +169,172 @@ def test_a_failure_while_counting_undoes_the_events_too(db: Path, trigger: str) 
     other.execute("DROP TRIGGER fail")
     assert store.commit(batch).counts == [(2, 0), (0, 1)]
     assert reader.counters() == (4, 3, 1, ["a", "new"])
+
+
+def test_errors_name_sqlites_code(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.commit([[rec("a", "0")]])
+    pages = sqlite3.connect(db).execute("PRAGMA page_count").fetchone()[0]
+    store.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnavailable) as caught:
+        store.commit([[rec("a", str(i), "{" + f'"x":"{"y" * 3000}"' + "}") for i in range(50)]])
+    assert str(caught.value) == "database or disk is full (SQLITE_FULL)"
+
+
+class FailingRollback:
+    """The store's connection, but ROLLBACK fails: the state of the connection is unknown."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("sqlite", "rollback after injected (SQLITE_CONSTRAINT_TRIGGER) failed: disk I/O error"),
+        ("bug", "rollback after RuntimeError('a bug') failed: disk I/O error"),
+    ],
+)
+def test_a_failed_rollback_is_store_broken_naming_both_errors(
+    db: Path, fault: str, reason: str
+) -> None:
+    store = SQLiteStore(db)
+    conn = store._conn
+    store._conn = FailingRollback(conn)  # type: ignore[assignment]
+    if fault == "sqlite":
+        conn.execute(
+            "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        records = [rec("a", "1")]
+    else:
+
+        class Bug(str):
+            __slots__ = ()
+
+            def __hash__(self) -> int:
+                raise RuntimeError("a bug")
+
+        records = [rec(Bug("a"), "1")]
+    with pytest.raises(StoreBroken) as caught:
+        store.commit([records])
+    assert str(caught.value) == reason
+    conn.execute("ROLLBACK")
+
+
+def test_the_probe_commits_its_size_then_frees_it(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.probe(200_000)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] * 4096 > 150_000  # its pages
+    # Full: the probe fails like a transaction of that size would, and leaves nothing behind.
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    store.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnavailable, match=r"^database or disk is full \(SQLITE_FULL\)$"):
+        store.probe(400_000)
+    assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+    store.probe(100_000)  # fits in the freed pages
+    store.execute("PRAGMA max_page_count = 1073741823")
+    store.probe(400_000)
+    store.commit([[rec("a", "1")]])  # the writer goes on as before
+    assert SQLiteReader(db).counters() == (1, 1, 0, ["a"])
+
+
+def test_head_ping_and_size(db: Path) -> None:
+    store = SQLiteStore(db)
+    reader = SQLiteReader(db)
+    assert reader.head() == 0
+    reader.ping()
+    store.commit([[rec("a", str(i)) for i in range(5)]])
+    assert reader.head() == 5
+    wal = db.with_name(db.name + "-wal")
+    assert wal.stat().st_size > 0
+    assert reader.size_bytes() == db.stat().st_size + wal.stat().st_size
+
+
+def test_a_reader_of_a_vanished_store_is_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite3"
+    SQLiteStore(db).close()
+    reader = SQLiteReader(db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("DROP TABLE counters")
+    other.execute("DROP TABLE events")
+    other.execute("DROP TABLE topics")
+    for read in (reader.ping, reader.head, reader.counters, reader.topics):
+        with pytest.raises(StoreUnavailable, match=r"no such table: \w+ \(SQLITE_ERROR\)"):
+            read()
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        reader.events(None, 0, 10, 0)
+
+
+def test_the_writer_connection_takes_its_settings(db: Path) -> None:
+    store = SQLiteStore(db)
+    assert store.path == db
+    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL by default
+    assert store._conn.execute("PRAGMA cache_size").fetchone() == (-256 * 1024,)
+    store.close()
+    store = SQLiteStore(db, cache_mib=3)
+    assert store._conn.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+
+
+def test_received_at_is_utc_now_whatever_the_local_zone(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        store = SQLiteStore(db)
+        before = datetime.now(UTC).replace(tzinfo=None)
+        store.commit([[rec("a", "1")]])
+        after = datetime.now(UTC).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    [stored] = SQLiteReader(db).events(None, 0, 10, 0)
+    assert stored.received_at.endswith("Z") and len(stored.received_at) == 27
+    assert before <= datetime.fromisoformat(stored.received_at[:-1]) <= after
+
+
+def test_a_first_version_store_is_migrated_forward(db: Path) -> None:
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("DROP TABLE probe")  # as version 1 left it
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    store = SQLiteStore(db)
+    store.probe(1000)
+    store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_refusals_name_the_file(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreMismatch) as foreign:
+        SQLiteStore(db)
+    assert str(foreign.value) == (
+        f"{db} is an SQLite database of another program (it has tables but no aggregator "
+        "schema); point --data-dir elsewhere"
+    )
+    garbage = db.with_name("garbage")
+    garbage.write_bytes(b"this is not a database" * 300)
+    with pytest.raises(StoreMismatch) as corrupt:
+        SQLiteStore(garbage)
+    assert str(corrupt.value) == (
+        f"{garbage} cannot be opened as the aggregator's store: "
+        "file is not a database (SQLITE_NOTADB)"
+    )
