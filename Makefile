@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog fuzz clean
+.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog fuzz mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -57,5 +57,10 @@ fuzz: $(VENV)/.installed  ## coverage-guided decoder fuzzing, then the campaign 
 	$(BIN)/python -m fuzz.decoders --seconds $(SECONDS_EACH) --seed $(SEED)
 	$(BIN)/python -m fuzz.server --seconds $(SECONDS_EACH) --seed $(SEED)
 
+mutation: $(VENV)/.installed  ## deliberate bugs, then mutmut's score (docs/development.md)
+	$(BIN)/python -m mutation.deliberate
+	$(BIN)/mutmut run --max-children 2 > /dev/null
+	$(BIN)/python -m mutation.score
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

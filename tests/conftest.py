@@ -25,6 +25,7 @@ import trio
 from aggregator.config import Config
 from aggregator.service import Running, serve
 from aggregator.store import Clock, utc_now
+from aggregator.store.checkpointer import Checkpointer
 from tests import pg
 
 
@@ -100,7 +101,7 @@ async def open_server(
 ) -> AsyncIterator[Server]:
     """Serve until the block ends, then shut down gracefully (as SIGTERM would). ``clock`` is
     the wall clock of ``received_at`` and of retention by age."""
-    config = Config(port=0, data_dir=data_dir, **settings)
+    config = Config(data_dir=data_dir, **{"port": 0, **settings})
     shutdown = trio.Event()
     horizon = None
     if config.database_url:
@@ -115,6 +116,13 @@ async def open_server(
     finally:
         if horizon is not None:
             horizon.close()
+
+
+@pytest.fixture
+def frozen_wal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No WAL checkpoints while a test counts its transactions (``tests/wal.py``): a complete
+    checkpoint lets the writer's next transaction start the WAL over, erasing the count."""
+    monkeypatch.setattr(Checkpointer, "_checkpoint", lambda self: (0, 0))
 
 
 @pytest.fixture(scope="session")

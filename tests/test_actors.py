@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
+import threading
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from aggregator.actors.workers import run_worker
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import WriterMonitor, WriterStatistics, run_writer
 from aggregator.decoders.publish import decode_publish
+from aggregator.incidents import Incidents
 from aggregator.messages import (
     Accepted,
     EventRecord,
+    Internal,
     Limits,
     PublishOutcome,
     Submission,
@@ -25,8 +31,11 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
+from aggregator.store import CommitResult, StoreBroken
+from aggregator.store.base import Retention, Upkeep
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
+from tests.wal import TransactionCounter
 
 pytestmark = pytest.mark.trio
 LIMITS = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=65536)
@@ -44,8 +53,9 @@ async def write(
     return await reply_recv.receive()
 
 
-async def test_waiting_requests_are_group_committed(tmp_path: Path) -> None:
+async def test_waiting_requests_are_group_committed(tmp_path: Path, frozen_wal: None) -> None:
     store = SQLiteStore(tmp_path / "db")
+    transactions = TransactionCounter(tmp_path / "db")  # what reaches the disk, not the monitor
     monitor = WriterMonitor()
     send, recv = trio.open_memory_channel[WriteRequest](100)
     outcomes: list[WriteOutcome] = []
@@ -62,9 +72,10 @@ async def test_waiting_requests_are_group_committed(tmp_path: Path) -> None:
                 nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=10_000))
             await send.aclose()
     stats = monitor.statistics()
-    assert stats.requests == 50
-    assert stats.transactions < stats.requests
-    assert stats.max_requests_per_transaction > 1
+    # All 50 waited in the inbox before the writer started: one transaction, one fsync.
+    assert transactions.count() == 1 == stats.transactions
+    assert stats.requests == 50 and stats.max_requests_per_transaction == 50
+    assert (stats.events, stats.stored) == (100, 51)
     assert sum(o.stored for o in outcomes if isinstance(o, Accepted)) == 51
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (100, 51, 49)
 
@@ -89,6 +100,7 @@ async def test_transaction_cap_never_splits_a_request(tmp_path: Path) -> None:
             await send.aclose()
     assert monitor.statistics().transactions == 6
     assert outcomes == [Accepted(7, 7, 0)] * 6
+    assert SQLiteReader(tmp_path / "db").counters()[:3] == (42, 42, 0)
 
 
 async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_on(
@@ -115,7 +127,7 @@ async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_o
                 await trio.testing.wait_all_tasks_blocked()
                 nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=10_000))
             assert all(isinstance(o, Unavailable) and "full" in o.reason for o in outcomes)
-            assert monitor.statistics().last_error is not None
+            assert monitor.statistics().last_error == "database or disk is full (SQLITE_FULL)"
             assert SQLiteReader(db).counters()[:3] == (1, 1, 0)  # nothing of them stored
 
             store.execute("PRAGMA max_page_count = 1073741823")  # space returns
@@ -195,3 +207,285 @@ async def test_worker_answers_a_rejection_without_writing(tmp_path: Path) -> Non
     assert getattr(outcome, "status", None) == 422
     assert monitor.statistics().requests == 0
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (0, 0, 0)
+
+
+class GatedStore:
+    """The real store with a gate in front of ``commit``: the writer's thread stops there until
+    the test opens it, so the test sees what the writer did before its transaction began."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return self._store.commit(batches)
+
+    def probe(self, reserve_bytes: int) -> None:
+        self._store.probe(reserve_bytes)
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        return self._store.maintain(retention, max_events, reclaim=reclaim)
+
+    def close(self) -> None:
+        self._store.close()
+
+
+async def test_a_request_is_answered_only_once_its_commit_is_visible(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    store = GatedStore(SQLiteStore(db))
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            )
+            await send.send(WriteRequest([rec("t", "1"), rec("t", "2")], reply_send))
+            await trio.to_thread.run_sync(store.entered.wait)
+            await trio.testing.wait_all_tasks_blocked()
+            # The writer's thread waits before BEGIN: no answer may exist yet.
+            with pytest.raises(trio.WouldBlock):
+                reply_recv.receive_nowait()
+            store.gate.set()
+            outcome = await reply_recv.receive()
+            # The moment the answer arrives, another connection sees the events and counters.
+            reader = SQLiteReader(db)
+            seen = [e.event_id for e in reader.events(None, 0, 10, 0)]
+            counters = reader.counters()
+            await send.aclose()
+    assert outcome == Accepted(2, 2, 0)
+    assert seen == ["1", "2"]
+    assert counters == (2, 2, 0, ["t"], 0)
+
+
+def submission(
+    body: bytes, reply: trio.MemorySendChannel[PublishOutcome], decode: Any = decode_publish
+) -> Submission:
+    return Submission(body, {"content-type": "application/x-test"}, decode, reply)
+
+
+async def test_a_worker_answers_its_own_failures_and_goes_on() -> None:
+    """A decoder bug is a 500 naming the decode stage; a writer that closes without an answer
+    is a 500 that cannot say whether anything was stored; a client that is gone is skipped."""
+    recorded: list[str] = []
+    incidents = Incidents(recorded.append)
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+
+    def buggy(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        raise RuntimeError("a decoder bug")
+
+    def accept(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        return [rec("t", body.decode())]
+
+    async def ask(body: bytes, decode: Any) -> PublishOutcome:
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        await ingest_send.send(submission(body, reply_send, decode))
+        return await reply_recv.receive()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_worker, incidents=incidents), ingest_recv, write_send, LIMITS
+            )
+            failed = await ask(b"x", buggy)
+            # The writer takes the request and drops its reply channel unanswered.
+            async with trio.open_nursery() as writer:
+                writer.start_soon(ask, b"lost", accept)
+                request = await write_recv.receive()
+                await request.reply.aclose()
+            lost_outcome = request.events
+            # Clients that went away: their replies are dropped, the worker goes on.
+            gone_send, gone_recv = trio.open_memory_channel[PublishOutcome](1)
+            await gone_recv.aclose()
+            await ingest_send.send(submission(b"", gone_send, buggy))
+            closed_send, _ = trio.open_memory_channel[PublishOutcome](1)
+            await closed_send.aclose()
+            await ingest_send.send(submission(b"", closed_send, buggy))
+            assert isinstance(await ask(b"y", buggy), Internal)  # still serving
+            await ingest_send.aclose()
+    assert isinstance(failed, Internal)
+    assert (failed.stage, failed.stored_nothing) == ("decode", True)
+    assert len(failed.request_id) == 12
+    assert lost_outcome == [rec("t", "lost")]
+    assert recorded == ["decode", "worker", "decode", "decode", "decode"]
+
+
+async def test_a_writer_that_closes_unanswered_is_a_500_that_may_have_stored() -> None:
+    recorded: list[str] = []
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            worker = partial(run_worker, incidents=Incidents(recorded.append))
+            await nursery.start(worker, ingest_recv, write_send, LIMITS)
+            body = json.dumps([event(event_id="1"), event(event_id="2")]).encode()
+            await ingest_send.send(Submission(body, {}, decode_publish, reply_send))
+            request = await write_recv.receive()
+            await request.reply.aclose()
+            outcome = await reply_recv.receive()
+            await ingest_send.aclose()
+    assert isinstance(outcome, Internal)
+    assert (outcome.stage, outcome.stored_nothing) == ("worker", False)
+    assert len(outcome.request_id) == 12
+    assert recorded == ["worker"]
+
+
+async def test_the_probe_is_twice_the_failed_transaction_within_bounds() -> None:
+    from aggregator.actors.writer import MAX_PROBE_BYTES, MIN_PROBE_BYTES, _probe_size
+
+    def request(*sizes: int) -> WriteRequest:
+        reply, _ = trio.open_memory_channel[WriteOutcome](1)
+        return WriteRequest([rec("t", "e", "p" * (n - 25)) for n in sizes], reply)  # n bytes each
+
+    small = request(100)
+    assert _probe_size([small]) == MIN_PROBE_BYTES
+    assert _probe_size([request(40_000), request(10_000, 10_000)]) == 2 * 60_000
+    assert _probe_size([request(9_000_000)]) == MAX_PROBE_BYTES
+
+
+async def test_the_monitor_starts_at_zero_and_not_running() -> None:
+    assert WriterMonitor().statistics() == WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
+
+
+async def test_the_cap_groups_whole_requests_and_on_commit_follows_stored_events(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    store = SQLiteStore(tmp_path / "db")
+    transactions = TransactionCounter(tmp_path / "db")
+    monitor = WriterMonitor()
+    commits: list[int] = []
+    send, recv = trio.open_memory_channel[WriteRequest](100)
+    outcomes: list[WriteOutcome] = []
+
+    async def publisher(i: int) -> None:
+        outcomes.append(await write(send, [rec("t", f"{i}-a"), rec("t", f"{i}-b")]))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for i in range(6):
+                    publishers.start_soon(publisher, i)
+                await trio.testing.wait_all_tasks_blocked()
+                writer = partial(run_writer, max_txn_events=4, on_commit=lambda: commits.append(1))
+                nursery.start_soon(writer, recv, store, monitor)
+            # Only duplicates: committed (the counters change) but nothing new to tell.
+            assert await write(send, [rec("t", "0-a")]) == Accepted(1, 0, 1)
+            await send.aclose()
+    stats = monitor.statistics()
+    assert transactions.count() == 4 == stats.transactions  # 2 + 2 requests each, then one
+    assert stats.max_requests_per_transaction == 2
+    assert (stats.requests, stats.events, stats.stored) == (7, 13, 12)
+    assert len(commits) == 3
+    assert outcomes == [Accepted(2, 2, 0)] * 6
+
+
+class BuggyStore:
+    """The real store, but a request with the event id ``bad`` meets a bug in the commit."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        if any(r.event_id == "bad" for batch in batches for r in batch):
+            raise RuntimeError("a bug")
+        return self._store.commit(batches)
+
+    def probe(self, reserve_bytes: int) -> None:
+        raise AssertionError("a bug is not an outage: no probe")
+
+    def close(self) -> None:
+        self._store.close()
+
+
+async def test_a_bug_in_a_pair_fails_only_its_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = WriterMonitor()
+    commits: list[int] = []
+    send, recv = trio.open_memory_channel[WriteRequest](100)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(name: str) -> None:
+        outcomes[name] = await write(send, [rec("t", name)])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for name in ("good", "bad"):
+                    publishers.start_soon(publisher, name)
+                await trio.testing.wait_all_tasks_blocked()  # one group of two
+                writer = partial(
+                    run_writer,
+                    max_txn_events=100,
+                    on_commit=lambda: commits.append(1),
+                    probe_seconds=0.001,
+                )
+                nursery.start_soon(writer, recv, BuggyStore(SQLiteStore(tmp_path / "db")), monitor)
+            await send.aclose()
+    bad = outcomes["bad"]
+    assert outcomes["good"] == Accepted(1, 1, 0) and commits == [1]
+    assert isinstance(bad, Internal) and (bad.stage, bad.stored_nothing) == ("writer", True)
+    assert re.fullmatch("[0-9a-f]{12}", bad.request_id)
+    stats = monitor.statistics()
+    assert (stats.failed_transactions, stats.transactions, stats.last_error) == (2, 1, None)
+    [logged] = [r for r in caplog.records if bad.request_id in r.getMessage()]
+    assert "while committing 1 events" in logged.getMessage()
+    assert logged.exc_info is not None and str(logged.exc_info[1]) == "a bug"
+
+
+class BrokenStore:
+    """A store whose connection ends up in an unknown state (a failed rollback)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        raise StoreBroken("rollback failed")
+
+    def probe(self, reserve_bytes: int) -> None:
+        raise AssertionError("not reached")
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_broken_store_answers_the_request_that_did_not_fit_too() -> None:
+    monitor = WriterMonitor()
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: list[WriteOutcome] = []
+
+    async def publisher(i: int) -> None:
+        outcomes.append(await write(send, [rec("t", str(i))]))
+
+    with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for i in range(2):
+                    publishers.start_soon(publisher, i)
+                await trio.testing.wait_all_tasks_blocked()
+                # A cap of one event: the second request waits as "pending" when the first fails.
+                nursery.start_soon(
+                    partial(run_writer, max_txn_events=1), recv, BrokenStore(), monitor
+                )
+            await send.aclose()
+    assert len(outcomes) == 2 and all(isinstance(o, Unavailable) for o in outcomes)
+    assert monitor.statistics().last_error == ("the store's connection is broken: rollback failed")
+
+
+async def test_the_writer_goes_on_when_a_requester_is_gone(tmp_path: Path) -> None:
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, max_txn_events=100)
+            await nursery.start(writer, recv, SQLiteStore(tmp_path / "db"), WriterMonitor())
+            gone_send, gone_recv = trio.open_memory_channel[WriteOutcome](1)
+            await gone_recv.aclose()  # the client disconnected
+            await send.send(WriteRequest([rec("t", "1")], gone_send))
+            closed_send, _ = trio.open_memory_channel[WriteOutcome](1)
+            await closed_send.aclose()
+            await send.send(WriteRequest([rec("t", "2")], closed_send))
+            assert await write(send, [rec("t", "3")]) == Accepted(1, 1, 0)
+            await send.aclose()
+    assert SQLiteReader(tmp_path / "db").counters()[:3] == (3, 3, 0)  # committed regardless

@@ -34,12 +34,53 @@ def test_environment_overrides_defaults_and_flags_override_environment() -> None
     assert config.data_dir == Path("/tmp/x")
 
 
+# A value other than the default for every setting: read from a flag or from the environment,
+# each must arrive in the Config (a setting that is ignored keeps its default and fails).
+NON_DEFAULT = {
+    "host": "0.0.0.0",
+    "port": "9001",
+    "data_dir": "/srv/events",
+    "workers": "3",
+    "synchronous": "normal",
+    "max_body_bytes": "1000",
+    "max_batch_events": "7",
+    "max_payload_bytes": "99",
+    "queue_size": "5",
+    "max_txn_events": "11",
+    "shutdown_grace_seconds": "2.5",
+    "cache_mib": "9",
+    "readers": "2",
+    "database_url": "postgresql://u@h/db",
+    "log_level": "debug",
+    "heartbeat_seconds": "0.5",
+    "subscriber_buffer_events": "13",
+    "max_subscribers": "17",
+    "tail_poll_seconds": "0.25",
+    "publish_token": "p-secret",
+    "read_token": "r-secret",
+    "read_timeout_seconds": "3.5",
+    "keep_alive_seconds": "4.5",
+    "probe_seconds": "0.75",
+    "retention_seconds": "3600",
+    "retention_bytes": "1000000",
+    "syslog_tcp_port": "5514",
+    "syslog_udp_port": "5515",
+    "syslog_max_connections": "3",
+    "syslog_buffer_bytes": "4096",
+}
+
+
 def test_every_setting_has_a_flag_and_an_environment_variable() -> None:
-    for field in dataclasses.fields(Config):
-        value = str(field.default)
-        flag = load_config([Config.flag_name(field.name), value], {})
-        env = load_config([], {Config.env_name(field.name): value})
-        assert getattr(flag, field.name) == getattr(env, field.name) == field.default
+    fields = {field.name: field for field in dataclasses.fields(Config)}
+    assert set(NON_DEFAULT) == set(fields), "give every setting a non-default value here"
+    for name, raw in NON_DEFAULT.items():
+        expected = type(fields[name].default)(raw)
+        assert expected != fields[name].default, name
+        flag = load_config([Config.flag_name(name), raw], {})
+        env = load_config([], {Config.env_name(name): raw})
+        assert getattr(flag, name) == getattr(env, name) == expected, name
+        # Only that setting changed.
+        assert dataclasses.replace(flag, **{name: fields[name].default}) == Config(), name
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ PROGRAMS = {
     "aggregator-sim": [sys.executable, "-m", "simulator"],
     "aggregator-tui": [sys.executable, "-m", "tui"],
 }
-MODULES = ("aggregator", "simulator", "tui", "bench")
+MODULES = ("aggregator", "simulator", "tui", "bench", "mutation")
 KNOWN_MODULES = {"pytest", "pip"}
 # Tools the docs may show that are not ours: each is documented by its own project.
 KNOWN_TOOLS = {"curl", "createdb", "psql", "sudo", "logger", "rsyslogd", "pip", "export", "cd"}

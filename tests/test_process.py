@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from tests.support import ROOT, ServerProcess, event
+from tests.support import ROOT, ServerProcess, event, wait_for
 
 SERVER_ARGS = ["--port", "0", "--workers", "8"]
 
@@ -26,58 +30,92 @@ def start(data: Path, *args: str) -> ServerProcess:
     return server
 
 
-def rows(data: Path) -> list[tuple[str, str]]:
+def rows(data: Path) -> list[tuple[str, str, str]]:
     conn = sqlite3.connect(data / "aggregator.sqlite3")
     try:
-        return conn.execute("SELECT topic, event_id FROM events ORDER BY seq").fetchall()
+        return conn.execute("SELECT topic, event_id, payload FROM events ORDER BY seq").fetchall()
     finally:
         conn.close()
 
 
-async def load(
-    url: str, acked: set[tuple[str, str]], enough: trio.Event, *, clients: int, threshold: int
-) -> int:
-    """Publish until the server goes away; record every event of every 200. Returns requests."""
-    requests = 0
+FIRST, RESENT = {"copy": "first"}, {"copy": "resent"}
+
+
+@dataclass
+class Load:
+    """What the publishers saw, request by request. Each request is on a connection of its own
+    (``Connection: close``), so a request that got no answer was not lost by a keep-alive race:
+    either the server never read it (then none of its new events may be stored) or the server
+    dropped a request it had accepted (then they are: ``check_store`` tells them apart)."""
+
+    acked: set[tuple[str, str]] = field(default_factory=set)
+    accepted: int = 0  # sums over the 200 answers
+    stored: int = 0
+    refused: int = 0  # 503 "shutting down", or the listener already closed
+    dropped: list[set[tuple[str, str]]] = field(default_factory=list)  # new events of each
+
+
+async def load(url: str, seen: Load, enough: trio.Event, *, clients: int, threshold: int) -> None:
+    """Publish until the server goes away, and account for every request."""
 
     async def client(n: int) -> None:
-        nonlocal requests
-        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-            previous: list[dict[str, str]] = []
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            previous: list[dict[str, Any]] = []
             for i in range(100_000):
-                batch = [event(f"t{n % 3}", f"{n}-{i}-{j}") for j in range(20)]
-                batch += previous[:2]  # at-least-once: re-send part of the last batch
+                new = [event(f"t{n % 3}", f"{n}-{i}-{j}", payload=FIRST) for j in range(20)]
+                # At-least-once: re-send part of the last batch, with another payload (a copy
+                # that arrives again must never replace the stored one).
+                batch = new + [{**e, "payload": RESENT} for e in previous[:2]]
                 try:
-                    response = await http.post("/publish", json=batch)
-                except httpx.TransportError:
-                    return  # the server is gone
-                requests += 1
-                if response.status_code != 200:
-                    assert response.status_code == 503, response.text  # shutting down
+                    response = await http.post(
+                        "/publish", json=batch, headers={"Connection": "close"}
+                    )
+                except httpx.ConnectError:
+                    seen.refused += 1  # not listening any more: the request was never sent
                     return
-                acked.update((e["topic"], e["event_id"]) for e in batch)
-                previous = batch
-                if len(acked) >= threshold:
+                except httpx.TransportError:
+                    seen.dropped.append({(e["topic"], e["event_id"]) for e in new})
+                    return
+                if response.status_code != 200:
+                    assert response.status_code == 503, response.text
+                    assert response.json()["error"] == "unavailable", response.text
+                    seen.refused += 1
+                    return
+                seen.acked.update((e["topic"], e["event_id"]) for e in batch)
+                seen.accepted += response.json()["accepted"]
+                seen.stored += response.json()["stored"]
+                previous = new
+                if len(seen.acked) >= threshold:
                     enough.set()
 
     async with trio.open_nursery() as nursery:
         for n in range(clients):
             nursery.start_soon(client, n)
-    return requests
 
 
-def check_store(data: Path, acked: set[tuple[str, str]]) -> None:
-    """Every acknowledged event stored exactly once; counters exact and consistent."""
+def check_store(data: Path, seen: Load, *, all_answered: bool) -> None:
+    """Every acknowledged event stored, with its first copy; counters exact and consistent.
+
+    ``all_answered``: the server promised an answer to every request it accepted (SIGTERM, not
+    kill -9), so no request without an answer may have been committed, and the 200 answers add
+    up to the counters exactly."""
     server = start(data)
     try:
         stats = httpx.get(server.url + "/stats").json()
     finally:
         assert server.terminate() == 0
     stored = rows(data)
-    assert len(stored) == len(set(stored)), "an event is stored twice"
-    assert acked <= set(stored), f"{len(acked - set(stored))} acknowledged events lost"
+    keys = {(topic, event_id) for topic, event_id, _ in stored}
+    assert seen.acked <= keys, f"{len(seen.acked - keys)} acknowledged events lost"
+    replaced = [key for *key, payload in stored if json.loads(payload) != FIRST]
+    assert not replaced, f"{len(replaced)} stored events were replaced by a later copy"
     assert stats["received"] == stats["unique_processed"] + stats["duplicate_dropped"]
     assert stats["unique_processed"] == len(stored)
+    assert seen.accepted <= stats["received"] and seen.stored <= stats["unique_processed"]
+    if all_answered:
+        answerless = [d for d in seen.dropped if d & keys]
+        assert not answerless, f"{len(answerless)} requests were committed but never answered"
+        assert (stats["received"], stats["unique_processed"]) == (seen.accepted, seen.stored)
 
 
 def test_sigterm_then_restart_keeps_events_and_counters(tmp_path: Path) -> None:
@@ -103,33 +141,83 @@ def test_sigterm_then_restart_keeps_events_and_counters(tmp_path: Path) -> None:
 @pytest.mark.trio
 async def test_kill_9_under_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
     server = start(tmp_path)
-    acked: set[tuple[str, str]] = set()
+    seen = Load()
     enough = trio.Event()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: load(server.url, acked, enough, clients=8, threshold=2000))
+            nursery.start_soon(lambda: load(server.url, seen, enough, clients=8, threshold=2000))
             await enough.wait()
             server.proc.send_signal(signal.SIGKILL)  # mid-load: requests are in flight
         await trio.to_thread.run_sync(server.kill)
     assert server.proc.returncode == -signal.SIGKILL
-    assert len(acked) >= 2000
-    await trio.to_thread.run_sync(check_store, tmp_path, acked)
+    assert len(seen.acked) >= 2000
+    await trio.to_thread.run_sync(partial(check_store, tmp_path, seen, all_answered=False))
 
 
 @pytest.mark.trio
 async def test_sigterm_under_load_drains_and_exits_0(tmp_path: Path) -> None:
     server = start(tmp_path)
-    acked: set[tuple[str, str]] = set()
+    seen = Load()
     enough = trio.Event()
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: load(server.url, acked, enough, clients=8, threshold=2000))
+            nursery.start_soon(lambda: load(server.url, seen, enough, clients=8, threshold=2000))
             await enough.wait()
             server.proc.send_signal(signal.SIGTERM)
             code = await trio.to_thread.run_sync(server.proc.wait)
     assert code == 0
     assert "SIGTERM" in server.log()
-    await trio.to_thread.run_sync(check_store, tmp_path, acked)
+    await trio.to_thread.run_sync(partial(check_store, tmp_path, seen, all_answered=True))
+
+
+def metric(url: str, name: str) -> float:
+    """One sample of the server's /metrics, by its exact name (labels included)."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+@pytest.mark.trio
+async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
+    """Requests are held inside the server (the writer waits for a lock another connection
+    holds) when SIGTERM arrives; only then is the lock released. Each must get its answer."""
+    n = 6
+    server = start(tmp_path, "--workers", "1")
+    blocker = sqlite3.connect(tmp_path / "aggregator.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    answers: dict[int, int | str] = {}
+
+    async def publish(i: int) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            try:
+                response = await http.post(
+                    "/publish", json=[event("s", f"{i}-{j}") for j in range(5)]
+                )
+            except httpx.TransportError as exc:
+                answers[i] = f"no answer: {exc!r}"
+            else:
+                answers[i] = response.status_code
+
+    def in_flight() -> bool:
+        # The one worker holds the request the writer waits with; the rest wait in the queue.
+        return metric(server.url, "aggregator_ingest_queue_depth") == n - 1
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(publish, i)
+            await trio.to_thread.run_sync(partial(wait_for, in_flight, "requests in flight"))
+            server.proc.send_signal(signal.SIGTERM)
+            await trio.to_thread.run_sync(
+                partial(wait_for, lambda: "SIGTERM" in server.log(), "the SIGTERM to be taken")
+            )
+            blocker.execute("ROLLBACK")
+        code = await trio.to_thread.run_sync(server.proc.wait)
+    blocker.close()
+    assert answers == dict.fromkeys(range(n), 200)
+    assert code == 0
+    assert len(rows(tmp_path)) == n * 5
 
 
 @pytest.mark.parametrize(

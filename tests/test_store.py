@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from aggregator.messages import EventRecord
-from aggregator.store import StoreMismatch, StoreUnavailable
+from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable, sqlite_keys
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from aggregator.store.sqlite_schema import SCHEMA_VERSION
+from tests.wal import TransactionCounter
 
 # The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only
@@ -134,6 +135,196 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
         store = SQLiteStore(db, synchronous=mode)
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == code
         store.close()
+
+
+def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(db: Path) -> None:
+    store = SQLiteStore(db)
+    transactions = TransactionCounter(db)
+    store.commit([[rec("a", "1"), rec("b", "1")], [rec("a", "2")], [rec("a", "1")]])
+    assert transactions.count() == 1  # the events, the counters and the topics together
+    store.commit([[rec("a", "1")]])  # only a duplicate: the counters still change
+    assert transactions.count() == 2
+    assert SQLiteReader(db).counters() == (5, 3, 2, ["a", "b"], 0)
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        "BEFORE UPDATE ON counters",
+        "BEFORE INSERT ON topics",  # a new topic
+        "BEFORE UPDATE ON topics",  # a known topic
+    ],
+    ids=["counters", "new-topic", "known-topic"],
+)
+def test_a_failure_while_counting_undoes_the_events_too(db: Path, trigger: str) -> None:
+    """The counters change in the events' transaction: when that step fails (here a trigger
+    another connection adds raises), nothing of the commit remains."""
+    store = SQLiteStore(db)
+    store.commit([[rec("a", "0")]])
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute(f"CREATE TRIGGER fail {trigger} BEGIN SELECT RAISE(ABORT, 'injected'); END")
+    batch = [[rec("a", "1"), rec("new", "1")], [rec("a", "0")]]
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.commit(batch)
+    reader = SQLiteReader(db)
+    assert [e.event_id for e in reader.events(None, 0, 10, 0)] == ["0"]
+    assert reader.counters() == (1, 1, 0, ["a"], 0)
+    assert reader.topics() == [("a", 1, 0, 1, 0)]
+    other.execute("DROP TRIGGER fail")
+    assert store.commit(batch).counts == [(2, 0), (0, 1)]
+    assert reader.counters() == (4, 3, 1, ["a", "new"], 0)
+
+
+def test_errors_name_sqlites_code(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.commit([[rec("a", "0")]])
+    pages = sqlite3.connect(db).execute("PRAGMA page_count").fetchone()[0]
+    store.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnavailable) as caught:
+        store.commit([[rec("a", str(i), "{" + f'"x":"{"y" * 3000}"' + "}") for i in range(50)]])
+    assert str(caught.value) == "database or disk is full (SQLITE_FULL)"
+
+
+class FailingRollback:
+    """The store's connection, but ROLLBACK fails: the state of the connection is unknown."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "ROLLBACK":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        ("sqlite", "rollback after injected (SQLITE_CONSTRAINT_TRIGGER) failed: disk I/O error"),
+        ("bug", "rollback after RuntimeError('a bug') failed: disk I/O error"),
+    ],
+)
+def test_a_failed_rollback_is_store_broken_naming_both_errors(
+    db: Path, fault: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(db)
+    conn = store._conn
+    store._conn = FailingRollback(conn)  # type: ignore[assignment]
+    if fault == "sqlite":
+        conn.execute(
+            "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+    else:  # a bug met inside the transaction, after BEGIN
+
+        def bug(*args: object) -> object:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(sqlite_keys, "stored_keys", bug)
+    with pytest.raises(StoreBroken) as caught:
+        store.commit([[rec("a", "1")]])
+    assert str(caught.value) == reason
+    conn.execute("ROLLBACK")
+
+
+def test_the_probe_commits_its_size_then_frees_it(db: Path) -> None:
+    store = SQLiteStore(db)
+    store.probe(200_000)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] * 4096 > 150_000  # its pages
+    # Full: the probe fails like a transaction of that size would, and leaves nothing behind.
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    store.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(StoreUnavailable, match=r"^database or disk is full \(SQLITE_FULL\)$"):
+        store.probe(400_000)
+    assert conn.execute("SELECT count(*) FROM probe").fetchone() == (0,)
+    store.probe(100_000)  # fits in the freed pages
+    store.execute("PRAGMA max_page_count = 1073741823")
+    store.probe(400_000)
+    store.commit([[rec("a", "1")]])  # the writer goes on as before
+    assert SQLiteReader(db).counters() == (1, 1, 0, ["a"], 0)
+
+
+def test_head_ping_and_size(db: Path) -> None:
+    store = SQLiteStore(db)
+    reader = SQLiteReader(db)
+    assert reader.head() == 0
+    reader.ping()
+    store.commit([[rec("a", str(i)) for i in range(5)]])
+    assert reader.head() == 5
+    wal = db.with_name(db.name + "-wal")
+    assert wal.stat().st_size > 0
+    assert reader.size_bytes() == db.stat().st_size + wal.stat().st_size
+
+
+def test_a_reader_of_a_vanished_store_is_unavailable(tmp_path: Path) -> None:
+    db = tmp_path / "store.sqlite3"
+    SQLiteStore(db).close()
+    reader = SQLiteReader(db)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("DROP TABLE counters")
+    other.execute("DROP TABLE events")
+    other.execute("DROP TABLE topics")
+    for read in (reader.ping, reader.head, reader.counters, reader.topics):
+        with pytest.raises(StoreUnavailable, match=r"no such table: \w+ \(SQLITE_ERROR\)"):
+            read()
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        reader.events(None, 0, 10, 0)
+
+
+def test_the_writer_connection_takes_its_settings(db: Path) -> None:
+    store = SQLiteStore(db)
+    assert store.path == db
+    assert store._conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL by default
+    assert store._conn.execute("PRAGMA cache_size").fetchone() == (-256 * 1024,)
+    store.close()
+    store = SQLiteStore(db, cache_mib=3)
+    assert store._conn.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+
+
+def test_received_at_is_utc_now_whatever_the_local_zone(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        store = SQLiteStore(db)
+        before = datetime.now(UTC).replace(tzinfo=None)
+        store.commit([[rec("a", "1")]])
+        after = datetime.now(UTC).replace(tzinfo=None)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    [stored] = SQLiteReader(db).events(None, 0, 10, 0)
+    assert stored.received_at.endswith("Z") and len(stored.received_at) == 27
+    assert before <= datetime.fromisoformat(stored.received_at[:-1]) <= after
+
+
+def test_refusals_name_the_file(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreMismatch) as foreign:
+        SQLiteStore(db)
+    assert str(foreign.value) == (
+        f"{db} is an SQLite database of another program (application_id 0x0, user_version 0, "
+        "tables: notes); point --data-dir elsewhere"
+    )
+    garbage = db.with_name("garbage")
+    garbage.write_bytes(b"this is not a database" * 300)
+    with pytest.raises(StoreMismatch) as corrupt:
+        SQLiteStore(garbage)
+    assert str(corrupt.value) == (
+        f"{garbage} cannot be opened as the aggregator's store: "
+        "file is not a database (SQLITE_NOTADB)"
+    )
 
 
 def test_a_failure_at_commit_says_the_events_may_have_been_stored(db: Path) -> None:

@@ -1,0 +1,1 @@
+"""Mutation testing: does a deliberate bug fail a test? (docs/development.md)."""

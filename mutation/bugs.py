@@ -1,0 +1,162 @@
+"""The deliberate bugs of issue 21's audit, one per promise, as exact edits of the source.
+
+mutmut changes one operator or constant at a time; these are the bugs a person would make in the
+design (a transaction per request, an answer before the COMMIT, a setting never passed on), which
+no single-token mutation expresses. Each names the tests that must fail with it. An edit whose
+``old`` text is no longer in the file fails the run: the code moved on, so the bug must be
+written again against it, never silently skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    path: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bug:
+    promise: str
+    bug: str
+    edits: tuple[Edit, ...]
+    tests: tuple[str, ...]  # pytest node ids; at least one must fail
+
+
+SQLITE = "aggregator/store/sqlite.py"
+WRITER = "aggregator/actors/writer.py"
+SERVICE = "aggregator/service.py"
+COUNTERS = "            cur.execute(ADD_COUNTERS, (total, result.stored, total - result.stored))\n"
+
+BUGS = (
+    Bug(
+        "group commit: one transaction for many requests",
+        "the store commits each request in its own transaction",
+        (
+            Edit(
+                SQLITE,
+                "                counts.append((cur.rowcount, len(batch) - cur.rowcount))\n",
+                "                counts.append((cur.rowcount, len(batch) - cur.rowcount))\n"
+                '                cur.execute("COMMIT")\n'
+                '                cur.execute("BEGIN IMMEDIATE")\n',
+            ),
+        ),
+        (
+            "tests/test_actors.py::test_waiting_requests_are_group_committed",
+            "tests/test_store.py::test_one_commit_is_one_transaction_on_disk_whatever_it_holds",
+        ),
+    ),
+    Bug(
+        "SIGTERM answers every accepted publish",
+        "shutdown stops waiting for in-flight /publish",
+        (
+            Edit(
+                SERVICE,
+                "with trio.move_on_after(config.shutdown_grace_seconds):\n"
+                "            await app.wait_idle()",
+                "with trio.move_on_after(0):\n            await app.wait_idle()",
+            ),
+        ),
+        ("tests/test_process.py::test_sigterm_answers_every_publish_in_flight",),
+    ),
+    Bug(
+        "ack only after COMMIT",
+        "the writer replies before it commits",
+        (
+            Edit(
+                WRITER,
+                "        result = await trio.to_thread.run_sync(store.commit, ",
+                "        for early in batch:\n"
+                "            _reply(early, Accepted(len(early.events), len(early.events), 0))\n"
+                "        result = await trio.to_thread.run_sync(store.commit, ",
+            ),
+            Edit(
+                WRITER,
+                "        _reply(request, Accepted(stored + duplicates, stored, duplicates))",
+                "        pass",
+            ),
+        ),
+        ("tests/test_actors.py::test_a_request_is_answered_only_once_its_commit_is_visible",),
+    ),
+    Bug(
+        "ack only after COMMIT",
+        "the store returns before its COMMIT (run at its next call)",
+        (
+            Edit(
+                SQLITE,
+                '            cur.execute("BEGIN IMMEDIATE")\n            (head,)',
+                "            if self._conn.in_transaction:\n"
+                '                cur.execute("COMMIT")\n'
+                '            cur.execute("BEGIN IMMEDIATE")\n            (head,)',
+            ),
+            Edit(
+                SQLITE,
+                "            cur.executemany(ADD_TOPIC, topics)\n"
+                '            cur.execute("COMMIT")\n',
+                "            cur.executemany(ADD_TOPIC, topics)\n",
+            ),
+        ),
+        ("tests/test_actors.py::test_a_request_is_answered_only_once_its_commit_is_visible",),
+    ),
+    Bug(
+        "counters in the same transaction",
+        "counters updated after COMMIT",
+        (
+            Edit(
+                SQLITE,
+                COUNTERS + "            cur.executemany(ADD_TOPIC, topics)\n"
+                '            cur.execute("COMMIT")\n',
+                '            cur.execute("COMMIT")\n'
+                + COUNTERS
+                + "            cur.executemany(ADD_TOPIC, topics)\n",
+            ),
+        ),
+        (
+            "tests/test_store.py::test_a_failure_while_counting_undoes_the_events_too",
+            "tests/test_store.py::test_one_commit_is_one_transaction_on_disk_whatever_it_holds",
+        ),
+    ),
+    Bug(
+        "every setting is read",
+        "the service ignores AGGREGATOR_QUEUE_SIZE (a fixed queue of 128)",
+        (
+            Edit(
+                SERVICE,
+                "trio.open_memory_channel[Submission](config.queue_size)",
+                "trio.open_memory_channel[Submission](128)",
+            ),
+        ),
+        ("tests/test_settings.py::test_a_setting_changes_what_its_owner_does[queue_size]",),
+    ),
+    Bug(
+        "every setting is read",
+        "the environment's AGGREGATOR_QUEUE_SIZE is not read",
+        (
+            Edit(
+                "aggregator/settings.py",
+                "        elif env in environ:",
+                '        elif env in environ and name != "queue_size":',
+            ),
+        ),
+        ("tests/test_config.py::test_every_setting_has_a_flag_and_an_environment_variable",),
+    ),
+    Bug(
+        "the first copy wins; a duplicate changes nothing",
+        "a later copy replaces the stored payload",
+        (
+            Edit(
+                SQLITE,
+                "ON CONFLICT (topic, event_id) DO NOTHING",
+                "ON CONFLICT (topic, event_id) DO UPDATE SET payload = excluded.payload",
+            ),
+        ),
+        (
+            "tests/test_store.py::test_commit_dedups_within_and_across_batches_first_copy_wins",
+            "tests/test_process.py::test_sigterm_under_load_drains_and_exits_0",
+        ),
+    ),
+)
