@@ -110,7 +110,9 @@ async def run_writer(
     (disk space freed, remounted writable).
     """
     incidents = Incidents() if incidents is None else incidents
-    async with inbox:
+    # Closed without a checkpoint: under a cancelled scope, ``aclose``'s would raise Cancelled in
+    # place of the StoreBroken below, and a broken store would end the process as a clean stop.
+    with inbox:
         monitor.update(running=True)
         task_status.started()
         pending: WriteRequest | None = None
@@ -135,14 +137,23 @@ async def run_writer(
             monitor.update(last_error=f"the store's connection is broken: {exc}")
             if on_broken is not None:
                 on_broken()
-            refusal = Unavailable(f"the server is stopping after a store failure: {exc}")
+            refusal = _refusal(exc)
             if pending is not None:
                 _reply(pending, refusal)
-            async for request in inbox:
-                _reply(request, refusal)
+            try:
+                async for request in inbox:
+                    _reply(request, refusal)
+            except trio.Cancelled:
+                # Stopped at once (a second signal): still as a broken store, so that the
+                # process exits non-zero and a supervisor restarts it, not as a clean stop.
+                raise exc from None
             raise
         finally:
             monitor.update(running=False)
+
+
+def _refusal(exc: StoreBroken) -> Unavailable:
+    return Unavailable(f"the server is stopping after a store failure: {exc}")
 
 
 def _probe_size(batch: list[WriteRequest]) -> int:
@@ -191,8 +202,7 @@ async def _commit(
             LOGGER.warning(
                 "transaction of %d requests met a lock (%s); retrying each", len(batch), exc
             )
-            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
-            return all(results)
+            return await _commit_each(batch, store, monitor, on_commit, incidents)
         LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         for request in batch:
             _reply(request, Unavailable(str(exc)))
@@ -204,8 +214,7 @@ async def _commit(
     except Exception as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1)
         if len(batch) > 1:  # one request's bug must not fail the others merged with it
-            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
-            return all(results)
+            return await _commit_each(batch, store, monitor, on_commit, incidents)
         request_id = incidents.record("writer", exc, f"committing {events} events")
         _reply(batch[0], Internal("writer", request_id))
         return True  # the store rolled back and takes writes: health is not affected
@@ -222,3 +231,25 @@ async def _commit(
     for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
         _reply(request, Accepted(stored + duplicates, stored, duplicates))
     return True
+
+
+async def _commit_each(
+    batch: list[WriteRequest],
+    store: WriteStore,
+    monitor: WriterMonitor,
+    on_commit: Callable[[], None] | None,
+    incidents: Incidents,
+) -> bool:
+    """Retry the requests of a failed group one by one. When one finds the connection broken,
+    those not yet retried are refused too (their group rolled back): left unanswered, their
+    workers would wait for ever, the writer's inbox would never close, and the process would
+    never stop."""
+    results = []
+    for done, request in enumerate(batch):
+        try:
+            results.append(await _commit([request], store, monitor, on_commit, incidents))
+        except StoreBroken as exc:
+            for rest in batch[done + 1 :]:
+                _reply(rest, _refusal(exc))
+            raise
+    return all(results)
