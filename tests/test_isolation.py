@@ -415,3 +415,17 @@ async def test_a_broken_writer_stopped_at_once_still_raises_store_broken() -> No
             assert isinstance(await write(send, [rec("t", "1")]), Unavailable)
             assert stopping.is_set()  # it refuses what comes now, until its inbox closes
             nursery.cancel_scope.cancel()  # the second signal
+
+
+@pytest.mark.trio
+async def test_a_subscriber_gone_before_it_took_the_opening_leaves_no_subscription() -> None:
+    """The opening was sent outside the stream's ``finally``: a client that went away before it
+    read it left its subscription in the hub for good, counted against
+    AGGREGATOR_MAX_SUBSCRIBERS (attack on issue 18: ten such clients, six leaked)."""
+    hub = Hub(buffer_events=100)
+    with trio.fail_after(10):
+        body = stream_module.stream_events(hub, None, None, 0, heartbeat_seconds=1e9)  # type: ignore[arg-type]
+        async with aclosing(body) as chunks:
+            assert await anext(chunks) == stream_module.OPENING
+            assert hub.statistics().active == 1
+        assert hub.statistics().active == 0  # closed at the opening: unsubscribed
