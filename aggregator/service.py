@@ -19,6 +19,7 @@ from aggregator.actors.writer import WriterMonitor, run_writer
 from aggregator.config import Config
 from aggregator.front.app import Front, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
+from aggregator.front.guard import Guard
 from aggregator.front.live import observe_request, register_live_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.publish import PublishRoute
@@ -51,6 +52,11 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     # would be cut every read_timeout seconds.
     hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
+    # HTTP/1.1 only: every HTTP/2 stream is refused (RFC 9113's SETTINGS_MAX_CONCURRENT_STREAMS
+    # of 0). No client here needs HTTP/2, and hypercorn 0.18's HTTP/2 code raises out of the
+    # connection, and so stops the whole server, on one request with a byte above 0x7f in its
+    # :path or :method, or a CONNECT without :path (issue 18 attack; docs/reliability.md).
+    hc.h2_max_concurrent_streams = 0
     return hc
 
 
@@ -71,7 +77,8 @@ async def _serve_http(
     routes = PublishRoute(
         front, create_routes(front, config), body_timeout=config.read_timeout_seconds
     )
-    app = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    tracked = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    app = Guard(tracked, front.incidents)
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -84,7 +91,7 @@ async def _serve_http(
         # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
         # once every request it accepted is answered, close them instead of waiting.
         with trio.move_on_after(config.shutdown_grace_seconds):
-            await app.wait_idle()
+            await tracked.wait_idle()
         nursery.cancel_scope.cancel()
 
 
