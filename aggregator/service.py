@@ -113,6 +113,17 @@ async def serve(
     LOGGER.info("stopped; the store is closed")
 
 
+async def _stop_on_crash(shutdown: trio.Event) -> None:
+    """Cancelled before ``shutdown`` is set only when a task of the service crashed: the server
+    is then stopping although nobody asked, and says so by setting ``shutdown``, which starts
+    the process's stop deadline (``__main__``); unwinding some tasks (hypercorn's connections)
+    may never finish."""
+    try:
+        await shutdown.wait()
+    finally:
+        shutdown.set()
+
+
 async def _run_pipeline(
     config: Config,
     store: WriteStore,
@@ -120,7 +131,7 @@ async def _run_pipeline(
     shutdown: trio.Event,
     task_status: trio.TaskStatus[Running],
 ) -> None:
-    monitor = WriterMonitor()
+    monitor = WriterMonitor(config.stall_seconds)
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
     hub = Hub(buffer_events=config.subscriber_buffer_events)
@@ -129,6 +140,7 @@ async def _run_pipeline(
     # Room for every worker's request: all of them can wait for the next group commit.
     write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_crash, shutdown)
         await nursery.start(
             partial(
                 run_tail,

@@ -23,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,16 +51,40 @@ class WriterStatistics:
     max_requests_per_transaction: int
     running: bool
     last_error: str | None  # set by a failed transaction, cleared by the next good one
+    # trio.current_time() when the transaction (or probe) on the store's thread began; None
+    # between them. /health reads it: a store call that never returns is an outage too.
+    busy_since: float | None = None
 
 
 class WriterMonitor:
-    """The writer's counters, written only by the writer; anyone may read a snapshot."""
+    """The writer's counters, written only by the writer; anyone may read a snapshot.
 
-    def __init__(self) -> None:
+    ``stall_seconds``: how long one call into the store may run before ``stalled`` reports it
+    (a disk or network that stopped answering: the writer waits on its thread for ever)."""
+
+    def __init__(self, stall_seconds: float = math.inf) -> None:
         self._stats = WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
+        self._stall_seconds = stall_seconds
 
     def statistics(self) -> WriterStatistics:
         return self._stats
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """Around one call into the store, on the writer's thread."""
+        self.update(busy_since=trio.current_time())
+        try:
+            yield
+        finally:
+            self.update(busy_since=None)
+
+    def stalled(self) -> float | None:
+        """How long the store's current call has run, once that is over ``stall_seconds``."""
+        since = self._stats.busy_since
+        if since is None:
+            return None
+        running = trio.current_time() - since
+        return running if running > self._stall_seconds else None
 
     def update(self, **changes: Any) -> None:
         self._stats = dataclasses.replace(self._stats, **changes)
@@ -166,7 +190,8 @@ async def _probe(
 ) -> None:
     """One write that must fit for the store to count as healthy again; clears ``last_error``."""
     try:
-        await trio.to_thread.run_sync(store.probe, probe_bytes)
+        with monitor.busy():
+            await trio.to_thread.run_sync(store.probe, probe_bytes)
     except StoreUnavailable as exc:
         LOGGER.debug("probe of %d bytes failed: %s", probe_bytes, exc)
         monitor.update(last_error=str(exc))
@@ -191,8 +216,9 @@ async def _commit(
     stats = monitor.statistics()
     events = sum(len(r.events) for r in batch)
     try:
-        # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
-        result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
+        with monitor.busy():
+            # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
+            result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
     except StoreUnavailable as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1, last_error=str(exc))
         if isinstance(exc, StoreContention) and len(batch) > 1:

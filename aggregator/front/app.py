@@ -203,6 +203,11 @@ def create_app(front: Front) -> QuartTrio:
             reason = "the writer is not running"
         elif writer.last_error is not None:
             reason = f"the last transaction failed: {writer.last_error}"
+        elif (stalled := front.writer.stalled()) is not None:
+            reason = (
+                f"the store has not answered the writer for {stalled:.0f} s "
+                "(AGGREGATOR_STALL_SECONDS)"
+            )
         else:
             try:
                 await front.readers.run(lambda r: r.ping())
