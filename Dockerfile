@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # One image, three programs: the aggregator (the default command), `aggregator-sim` and
 # `aggregator-tui`. compose.yaml runs each with its own command.
 
@@ -23,20 +22,21 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
 # The wheels are bind-mounted from the build stage, so no layer of this image keeps them (a
-# BuildKit mount: the builder of `docker compose` and of Docker 23+). They are exactly the
-# resolved set for ".[postgres]"; --no-index proves nothing else is needed.
+# BuildKit mount: the builder of `docker compose` and of Docker 23+, or DOCKER_BUILDKIT=1 on 20.10;
+# the built-in frontend has it, so no `# syntax=` line, which would need a registry). They are
+# exactly the resolved set for ".[postgres]"; --no-index proves nothing else is needed.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index /wheels/*.whl
 
 # A fixed uid/gid, so a bind-mounted data directory can be chowned to match (10001:10001).
+# No VOLUME: /data is a volume where the aggregator runs (compose.yaml's aggregator-data, or
+# `docker run -v NAME:/data`), filled from this directory and so owned by 10001 from the start;
+# declared here, it would give every container of the image an anonymous volume of its own.
 RUN groupadd --system --gid 10001 aggregator \
     && useradd --system --uid 10001 --gid aggregator --no-log-init --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin aggregator \
     && mkdir /data \
     && chown aggregator:aggregator /data
-
-# A new named volume is filled from the image's /data, so it starts owned by the aggregator user.
-VOLUME ["/data"]
 
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint bench bench-postgres fuzz clean
+.PHONY: run test test-containers lint bench bench-postgres bench-syslog fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(VENV)/.runtime  ## start the server on the embedded SQLite store in ./dat
 test: $(VENV)/.installed  ## install everything and run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+test-containers: $(VENV)/.installed  ## the compose story on a real engine (needs root or a running one)
+	PYTHON=$(BIN)/python bash containers/test.sh $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed  ## ruff, mypy, hadolint on the Dockerfile, docker-compose on compose.yaml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -37,6 +40,9 @@ bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
 	$(BIN)/python -m bench.postgres $(ARGS)
+
+bench-syslog: $(VENV)/.installed  ## events/s through the syslog TCP door beside /publish
+	$(BIN)/python -m bench.syslog $(ARGS)
 
 # Both fuzzers, each for SECONDS_EACH seconds (their short runs are part of make test).
 SECONDS_EACH ?= 600

@@ -22,6 +22,16 @@ DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 ConfigError = SettingError  # the server's name for it
 
 
+def _port_rule(value: str) -> str | None:
+    if value and not (value.isascii() and value.isdigit() and int(value) <= 65535):
+        return "must be a port number 0–65535 (0 picks a free one), or empty for off"
+    return None
+
+
+def _port(value: str) -> int | None:
+    return int(value) if value else None
+
+
 def _database_url_rule(url: str) -> str | None:
     if url and not url.startswith(DATABASE_URL_SCHEMES):
         return "must start with postgresql:// or postgres:// (or be empty for SQLite)"
@@ -113,6 +123,40 @@ class Config:
         "(a disk or database that stopped answering)",
         minimum=0.01,
     )
+
+    syslog_tcp_port: str = setting(
+        "",
+        "syslog over TCP (RFC 6587) on this port; 0 picks a free one (logged); empty: off",
+        metavar="PORT",
+        rule=_port_rule,
+    )
+    syslog_udp_port: str = setting(
+        "",
+        "syslog over UDP on this port; 0 picks a free one (logged); empty: off",
+        metavar="PORT",
+        rule=_port_rule,
+    )
+    syslog_max_connections: int = setting(
+        256,
+        "syslog TCP connections served at once; beyond this they wait to be accepted",
+        minimum=1,
+    )
+    syslog_buffer_bytes: int = setting(
+        256 * 1024,
+        "syslog bytes read from one connection (or the UDP socket) and not yet committed; "
+        "beyond this TCP stops reading that connection, UDP drops",
+        minimum=1,
+    )
+
+    @property
+    def syslog_tcp(self) -> int | None:
+        """The syslog TCP port, None when off."""
+        return _port(self.syslog_tcp_port)
+
+    @property
+    def syslog_udp(self) -> int | None:
+        """The syslog UDP port, None when off."""
+        return _port(self.syslog_udp_port)
 
     @property
     def database_path(self) -> Path:

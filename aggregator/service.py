@@ -14,6 +14,9 @@ from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
 from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.actors.syslog import SyslogDoor
+from aggregator.actors.syslog_tcp import serve_syslog_tcp
+from aggregator.actors.syslog_udp import serve_syslog_udp
 from aggregator.actors.workers import run_worker
 from aggregator.actors.writer import WriterMonitor, run_writer
 from aggregator.config import Config
@@ -38,6 +41,8 @@ class Running:
     port: int
     writer: WriterMonitor
     hub: Hub
+    syslog_tcp_port: int | None = None  # None: off
+    syslog_udp_port: int | None = None
 
 
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
@@ -124,6 +129,27 @@ async def _stop_on_crash(shutdown: trio.Event) -> None:
         shutdown.set()
 
 
+async def _start_syslog(
+    nursery: trio.Nursery,
+    config: Config,
+    writer: trio.MemorySendChannel[WriteRequest],
+    shutdown: trio.Event,
+    door: SyslogDoor,
+) -> tuple[int | None, int | None]:
+    """Start the syslog listeners that are on (each with its own end of ``writer``); their
+    bound ports, None for one that is off."""
+    tcp = udp = None
+    if config.syslog_tcp is not None:
+        tcp = await nursery.start(
+            serve_syslog_tcp, config.syslog_tcp, writer.clone(), shutdown, door
+        )
+    if config.syslog_udp is not None:
+        udp = await nursery.start(
+            serve_syslog_udp, config.syslog_udp, writer.clone(), shutdown, door
+        )
+    return tcp, udp
+
+
 async def _run_pipeline(
     config: Config,
     store: WriteStore,
@@ -139,6 +165,19 @@ async def _run_pipeline(
     ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
     # Room for every worker's request: all of them can wait for the next group commit.
     write_send, write_recv = trio.open_memory_channel[WriteRequest](config.workers)
+    door = SyslogDoor(
+        config.host,
+        limits,
+        config.syslog_buffer_bytes,
+        config.syslog_max_connections,
+        frame_seconds=config.read_timeout_seconds,
+        retry_seconds=config.probe_seconds,
+        grace_seconds=config.shutdown_grace_seconds,
+        incidents=incidents,
+        count=metrics.count_syslog,
+        connections=metrics.count_syslog_connections,
+        pending=metrics.count_syslog_pending,
+    )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_crash, shutdown)
         await nursery.start(
@@ -167,6 +206,7 @@ async def _run_pipeline(
             for _ in range(config.workers):
                 worker = partial(run_worker, incidents=incidents)
                 await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
+            syslog_ports = await _start_syslog(nursery, config, write_send, shutdown, door)
         front = Front(
             ingest_send,
             readers,
@@ -184,4 +224,4 @@ async def _run_pipeline(
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
         LOGGER.info("listening on %s (store %s)", url, describe_store(config))
-        task_status.started(Running(url, port, monitor, hub))
+        task_status.started(Running(url, port, monitor, hub, *syslog_ports))

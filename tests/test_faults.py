@@ -11,7 +11,6 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,21 +18,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, event, running_server
+from tests.support import ROOT, event, running_server, wait_for
 
 PAYLOAD = {"text": "x" * 2000}
 
 
 def file_sizes(data: Path) -> int:
     return max(p.stat().st_size for p in data.iterdir() if p.name.startswith("aggregator"))
-
-
-def wait_for(condition: Any, what: str, timeout: float = 30) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)  # sleep-ok: polls a real subprocess with a deadline
 
 
 def stored_keys(data: Path) -> list[tuple[str, str]]:

@@ -15,10 +15,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aggregator.actors.syslog import RESULTS, TRANSPORTS
 from aggregator.incidents import STAGES
 from aggregator.messages import EventRecord
 from aggregator.store import CommitResult, WriteStore
@@ -125,6 +126,34 @@ class Metrics:
             "time of one transaction on the writer's thread, BEGIN to COMMIT",
             registry=self.registry,
         )
+
+        syslog = Counter(
+            "aggregator_syslog_messages",
+            "syslog messages by transport and what became of them: stored, duplicate, "
+            "malformed, too_large, truncated (cut by the end of its connection), dropped "
+            "(read but not committed: UDP overload, shutdown's grace over, an internal error)",
+            ["transport", "result"],
+            registry=self.registry,
+        )
+        self._syslog = {(t, r): syslog.labels(t, r) for t in TRANSPORTS for r in RESULTS}
+        self.syslog_connections = Gauge(
+            "aggregator_syslog_connections", "open syslog TCP connections", registry=self.registry
+        )
+        self.syslog_pending = Gauge(
+            "aggregator_syslog_pending",
+            "syslog messages read and not yet committed (TCP and UDP)",
+            registry=self.registry,
+        )
+
+    def count_syslog(self, transport: str, result: str, messages: int) -> None:
+        if messages:
+            self._syslog[transport, result].inc(messages)
+
+    def count_syslog_connections(self, delta: int) -> None:
+        self.syslog_connections.inc(delta)
+
+    def count_syslog_pending(self, delta: int) -> None:
+        self.syslog_pending.inc(delta)
 
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()

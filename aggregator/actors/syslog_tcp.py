@@ -1,0 +1,174 @@
+"""The syslog TCP listener: RFC 6587 octet counting and newline framing, detected per message.
+
+One task per connection reads, frames and decodes; its committer (``syslog.py``) commits what was
+read. What it promises (docs/syslog.md): a message is stored at most once, and when the sender
+closes the connection, everything it sent is committed *before* the aggregator closes its side.
+
+Hostile or broken peers cost little: at most ``max_connections`` are served (beyond that the
+listener stops accepting and the kernel's backlog holds the rest); a frame begun must be complete
+within ``frame_seconds`` (a peer that stalls mid-frame is cut); a frame over the size limit is
+skipped unbuffered; garbage is counted as malformed and the next frame is read as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import socket
+import struct
+from collections.abc import Awaitable, Callable
+from functools import partial
+
+import trio
+
+from aggregator.actors.syslog import Backlog, SyslogDoor, decode_frames, run_committer
+from aggregator.decoders.syslog_framing import Framer
+from aggregator.messages import WriteRequest
+
+LOGGER = logging.getLogger(__name__)
+CHUNK = 65536
+# A peer that vanishes without a FIN (its host died, a cable) is found by TCP keepalive.
+KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+
+
+async def serve_syslog_tcp(
+    port: int,
+    writer: trio.MemorySendChannel[WriteRequest],
+    shutdown: trio.Event,
+    door: SyslogDoor,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on ``door.host:port`` until ``shutdown``; reports the bound port. Then stop
+    accepting and reading, commit what was read (within the grace period) and return."""
+    listeners = await trio.open_tcp_listeners(port, host=door.host)
+    bound = listeners[0].socket.getsockname()[1]
+    slots = trio.Semaphore(door.max_connections)
+    reading: set[trio.CancelScope] = set()
+    async with writer, trio.open_nursery() as connections:
+        serve = partial(_serve_connection, writer=writer, slots=slots, reading=reading, door=door)
+        async with trio.open_nursery() as accepting:
+            for listener in listeners:
+                accepting.start_soon(_accept, listener, connections, slots, serve)
+            LOGGER.info("syslog listening on tcp://%s:%d", door.host, bound)
+            task_status.started(bound)
+            await shutdown.wait()
+            accepting.cancel_scope.cancel()
+        for listener in listeners:
+            await listener.aclose()
+        for scope in reading:
+            scope.cancel()
+        connections.cancel_scope.deadline = trio.current_time() + door.grace_seconds
+
+
+async def _accept(
+    listener: trio.SocketListener,
+    connections: trio.Nursery,
+    slots: trio.Semaphore,
+    serve: Callable[[trio.SocketStream], Awaitable[None]],
+) -> None:
+    while True:
+        await slots.acquire()  # a free slot first: beyond max_connections, peers wait
+        try:
+            stream = await listener.accept()
+        except BaseException:
+            slots.release()
+            raise
+        connections.start_soon(serve, stream)
+
+
+async def _serve_connection(
+    stream: trio.SocketStream,
+    *,
+    writer: trio.MemorySendChannel[WriteRequest],
+    slots: trio.Semaphore,
+    reading: set[trio.CancelScope],
+    door: SyslogDoor,
+) -> None:
+    door.connections(1)
+    try:
+        peer = str(stream.socket.getpeername()[0])
+    except OSError:  # already gone
+        peer = "unknown"
+    _keepalive(stream)
+    backlog = Backlog(door.limits.max_batch_events, door.max_bytes, door.pending)
+    scope = trio.CancelScope()
+    reading.add(scope)
+    try:
+        async with stream:
+            committed = False
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
+                    try:
+                        with scope:
+                            framer = Framer(door.limits.max_payload_bytes)
+                            await _read(stream, framer, backlog, peer, door)
+                    finally:
+                        backlog.close()  # the committer commits what is left, then we close
+                committed = True
+            finally:
+                if not committed:
+                    # Shutdown's grace ran out (or worse) before the commit: a reset, not a
+                    # FIN, so that a sender waiting for our close never takes it for "stored".
+                    _linger(stream, 0)
+    finally:
+        reading.discard(scope)
+        slots.release()
+        door.connections(-1)
+
+
+async def _read(
+    stream: trio.SocketStream, framer: Framer, backlog: Backlog, peer: str, door: SyslogDoor
+) -> None:
+    """Read frames until the peer closes, resets, or stalls inside a frame."""
+    # When the frame now partly read began. Time spent waiting for room in the backlog is not
+    # counted against the peer: it cannot send while we do not read.
+    begun = math.inf
+    try:
+        while True:
+            with trio.move_on_at(begun + door.frame_seconds) as timer:
+                data = await stream.receive_some(CHUNK)
+            if timer.cancelled_caught:
+                LOGGER.debug("syslog tcp: %s stalled inside a frame; closing", peer)
+                _count_cut(framer, door)
+                return
+            arrived = trio.current_time()
+            records = decode_frames(framer.feed(data) if data else framer.end(), peer, "tcp", door)
+            if records:
+                await backlog.put(records, len(data))
+            if not data:
+                return
+            now = trio.current_time()
+            if not framer.partial:
+                begun = math.inf
+            elif begun == math.inf:
+                begun = now
+            else:
+                begun += now - arrived
+    except trio.BrokenResourceError:  # a reset: what was not a whole frame is lost
+        _count_cut(framer, door)
+    except trio.Cancelled:  # shutdown: stop reading; what was read is committed
+        _count_cut(framer, door)
+        raise
+
+
+def _count_cut(framer: Framer, door: SyslogDoor) -> None:
+    for problem in framer.cut():
+        door.count("tcp", problem.value, 1)
+
+
+def _linger(stream: trio.SocketStream, seconds: int) -> None:
+    with contextlib.suppress(OSError):
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+
+
+def _keepalive(stream: trio.SocketStream) -> None:
+    try:
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE:
+            if hasattr(socket, name):
+                stream.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:  # the peer is already gone; reading will say so
+        pass

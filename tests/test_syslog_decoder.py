@@ -1,0 +1,289 @@
+"""The syslog decoder and the RFC 6587 framer, on the bytes real senders put on the wire
+(util-linux logger 2.38.1 and rsyslog 8.2302 omfwd, captured in /work/research/SHIPPERS.md §4)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aggregator.decoders.syslog import DEFAULT_TOPIC, decode_syslog, topic
+from aggregator.decoders.syslog_framing import Framer, Problem, strip_frame
+from aggregator.messages import EventRecord, Limits, Rejection
+
+LIMITS = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=4096)
+NOW = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+TQ = '[timeQuality tzKnown="1" isSynced="0"]'
+LOGGER_5424 = f"<156>1 2026-11-30T07:48:44.146619+00:00 vm myapp - - {TQ} hello 5424 tcp"
+LOGGER_3164 = "<156>Nov 30 07:48:45 vm myapp: hello 3164 tcp"
+RSYSLOG_TRADITIONAL = "<156>Nov 30 07:49:03 vm myapp fwd one"
+
+
+def decode(message: str | bytes, peer: str = "10.0.0.9", now: datetime = NOW) -> EventRecord:
+    raw = message.encode() if isinstance(message, str) else message
+    return decode_syslog(raw, peer, now, LIMITS)
+
+
+def payload(record: EventRecord) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(record.payload)
+    return result
+
+
+def test_logger_rfc5424_maps_as_the_table_says() -> None:
+    record = decode(LOGGER_5424)
+    assert (record.topic, record.source, record.timestamp) == (
+        "myapp",
+        "vm",
+        "2026-11-30T07:48:44.146619Z",
+    )
+    assert payload(record) == {
+        "format": "rfc5424",
+        "priority": 156,
+        "facility": "local3",
+        "severity": "warning",
+        "hostname": "vm",
+        "app_name": "myapp",
+        "procid": None,
+        "msgid": None,
+        "structured_data": {"timeQuality": {"tzKnown": "1", "isSynced": "0"}},
+        "message": "hello 5424 tcp",
+    }
+
+
+def test_structured_data_msgid_procid_and_escapes() -> None:
+    raw = (
+        "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog 4242 ID47 "
+        '[exampleSDID@32473 iut="3" eventSource="Appl\\"ication" eventID="1011"]'
+        '[examplePriority@32473 class="high" x="a\\]b\\\\c" x="2"] \ufeffAn application event'
+    )
+    record = decode(raw)
+    fields = payload(record)
+    assert (fields["facility"], fields["severity"], fields["procid"], fields["msgid"]) == (
+        "local4",
+        "notice",
+        "4242",
+        "ID47",
+    )
+    assert fields["structured_data"] == {
+        "exampleSDID@32473": {"iut": "3", "eventSource": 'Appl"ication', "eventID": "1011"},
+        "examplePriority@32473": {"class": "high", "x": ["a]b\\c", "2"]},
+    }
+    assert fields["message"] == "An application event"  # the BOM is not part of the text
+    assert record.timestamp == "2003-10-11T22:14:15.003000Z"
+
+
+def test_nil_fields_fall_back_to_receipt_time_peer_and_default_topic() -> None:
+    record = decode("<13>1 - - - - - -")
+    assert (record.topic, record.source, record.timestamp) == (
+        DEFAULT_TOPIC,
+        "10.0.0.9",
+        "2026-11-30T08:00:00Z",
+    )
+    assert payload(record)["message"] == ""
+    assert payload(decode("<13>1 - - myapp - - - bare"))["message"] == "bare"
+
+
+def test_an_offset_is_converted_to_utc() -> None:
+    record = decode("<13>1 2003-08-24T05:14:15.000003-07:00 h app - - - m")
+    assert record.timestamp == "2003-08-24T12:14:15.000003Z"
+
+
+def test_logger_rfc3164_and_rsyslog_traditional_forwarding() -> None:
+    for raw, message in ((LOGGER_3164, "hello 3164 tcp"), (RSYSLOG_TRADITIONAL, "fwd one")):
+        record = decode(raw)
+        assert (record.topic, record.source) == ("myapp", "vm")
+        assert payload(record)["format"] == "rfc3164"
+        assert payload(record)["message"] == message
+    assert decode(LOGGER_3164).timestamp == "2026-11-30T07:48:45Z"
+
+
+def test_rfc3164_without_hostname_with_pid_and_with_an_rfc3339_stamp() -> None:
+    local = decode("<13>Nov  3 07:48:45 sshd[811]: Accepted key")
+    assert (local.topic, local.source, local.timestamp) == (
+        "sshd",
+        "10.0.0.9",
+        "2026-11-03T07:48:45Z",
+    )
+    assert payload(local)["procid"] == "811"
+    assert payload(local)["message"] == "Accepted key"
+    iso = decode("<13>2026-11-30T07:49:03.5+01:00 host cron[9]: job")
+    assert (iso.topic, iso.source, iso.timestamp) == ("cron", "host", "2026-11-30T06:49:03.500000Z")
+    bare = decode("<13>no stamp here")
+    assert (bare.topic, bare.timestamp, payload(bare)["message"]) == (
+        "no",
+        "2026-11-30T08:00:00Z",
+        "stamp here",
+    )
+
+
+@pytest.mark.parametrize(
+    ("stamp", "received", "expected"),
+    [
+        ("Dec 31 23:59:59", datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC), "2026-12-31T23:59:59Z"),
+        ("Jan  1 00:00:01", datetime(2026, 12, 31, 23, 59, tzinfo=UTC), "2027-01-01T00:00:01Z"),
+        ("Feb 29 12:00:00", datetime(2028, 3, 1, tzinfo=UTC), "2028-02-29T12:00:00Z"),
+        ("Feb 29 12:00:00", datetime(2025, 3, 1, tzinfo=UTC), "2024-02-29T12:00:00Z"),
+    ],
+)
+def test_an_rfc3164_stamp_is_utc_in_the_year_nearest_to_receipt(
+    stamp: str, received: datetime, expected: str
+) -> None:
+    assert decode(f"<13>{stamp} h app: m", now=received).timestamp == expected
+
+
+@pytest.mark.parametrize(
+    ("app_name", "expected"),
+    [
+        ("my\x01app", "my_app"),
+        ("tab\there", "tab_here"),
+        ("nbsp\u00a0x", "nbsp_x"),
+        ("a" * 300, "a" * 255),
+        ("", DEFAULT_TOPIC),
+        (None, DEFAULT_TOPIC),
+        ("ünïcødé/ok.x", "ünïcødé/ok.x"),
+    ],
+)
+def test_an_app_name_that_breaks_the_topic_rule_is_sanitised(
+    app_name: str | None, expected: str
+) -> None:
+    assert topic(app_name) == expected
+
+
+def test_sanitised_app_names_arrive_as_valid_topics() -> None:
+    assert decode("<13>1 - h bad\x7fname - - - m").topic == "bad_name"
+    assert decode(b"<13>1 - h \xff\xfe - - - m").topic == "\ufffd\ufffd"  # not UTF-8: U+FFFD
+    long = decode("<13>1 - " + "h" * 300 + " app - - - m")
+    assert long.source == "h" * 255 and payload(long)["hostname"] == "h" * 300
+
+
+def test_event_id_is_a_hash_of_the_bytes() -> None:
+    first, again = decode(LOGGER_5424), decode(LOGGER_5424, peer="other", now=datetime.now(UTC))
+    assert first.event_id == again.event_id and len(first.event_id) == 32
+    assert decode(LOGGER_5424 + " ").event_id != first.event_id
+    assert decode(b"<13>1 - h a - - - \xe9").event_id != decode(b"<13>1 - h a - - - \xe8").event_id
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "priority"),
+        (b"hello", "priority"),
+        (b"<192>1 - - - - - - m", "over 191"),
+        (b"<x>1 - - - - - - m", "priority"),
+        (b"\x00\xff\xfe garbage", "priority"),
+        (b"<13>1 - h app", "six fields"),
+        (b"<13>1 yesterday h app - - - m", "RFC 3339"),
+        (b"<13>1 2026-11-30T07:48:44 h app - - - m", "RFC 3339"),
+        (b"<13>1 2026-13-30T07:48:44Z h app - - - m", "not a valid"),
+        (b"<13>1 - h app - - [id x=1] m", '="value"'),
+        (b'<13>1 - h app - - [id x="1 m', "closing quote"),
+        (b'<13>1 - h app - - [id x="1" m', '="value"'),
+        (b'<13>1 - h app - - [id x="1"]m', "followed by a space"),
+        (b"<13>1 - h app - - {} m", "STRUCTURED-DATA"),
+        (b"<13>Nov 31 07:48:45 h app: m", "not a date"),
+        (b"<13>Nov 30 7:48:450 h app: m", "Mmm dd"),
+    ],
+)
+def test_malformed_messages_are_rejected_naming_the_rule(raw: bytes, why: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        decode(raw)
+    assert caught.value.error == "malformed" and why in caught.value.message
+
+
+def test_a_payload_over_the_limit_is_too_large() -> None:
+    with pytest.raises(Rejection) as caught:
+        decode("<13>1 - h app - - - " + "x" * 5000)
+    assert caught.value.error == "too_large"
+    assert "AGGREGATOR_MAX_PAYLOAD_BYTES" in caught.value.message
+    with pytest.raises(Rejection):  # escaping can push a message under the limit over it
+        decode("<13>1 - h app - - - " + "\x01" * 800)
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+
+def frames(*chunks: bytes, max_bytes: int = 4096, end: bool = True) -> list[bytes | Problem]:
+    framer = Framer(max_bytes)
+    out = [frame for chunk in chunks for frame in framer.feed(chunk)]
+    return out + framer.end() if end else out
+
+
+def test_octet_counting_logger_and_rsyslog_and_newline_framing_on_one_stream() -> None:
+    logger = f"{len(LOGGER_5424)} {LOGGER_5424}".encode()  # logger --octet-count: no LF
+    rsyslog = f"{len(LOGGER_5424) + 1} {LOGGER_5424}\n".encode()  # omfwd counts its LF
+    newline = f"{LOGGER_5424}\n".encode()
+    crlf = f"{LOGGER_3164}\r\n".encode()
+    assert frames(logger + rsyslog + newline + b"\n\n\x00" + crlf) == [
+        LOGGER_5424.encode(),
+        LOGGER_5424.encode(),
+        LOGGER_5424.encode(),
+        LOGGER_3164.encode(),
+    ]
+
+
+def test_frames_do_not_depend_on_how_the_stream_is_cut() -> None:
+    stream = b"12 <13>1 - - a\n<13>x y\n5 <13>z" + b"7 <13>a\nb" + b"<13>tail"
+    whole = frames(stream)
+    assert frames(*(stream[i : i + 1] for i in range(len(stream)))) == whole
+    assert whole == [b"<13>1 - - a", b"<13>x y", b"<13>z", b"<13>a\nb", b"<13>tail"]
+
+
+def test_oversized_frames_are_skipped_unbuffered_and_reported_once() -> None:
+    framer = Framer(100)
+    assert framer.feed(b"999999999 " + b"x" * 5000) == [Problem.TOO_LARGE]
+    assert framer.feed(b"x" * 5000) == [] and framer.partial
+    assert frames(b"<13>" + b"y" * 300 + b"\n<13>ok\n", max_bytes=100) == [
+        Problem.TOO_LARGE,
+        b"<13>ok",
+    ]
+    chunked = Framer(100)
+    assert chunked.feed(b"<13>" + b"y" * 150) == [Problem.TOO_LARGE]
+    assert chunked.feed(b"y" * 10_000) == []
+    assert chunked.feed(b"y\n<13>next\n") == [b"<13>next"]
+    assert frames(b"200 " + b"z" * 200 + b"8 <13>next", max_bytes=100) == [
+        Problem.TOO_LARGE,
+        b"<13>next",
+    ]
+
+
+def test_the_end_of_the_stream_truncates_a_counted_frame_and_ends_a_line() -> None:
+    assert frames(b"50 <13>1 - - short") == [Problem.TRUNCATED]
+    assert frames(b"<13>no newline") == [b"<13>no newline"]
+    assert frames(b"12345") == [b"12345"]  # digits and no space: not a count
+    assert frames(b"0 <13>x\n") == [b"0 <13>x"]  # a count never starts with 0
+    assert frames(b"1234567890 x\n") == [b"1234567890 x"]  # ten digits: not a count
+    cut = Framer(100)
+    cut.feed(b"30 <13>1 - -")
+    assert cut.cut() == [Problem.TRUNCATED] and not cut.partial
+
+
+def test_strip_frame_drops_one_lf_and_its_cr() -> None:
+    assert strip_frame(b"<13>m\r\n") == b"<13>m"
+    assert strip_frame(b"<13>m\n\n") == b"<13>m\n"
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=600), st.lists(st.integers(1, 64), max_size=30))
+def test_any_bytes_in_any_chunks_frame_alike_within_bounded_memory(
+    stream: bytes, cuts: list[int]
+) -> None:
+    whole = frames(stream, max_bytes=64)
+    framer = Framer(64)
+    out: list[bytes | Problem] = []
+    rest = stream
+    for size in [*cuts, len(stream)]:
+        out += framer.feed(rest[:size])
+        rest = rest[size:]
+        assert len(framer._buffer) <= 64 + 64  # the limit, plus one chunk not yet framed
+    assert out + framer.end() == whole
+    for frame in whole:
+        if isinstance(frame, bytes):
+            with_limit = Limits(1 << 20, 1000, 1 << 20)
+            try:
+                decode_syslog(frame, "peer", NOW, with_limit)
+            except Rejection as rejection:  # the only way a decoder may refuse
+                assert rejection.error in ("malformed", "too_large")
