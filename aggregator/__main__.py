@@ -26,7 +26,7 @@ from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable
 
 LOGGER = logging.getLogger("aggregator")
 STOP_MARGIN_SECONDS = 5.0
-FORCED_STOP_SECONDS = 2.0
+FORCED_STOP_SECONDS = 5.0  # a loaded machine may take seconds to end every task and close
 
 
 class StopClock:
