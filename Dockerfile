@@ -52,5 +52,11 @@ EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:' + os.environ.get('AGGREGATOR_PORT', '8080') + '/health', timeout=4)"]
 
-# Exec form: the server is PID 1 and gets SIGTERM itself, drains, closes the store and exits 0.
+# Exec form: the program is PID 1 and gets the stop signal itself. SIGINT, not SIGTERM: the
+# kernel drops a signal PID 1 has no handler for, and Python handles SIGINT from its first
+# instruction, while the simulator and the dashboard never handle SIGTERM and the server only
+# once it runs (~1 s of imports). With SIGTERM, `docker stop` in those moments waited out the
+# grace period and SIGKILLed (137; the dashboard's terminal left in its alternate screen).
+# The server treats SIGINT exactly as SIGTERM: it drains, closes the store and exits 0.
+STOPSIGNAL SIGINT
 CMD ["aggregator"]

@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-containers lint bench bench-postgres bench-syslog fuzz clean
+.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -37,6 +37,12 @@ lint: $(VENV)/.installed  ## ruff, mypy, hadolint on the Dockerfile, docker-comp
 
 bench: $(VENV)/.installed  ## the benchmark table (docs/benchmarks.md)
 	$(BIN)/python -m simulator.bench $(ARGS)
+
+bench-scale: $(VENV)/.installed  ## ingest, reads and start-up on 0, 1M and 10M stored events
+	$(BIN)/python -m simulator.benchscale $(ARGS)
+
+bench-retention: $(VENV)/.installed  ## publish p99 with retention deleting as fast as events come
+	$(BIN)/python -m bench.retention $(ARGS)
 
 bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one PostgreSQL database
 	$(BIN)/python -m bench.postgres $(ARGS)

@@ -123,6 +123,18 @@ class Config:
         "(a disk or database that stopped answering)",
         minimum=0.01,
     )
+    retention_seconds: float = setting(
+        0.0,
+        "delete events received longer ago than this, oldest first, with their keys "
+        "(the dedup window then equals it); 0: keep them forever",
+        minimum=0,
+    )
+    retention_bytes: int = setting(
+        0,
+        "delete the oldest events, with their keys, while the store holds more than this; "
+        "0: no limit",
+        minimum=0,
+    )
 
     syslog_tcp_port: str = setting(
         "",
@@ -183,7 +195,7 @@ def load_config(
     one line for an unknown flag.
     """
     environ = os.environ if environ is None else environ
-    return load(
+    config = load(
         Config,
         argv,
         environ,
@@ -191,3 +203,11 @@ def load_config(
         description="Deduplicating pub-sub log aggregator.",
         prefix=ENV_PREFIX,
     )
+    if config.database_url and config.retention_bytes:
+        # PostgreSQL reuses the space of deleted rows after VACUUM, not at once: a size limit
+        # would delete far more than it should.
+        raise ConfigError(
+            f"{Config.env_name('retention_bytes')} applies to the SQLite store only; with "
+            f"{Config.env_name('database_url')} use {Config.env_name('retention_seconds')}"
+        )
+    return config

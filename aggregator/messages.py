@@ -55,9 +55,12 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:
-    """The store could not commit; nothing of the request was stored and a resend is safe."""
+    """The store could not commit; a resend is safe. ``stored_nothing`` is False when the
+    failure came at COMMIT or with the connection in an unknown state: then the events may or
+    may not have been stored (a resend finds them as duplicates if they were)."""
 
     reason: str
+    stored_nothing: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,14 @@ import trio
 from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
 from aggregator.actors.syslog import SyslogDoor
 from aggregator.actors.syslog_tcp import serve_syslog_tcp
 from aggregator.actors.syslog_udp import serve_syslog_udp
+from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.workers import run_worker
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.config import Config
 from aggregator.front.app import Front, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
@@ -28,7 +30,15 @@ from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.publish import PublishRoute
 from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
-from aggregator.store import WriteStore, describe_store, open_reader, open_store
+from aggregator.store import (
+    Clock,
+    Retention,
+    WriteStore,
+    describe_store,
+    open_reader,
+    open_store,
+    utc_now,
+)
 
 LOGGER = logging.getLogger(__name__)
 
@@ -104,12 +114,16 @@ async def serve(
     config: Config,
     *,
     shutdown: trio.Event | None = None,
+    clock: Clock = utc_now,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the aggregator until ``shutdown`` is set, then drain: every accepted request is
-    committed and answered, the store is closed, and ``serve`` returns."""
+    committed and answered, the store is closed, and ``serve`` returns. ``clock`` is the wall
+    clock of ``received_at`` and of retention by age (tests move it)."""
     shutdown = trio.Event() if shutdown is None else shutdown
-    store: WriteStore = await trio.to_thread.run_sync(open_store, config)
+    started = time.perf_counter()
+    store: WriteStore = await trio.to_thread.run_sync(partial(open_store, config, clock=clock))
+    LOGGER.info("opened the store in %.3f s", time.perf_counter() - started)
     try:
         async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
             await _run_pipeline(config, store, readers, shutdown, task_status)
@@ -200,6 +214,7 @@ async def _run_pipeline(
                 on_broken=shutdown.set,  # stop accepting; serve() then raises StoreBroken
                 probe_seconds=config.probe_seconds,
                 incidents=incidents,
+                upkeep=UpkeepPlan(Retention(config.retention_seconds, config.retention_bytes)),
             )
         )
         async with write_send, ingest_recv:

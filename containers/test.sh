@@ -52,10 +52,14 @@ if [[ -n $first && $first != "$client" ]] && ! builds_with_buildkit "$first"; th
     say "note: $first, first on PATH, has no buildx (BuildKit builds fail with it); using $client"
 fi
 
-if ! "$client" info >/dev/null 2>&1; then
+# `docker version` says in one line why no engine answers: none there, or one this user may not use.
+if ! problem=$("$client" version --format '{{.Server.Version}}' 2>&1 >/dev/null); then
+    problem=${problem##*$'\n'}
+    [[ $problem != *"permission denied"* ]] ||
+        skip "an engine runs, but this user may not use it ($problem): join the docker group or run as root"
     dockerd=$(command -v dockerd || echo /usr/sbin/dockerd)
     [[ $EUID -eq 0 && -x $dockerd ]] ||
-        skip "no engine answers \`$client info\`, and only root can start dockerd"
+        skip "no engine answers ($problem), and only root can start dockerd"
     say "starting $dockerd in the background (log: /var/log/dockerd.log)"
     setsid "$dockerd" >>/var/log/dockerd.log 2>&1 </dev/null &
     began=$(now) deadline=$((SECONDS + 60))
@@ -70,11 +74,36 @@ fi
 # compose builds through the `docker` first on PATH: make it the client chosen above.
 bin=$(mktemp -d)
 IMAGE_TAG=aggtest-$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+# Each story's compose project is named "$IMAGE_TAG-<random>" (tests/containers/engine.py). A story
+# removes its own at the end, but not when pytest is killed (a CI timeout's SIGTERM): then its
+# containers (the aggregator with `restart: unless-stopped`, back after every engine restart),
+# volumes and networks would stay. They go with the run, whatever ends it but SIGKILL.
+ours() {  # ours container|volume|network: the names of this run's objects of that kind
+    local list=("$1" ls) name=.Name
+    [[ $1 != container ]] || list=(ps -a) name=.Names
+    "$client" "${list[@]}" --filter label=com.docker.compose.project \
+        --format "{{$name}}{{\"\t\"}}{{.Label \"com.docker.compose.project\"}}" 2>/dev/null |
+        awk -F '\t' -v prefix="$IMAGE_TAG-" 'index($2, prefix) == 1 { print $1 }'
+}
 cleanup() {
+    local kind ids
+    for kind in container volume network; do
+        mapfile -t ids < <(ours "$kind")
+        if ((${#ids[@]})); then
+            say "removing ${#ids[@]} ${kind}(s) a killed story left behind"
+            if [[ $kind == container ]]; then
+                "$client" rm -f -v "${ids[@]}" >/dev/null || true
+            else
+                "$client" "$kind" rm "${ids[@]}" >/dev/null || true
+            fi
+        fi
+    done
     "$client" image rm "pubsub-aggregator:$IMAGE_TAG" >/dev/null 2>&1 || true
     rm -rf "$bin"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 ln -s "$client" "$bin/docker"
 export PATH="$bin:$PATH" DOCKER=$client IMAGE_TAG DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
 

@@ -6,19 +6,26 @@ at-least-once publishers against it (a batch not answered 200 is re-sent as it i
 batches also re-send events already acknowledged), and SIGKILLs the server at a random moment.
 After the last kill the server is started once more, every batch still unacknowledged is re-sent
 until it is, the server is stopped with SIGTERM, and the store is checked directly.
+
+With ``--retention-bytes`` the server deletes the oldest events as it goes. An acknowledged key
+that is no longer stored then counts as lost only if it was sent after the oldest event still
+stored was received: retention deletes oldest first, so such an event cannot have expired.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +46,7 @@ class Load:
     pending: list[Batch] = field(default_factory=list)  # sent, not yet answered 200
     acked: set[Key] = field(default_factory=set)
     acked_list: list[Key] = field(default_factory=list)  # for picking re-sends
+    sent_at: dict[Key, float] = field(default_factory=dict)  # last send acknowledged (epoch s)
     sent: set[Key] = field(default_factory=set)
     requests: int = 0
     acked_requests: int = 0
@@ -63,11 +71,12 @@ class Load:
             for i, (t, e) in enumerate(keys)
         ]
 
-    def record(self, batch: Batch) -> None:
+    def record(self, batch: Batch, sent_at: float = 0.0) -> None:
         self.acked_requests += 1
         self.acked_events += len(batch)
         for item in batch:
             key = (item["topic"], item["event_id"])
+            self.sent_at[key] = max(self.sent_at.get(key, 0.0), sent_at)
             if key not in self.acked:
                 self.acked.add(key)
                 self.acked_list.append(key)
@@ -97,10 +106,10 @@ class Server:
         self.ready.set()  # exited
 
 
-async def start_server(nursery: trio.Nursery, data_dir: Path) -> Server:
+async def start_server(nursery: trio.Nursery, data_dir: Path, retention_bytes: int = 0) -> Server:
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "aggregator", "--port", "0", "--workers", "8",
-         "--data-dir", str(data_dir),],
+         "--data-dir", str(data_dir), "--retention-bytes", str(retention_bytes)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -122,9 +131,10 @@ async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool
             acked = False
             try:
                 load.requests += 1
+                sent_at = time.time()
                 response = await http.post("/publish", json=batch)
                 if response.status_code == 200:
-                    load.record(batch)
+                    load.record(batch, sent_at)
                     acked = True
                 elif response.status_code not in (429, 503):
                     raise RuntimeError(f"{response.status_code} {response.text}")
@@ -135,11 +145,13 @@ async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool
                     load.pending.append(batch)
 
 
-async def run_round(data_dir: Path, load: Load, *, clients: int, kill_after: float | None) -> None:
+async def run_round(
+    data_dir: Path, load: Load, *, clients: int, kill_after: float | None, retention_bytes: int = 0
+) -> None:
     """Start the server, load it; SIGKILL it after ``kill_after`` seconds, or (None) re-send
     every pending batch and stop it with SIGTERM."""
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery, data_dir)
+        server = await start_server(nursery, data_dir, retention_bytes)
         async with trio.open_nursery() as publishers:
             for _ in range(clients):
                 publishers.start_soon(
@@ -177,6 +189,8 @@ class Figures:
     # the events the ``topics`` rows count in all: it must equal ``received``.
     topics_mismatched: int = 0
     topics_received: int = 0
+    expired: int = 0  # events deleted by retention (counters.expired)
+    expired_keys: int = 0  # acknowledged keys not stored, each sent before the oldest stored
 
     def violations(self) -> list[str]:
         problems = []
@@ -188,8 +202,11 @@ class Figures:
             problems.append(f"{self.unknown} stored events were never sent")
         if self.received != self.unique_processed + self.duplicate_dropped:
             problems.append("received != unique_processed + duplicate_dropped")
-        if self.unique_processed != self.rows:
-            problems.append(f"unique_processed {self.unique_processed} != {self.rows} rows")
+        if self.unique_processed - self.expired != self.rows:
+            problems.append(
+                f"unique_processed {self.unique_processed} - expired {self.expired} "
+                f"!= {self.rows} rows"
+            )
         if self.received < self.acknowledged_events:
             problems.append("received is less than the events acknowledged")
         if self.topics_mismatched:
@@ -204,15 +221,16 @@ def check(database: Path, load: Load, kills: int) -> Figures:
     conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     try:
         rows = conn.execute("SELECT topic, event_id FROM events").fetchall()
-        received, unique, duplicates = conn.execute(
-            "SELECT received, unique_processed, duplicate_dropped FROM counters"
+        received, unique, duplicates, expired = conn.execute(
+            "SELECT received, unique_processed, duplicate_dropped, expired FROM counters"
         ).fetchone()
         counted = {
             topic: (stored, last_seq)
             for topic, stored, last_seq in conn.execute(
-                "SELECT topic, stored, last_seq FROM topics WHERE stored > 0"
+                "SELECT topic, stored - expired, last_seq FROM topics WHERE stored > expired"
             )
         }
+        oldest = conn.execute("SELECT received_at FROM events ORDER BY seq LIMIT 1").fetchone()
         actual = {
             topic: (n, last)
             for topic, n, last in conn.execute(
@@ -226,22 +244,34 @@ def check(database: Path, load: Load, kills: int) -> Figures:
         conn.close()
     stored = set(rows)
     mismatched = {t for t in counted.keys() | actual.keys() if counted.get(t) != actual.get(t)}
+    # Retention deletes oldest first: a missing key sent after the oldest stored event was
+    # received cannot have expired. With nothing stored, every missing key may have.
+    horizon = epoch(oldest[0]) if oldest else math.inf
+    missing = load.acked - stored
+    lost = {key for key in missing if not expired or load.sent_at.get(key, 0.0) > horizon}
     return Figures(
         kills, load.requests, load.acked_requests, load.acked_events, len(load.acked),
         len(rows), received, unique, duplicates,
-        lost=len(load.acked - stored), doubled=len(rows) - len(stored),
+        lost=len(lost), doubled=len(rows) - len(stored),
         unknown=len(stored - load.sent), topics_mismatched=len(mismatched),
-        topics_received=topics_received,
+        topics_received=topics_received, expired=expired, expired_keys=len(missing - lost),
     )  # fmt: skip
 
 
+def epoch(text: str) -> float:
+    """A stored time (``YYYY-MM-DDTHH:MM:SS.ffffffZ``) as seconds since the epoch."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 async def run_campaign(
-    data_dir: Path, *, kills: int, clients: int, seed: int, max_delay: float
-) -> Figures:
+    data_dir: Path, *, kills: int, clients: int, seed: int, max_delay: float,
+    retention_bytes: int = 0,
+) -> Figures:  # fmt: skip
     load = Load(random.Random(seed))
-    for _ in range(kills):
-        await run_round(data_dir, load, clients=clients, kill_after=load.rng.uniform(0, max_delay))
-    await run_round(data_dir, load, clients=clients, kill_after=None)
+    rounds = [load.rng.uniform(0, max_delay) for _ in range(kills)]
+    for kill_after in [*rounds, None]:
+        await run_round(data_dir, load, clients=clients, kill_after=kill_after,
+                        retention_bytes=retention_bytes)  # fmt: skip
     return check(Config(data_dir=data_dir).database_path, load, kills)
 
 
@@ -253,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="each kill comes 0..this many seconds after start-up")  # fmt: skip
     parser.add_argument("--seed", type=int, default=None, help="random seed (printed)")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary one")
+    parser.add_argument("--retention-bytes", type=int, default=0,
+                        help="the server's AGGREGATOR_RETENTION_BYTES (0: off)")  # fmt: skip
     args = parser.parse_args(argv)
     seed = random.randrange(2**32) if args.seed is None else args.seed
     with tempfile.TemporaryDirectory(prefix="campaign-") as tmp:
@@ -260,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures = trio.run(
             lambda: run_campaign(
                 data_dir, kills=args.kills, clients=args.clients, seed=seed,
-                max_delay=args.max_delay,
+                max_delay=args.max_delay, retention_bytes=args.retention_bytes,
             )
         )  # fmt: skip
     out = sys.stdout
@@ -271,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"stored: {figures.rows} rows; received {figures.received} = unique_processed "
         f"{figures.unique_processed} + duplicate_dropped {figures.duplicate_dropped}\n"
         f"lost = {figures.lost}, doubled = {figures.doubled}, never sent = {figures.unknown}\n"
+        f"retention: {figures.expired} events expired; {figures.expired_keys} acknowledged keys "
+        "no longer stored, every one sent before the oldest stored event was received\n"
         f"topics: {figures.topics_mismatched} disagree with the events table, "
         f"they count {figures.topics_received} events received\n"
     )

@@ -24,6 +24,7 @@ import trio
 
 from aggregator.config import Config
 from aggregator.service import Running, serve
+from aggregator.store import Clock, utc_now
 from tests import pg
 
 
@@ -94,8 +95,11 @@ class Server:
 
 
 @asynccontextmanager
-async def open_server(data_dir: Path, **settings: Any) -> AsyncIterator[Server]:
-    """Serve until the block ends, then shut down gracefully (as SIGTERM would)."""
+async def open_server(
+    data_dir: Path, clock: Clock = utc_now, **settings: Any
+) -> AsyncIterator[Server]:
+    """Serve until the block ends, then shut down gracefully (as SIGTERM would). ``clock`` is
+    the wall clock of ``received_at`` and of retention by age."""
     config = Config(port=0, data_dir=data_dir, **settings)
     shutdown = trio.Event()
     horizon = None
@@ -103,7 +107,8 @@ async def open_server(data_dir: Path, **settings: Any) -> AsyncIterator[Server]:
         horizon = await trio.to_thread.run_sync(pg.admin, config.database_url)
     try:
         async with trio.open_nursery() as nursery:
-            running: Running = await nursery.start(partial(serve, config, shutdown=shutdown))
+            start = partial(serve, config, shutdown=shutdown, clock=clock)
+            running: Running = await nursery.start(start)
             async with httpx.AsyncClient(base_url=running.url, timeout=30) as client:
                 yield Server(config, running, client, horizon)
             shutdown.set()

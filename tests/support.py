@@ -97,9 +97,9 @@ class ServerProcess:
     def log(self) -> str:
         return "".join(self.lines)
 
-    def terminate(self, timeout: float = 30) -> int:
-        """SIGTERM, then the exit code."""
-        self.proc.send_signal(signal.SIGTERM)
+    def terminate(self, timeout: float = 30, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``signum``), then the exit code."""
+        self.proc.send_signal(signum)
         code = self.proc.wait(timeout)
         self._reader.join(timeout)
         return code

@@ -12,8 +12,9 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.workers import run_worker
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.decoders.publish import decode_publish
 from aggregator.messages import (
     Accepted,
@@ -173,7 +174,7 @@ async def test_n_workers_overlapping_keys_store_each_key_once(tmp_path: Path) ->
     count, distinct = rows.fetchone()
     assert count == distinct == totals["stored"]
     assert totals["accepted"] == sent == 20 * 10 * 20
-    received, unique, duplicates, _ = SQLiteReader(db).counters()
+    received, unique, duplicates, *_ = SQLiteReader(db).counters()
     assert (received, unique, duplicates) == (sent, count, sent - count)
     assert monitor.statistics().running is False  # the cascade closed the writer
 

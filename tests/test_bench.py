@@ -9,7 +9,7 @@ def round_of(raw_u4: float, server_u4: float, bare: float, single: float, note: 
     return [
         Row("bare hypercorn-trio", "uuid4", 1, bare, None, bare, 20.0, 40.0, 32.0),
         Row("aggregator (FULL)", "uuid4", 1, single, single * 0.8, single, 30.0, 60.0, 50.0, note),
-        Row("raw SQLite executemany", "uuid4", 2000, raw_u4 * 1.25, raw_u4, 0, None, None, None),
+        Row("store commit (no HTTP)", "uuid4", 2000, raw_u4 * 1.25, raw_u4, 0, None, None, None),
         Row(
             "aggregator (FULL)",
             "uuid4",
@@ -33,7 +33,7 @@ def test_ratios_are_taken_within_each_round_then_the_median() -> None:
         round_of(50_000, 20_000, 1_800, 1_080, "verified"),
     ]
     assert ratios(rounds) == [
-        "- server ÷ raw SQLite, uuid4, batch 100, unique events/s: 50% (rounds: 50%, 60%, 40%) "
+        "- server ÷ store commit, uuid4, batch 100, unique events/s: 50% (rounds: 50%, 60%, 40%) "
         "(target ≥ 60%)",
         "- single-event server ÷ bare hypercorn-trio, uuid4, req/s: 60% (rounds: 50%, 70%, 60%) "
         "(target ≥ 85%)",

@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
@@ -54,6 +55,7 @@ class Stage:
     user: str
     volumes: list[str]
     exposed: list[str]
+    stop_signal: str
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -93,6 +95,7 @@ def final_stage() -> Stage:
     user = "root"
     volumes: list[str] = []
     exposed: list[str] = []
+    stop_signal = "SIGTERM"  # the engine's default
     for keyword, arguments in parsed[starts[-1] + 1 :]:
         if keyword == "ENV":
             for pair in shlex.split(arguments):
@@ -111,7 +114,9 @@ def final_stage() -> Stage:
             volumes += json.loads(arguments) if arguments.startswith("[") else arguments.split()
         elif keyword == "EXPOSE":
             exposed += arguments.split()
-    return Stage(base, env, cmd, healthcheck, user, volumes, exposed)
+        elif keyword == "STOPSIGNAL":
+            stop_signal = arguments
+    return Stage(base, env, cmd, healthcheck, user, volumes, exposed, stop_signal)
 
 
 def container_env(*layers: Mapping[str, str], **overrides: str) -> dict[str, str]:
@@ -187,9 +192,14 @@ def test_final_stage_is_a_non_root_server_that_declares_no_volume() -> None:
     assert stage.env["AGGREGATOR_PORT"] == "8080"
     assert "8080" in stage.exposed
     assert stage.healthcheck[0] == "python"  # the interpreter that is there anyway
+    # Python handles SIGINT from its start, and the server treats it as SIGTERM; a SIGTERM sent
+    # to PID 1 before any handler exists is dropped (tests/containers: stop during start-up).
+    assert stage.stop_signal == "SIGINT"
 
 
-def test_image_command_serves_passes_its_healthcheck_and_drains_on_sigterm(tmp_path: Path) -> None:
+def test_image_command_serves_passes_its_healthcheck_and_drains_on_its_stop_signal(
+    tmp_path: Path,
+) -> None:
     stage = final_stage()
     # The image's ENV, exactly, but for two values a container gets from elsewhere: /data is a
     # volume mount (here a temporary directory) and 8080 is the container's own port (here any
@@ -207,7 +217,7 @@ def test_image_command_serves_passes_its_healthcheck_and_drains_on_sigterm(tmp_p
             stage.healthcheck, env=probe_env, capture_output=True, text=True, timeout=30
         )
         assert probe.returncode == 0, probe.stderr
-        assert server.terminate() == 0, server.log()
+        assert server.terminate(signum=signal.Signals[stage.stop_signal]) == 0, server.log()
     finally:
         server.kill()
     assert (tmp_path / "aggregator.sqlite3").exists()
@@ -358,7 +368,7 @@ def test_compose_story_data_survives_the_server_and_a_rerun_is_all_duplicates(
         first = simulate(local_url(server))
         assert first.returncode == 0, first.stdout + first.stderr
         after_first = stats(local_url(server))
-        assert server.terminate() == 0, server.log()
+        assert server.terminate(signum=signal.Signals[stage.stop_signal]) == 0, server.log()
     finally:
         server.kill()
     assert after_first["unique_processed"] > 0
@@ -374,7 +384,7 @@ def test_compose_story_data_survives_the_server_and_a_rerun_is_all_duplicates(
         # by design (1: a check failed; 2 would mean it could not run at all).
         assert second.returncode == 1, second.stdout + second.stderr
         after_second = stats(url)
-        assert server.terminate() == 0, server.log()
+        assert server.terminate(signum=signal.Signals[stage.stop_signal]) == 0, server.log()
     finally:
         server.kill()
     assert after_second["received"] == 2 * after_first["received"]

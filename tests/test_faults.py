@@ -106,12 +106,75 @@ def foreign_database(path: Path) -> None:
     conn.close()
 
 
+def foreign_database_at_user_version_1(path: Path) -> None:
+    """Another program's database whose user_version happens to be one the aggregator used."""
+    foreign_database(path)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+
+
+def other_application(path: Path) -> None:
+    """Another program's database that names itself in the header, with our table names."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id = 1179602516")
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("CREATE TABLE events (x)")
+    conn.close()
+
+
+CRASH_IN_WAL = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA journal_mode = WAL")
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+for statement in sys.argv[2:]:
+    conn.execute(statement)
+os._exit(0)  # as a crash: the WAL is left with its frames, never checkpointed
+"""
+
+
+def left_by_a_crash(*statements: str) -> Callable[[Path], object]:
+    """A database whose last writes are still in a ``-wal`` file, as a crash leaves it."""
+
+    def make(path: Path) -> None:
+        subprocess.run([sys.executable, "-c", CRASH_IN_WAL, str(path), *statements], check=True)
+        assert path.with_name(path.name + "-wal").stat().st_size > 0
+
+    return make
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (corrupt_database, "cannot be opened as the aggregator's store"),
         (foreign_database, "another program"),
+        (foreign_database_at_user_version_1, "another program"),
+        (other_application, "another program"),
         (lambda p: p.write_bytes(b"\x00\x01garbage" * 1000), "cannot be opened"),
+        (
+            left_by_a_crash(
+                "CREATE TABLE notes (body)", "INSERT INTO notes VALUES ('kept in the WAL')"
+            ),
+            "another program",
+        ),
+        (
+            left_by_a_crash(
+                "PRAGMA application_id = 1097287538",
+                "PRAGMA user_version = 99",
+                "CREATE TABLE t (x)",
+            ),
+            "newer than this aggregator's",
+        ),
+    ],
+    ids=[
+        "corrupt",
+        "foreign",
+        "foreign-at-version-1",
+        "other-application",
+        "garbage",
+        "foreign-with-wal",
+        "newer-with-wal",
     ],
 )
 def test_a_bad_store_at_start_up_exits_1_and_leaves_the_file_as_it_was(
@@ -119,7 +182,8 @@ def test_a_bad_store_at_start_up_exits_1_and_leaves_the_file_as_it_was(
 ) -> None:
     path = tmp_path / "aggregator.sqlite3"
     make(path)
-    before = path.read_bytes()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    contents = {name: (tmp_path / name).read_bytes() for name in files if not name.endswith("-shm")}
     result = subprocess.run(
         [sys.executable, "-m", "aggregator", "--port", "0", "--data-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -127,5 +191,6 @@ def test_a_bad_store_at_start_up_exits_1_and_leaves_the_file_as_it_was(
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.startswith("aggregator: error: ")
-    assert path.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["aggregator.sqlite3"]
+    # Byte for byte: the file, and a WAL left beside it (neither checkpointed nor removed).
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    assert {name: (tmp_path / name).read_bytes() for name in contents} == contents

@@ -15,8 +15,9 @@ import httpx
 import pytest
 import trio
 
+from aggregator.config import ConfigError, load_config
 from aggregator.messages import EventRecord, StoredEvent
-from aggregator.store import StoreMismatch
+from aggregator.store import Retention, StoreMismatch
 from aggregator.store.pg_schema import SCHEMA_VERSION
 from aggregator.store.postgres import PostgresReader, PostgresStore
 from bench import postgres as bench_postgres
@@ -24,6 +25,7 @@ from tests import pg
 from tests.conftest import open_server
 from tests.sse import open_stream
 from tests.support import ROOT, ServerProcess, event
+from tests.test_retention import FakeClock
 
 
 def rec(topic: str, event_id: str, source: str = "src") -> EventRecord:
@@ -69,7 +71,8 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(pg_url: str) ->
         )
         again = store.commit([[rec("t", "y"), rec("t", "z")]])
     assert result.counts == [(2, 1), (1, 1)] and result.stored == 3
-    assert again.counts == [(1, 1)]
+    assert result.stored_flags == [[True, False, True], [False, True]]
+    assert again.counts == [(1, 1)] and again.stored_flags == [[False, True]]
     with pg.admin(pg_url) as conn:
         rows = conn.execute("SELECT seq, topic, event_id, source FROM events ORDER BY seq")
         stored = {(topic, event_id, source): seq for seq, topic, event_id, source in rows}
@@ -80,14 +83,49 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(pg_url: str) ->
     pg.settle(pg_url)  # readable whatever else the cluster runs (issue 21)
     reader = PostgresReader(pg_url)
     try:
-        assert reader.counters() == (7, 4, 3, ["t", "u"])
+        assert reader.counters() == (7, 4, 3, ["t", "u"], 0)
         assert [tuple(t) for t in reader.topics()] == [
-            ("t", 3, 3, by_key["t", "z"]),
-            ("u", 1, 0, by_key["u", "x"]),
+            ("t", 3, 3, by_key["t", "z"], 0),
+            ("u", 1, 0, by_key["u", "x"], 0),
         ]
         assert [e.source for e in reader.events("t", 0, 10, 0)] == ["first", "src", "src"]
     finally:
         reader.close()
+
+
+def test_retention_by_age_deletes_the_oldest_and_forgets_their_keys(pg_url: str) -> None:
+    clock = FakeClock()
+    first, second = PostgresStore(pg_url, clock=clock), PostgresStore(pg_url, clock=clock)
+    try:
+        first.commit([[rec("t", "old-1"), rec("u", "old-2"), rec("t", "old-1")]])
+        clock.advance(30)
+        second.commit([[rec("t", "young")]])
+        clock.advance(45)  # the first commit is 75 s old, the second 45 s
+        hour = Retention(max_age_seconds=60)
+        # Two processes step at once: each event is deleted, and counted, by one of them.
+        steps = [first.maintain(hour, 10), second.maintain(hour, 10)]
+        assert sum(step.expired for step in steps) == 2
+        assert [s.expired for s in (first.maintain(hour, 10), second.maintain(hour, 10))] == [0, 0]
+        again = first.commit([[rec("t", "old-1"), rec("t", "young")]])
+        assert again.stored_flags == [[True, False]]  # the key went with its event
+    finally:
+        first.close()
+        second.close()
+    reader = PostgresReader(pg_url)
+    try:
+        assert [e.event_id for e in reader.events(None, 0, 10, 0)] == ["young", "old-1"]
+        assert reader.counters() == (6, 4, 2, ["t"], 2)  # cumulative; "u" has nothing stored now
+        assert [(t.topic, t.stored, t.expired) for t in reader.topics()] == [
+            ("t", 3, 1),
+            ("u", 1, 1),
+        ]
+    finally:
+        reader.close()
+
+
+def test_a_size_limit_is_refused_with_postgresql(pg_url: str) -> None:
+    with pytest.raises(ConfigError, match="AGGREGATOR_RETENTION_BYTES applies to the SQLite"):
+        load_config(["--database-url", pg_url, "--retention-bytes", "1000"])
 
 
 def test_nul_and_backslashes_round_trip_and_stay_distinct(pg_url: str) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import StoreMismatch, StoreUnavailable
-from aggregator.store.sqlite import SCHEMA_VERSION, SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite_schema import SCHEMA_VERSION
 
 # The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only
@@ -32,7 +33,9 @@ def test_migration_from_an_empty_file_sets_wal_and_version(db: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"events", "counters", "topics"} <= tables
-    assert conn.execute("SELECT * FROM counters").fetchall() == [(1, 0, 0, 0)]
+    assert conn.execute(
+        "SELECT received, unique_processed, duplicate_dropped, expired, last_seq FROM counters"
+    ).fetchall() == [(0, 0, 0, 0, 0)]
 
 
 def test_reopening_keeps_data_and_does_not_migrate_again(db: Path) -> None:
@@ -43,7 +46,7 @@ def test_reopening_keeps_data_and_does_not_migrate_again(db: Path) -> None:
     result = store.commit([[rec("a", "1"), rec("a", "2")]])
     assert result.counts == [(1, 1)]
     store.close()
-    assert SQLiteReader(db).counters() == (3, 2, 1, ["a"])
+    assert SQLiteReader(db).counters() == (3, 2, 1, ["a"], 0)
 
 
 def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> None:
@@ -55,6 +58,7 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
         ]
     )
     assert result.counts == [(2, 1), (1, 1)] and result.stored == 3
+    assert result.stored_flags == [[True, False, True], [False, True]]
     reader = SQLiteReader(db)
     assert [(e.seq, e.topic, e.event_id) for e in reader.events(None, 0, 10, 0)] == [
         (1, "a", "1"),
@@ -62,8 +66,8 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
         (3, "a", "2"),
     ]
     assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
-    assert reader.counters() == (5, 3, 2, ["a", "b"])
-    assert reader.topics() == [("a", 2, 2, 3), ("b", 1, 0, 2)]
+    assert reader.counters() == (5, 3, 2, ["a", "b"], 0)
+    assert reader.topics() == [("a", 2, 2, 3, 0), ("b", 1, 0, 2, 0)]
 
 
 def test_same_event_id_on_two_topics_is_two_events(db: Path) -> None:
@@ -91,7 +95,7 @@ def test_a_full_database_rolls_back_the_whole_transaction(db: Path) -> None:
     with pytest.raises(StoreUnavailable, match="full"):
         store.commit([[rec("a", str(i), big) for i in range(1, 50)], [rec("b", "1")]])
     reader = SQLiteReader(db)
-    assert reader.counters() == (1, 1, 0, ["a"])
+    assert reader.counters() == (1, 1, 0, ["a"], 0)
     assert [e.event_id for e in reader.events(None, 0, 100, 0)] == ["0"]
     store.execute("PRAGMA max_page_count = 1073741823")
     assert store.commit([[rec("b", "1")]]).counts == [(1, 0)]
@@ -129,4 +133,29 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
     for mode, code in (("full", 2), ("normal", 1)):
         store = SQLiteStore(db, synchronous=mode)
         assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == code
+        store.close()
+
+
+def test_a_failure_at_commit_says_the_events_may_have_been_stored(db: Path) -> None:
+    """A write that fails at COMMIT (here: the WAL cannot grow while the frames are appended)
+    may leave frames that recovery brings back: the store must not claim nothing was stored.
+    A failure before COMMIT (the same limit hit by a statement) may claim it."""
+    import resource
+
+    store = SQLiteStore(db, cache_mib=64)
+    try:
+        store.commit([[rec("t", "seed")]])
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        wal = db.with_name(db.name + "-wal")
+        limit = max(db.stat().st_size, wal.stat().st_size) + 8192
+        big = "x" * 2000
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        try:  # 200 events of 2 KB: the cache holds them, the WAL is written at COMMIT
+            with pytest.raises(StoreUnavailable) as failed:
+                store.commit([[rec("t", f"e{i}", f'{{"x": "{big}"}}') for i in range(200)]])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        assert failed.value.maybe_stored
+        assert store.commit([[rec("t", "after")]]).counts == [(1, 0)]  # it goes on
+    finally:
         store.close()

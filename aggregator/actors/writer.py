@@ -15,20 +15,21 @@ so only the request that meets it gets a 500. A connection whose state is unknow
 ``on_broken`` (the service stops accepting), answers 503 to every request still coming, and
 raises once its inbox closes; the process exits non-zero with the reason, and a supervisor
 restarts it on the intact store.
+
+Between commits the writer also does the store's upkeep, a small step at a time
+(``aggregator/actors/upkeep.py``): index work the store deferred, and retention.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
-import math
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
 import trio
 
+from aggregator.actors.monitor import WriterMonitor
+from aggregator.actors.upkeep import UpkeepPlan, disk_full, upkeep_step
 from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import StoreBroken, StoreContention, StoreUnavailable, WriteStore
@@ -39,55 +40,6 @@ MIN_PROBE_BYTES = 64 * 1024
 MAX_PROBE_BYTES = 16 * 1024 * 1024
 
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStatistics:
-    transactions: int
-    failed_transactions: int
-    requests: int
-    events: int
-    stored: int
-    max_requests_per_transaction: int
-    running: bool
-    last_error: str | None  # set by a failed transaction, cleared by the next good one
-    # trio.current_time() when the transaction (or probe) on the store's thread began; None
-    # between them. /health reads it: a store call that never returns is an outage too.
-    busy_since: float | None = None
-
-
-class WriterMonitor:
-    """The writer's counters, written only by the writer; anyone may read a snapshot.
-
-    ``stall_seconds``: how long one call into the store may run before ``stalled`` reports it
-    (a disk or network that stopped answering: the writer waits on its thread for ever)."""
-
-    def __init__(self, stall_seconds: float = math.inf) -> None:
-        self._stats = WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
-        self._stall_seconds = stall_seconds
-
-    def statistics(self) -> WriterStatistics:
-        return self._stats
-
-    @contextlib.contextmanager
-    def busy(self) -> Iterator[None]:
-        """Around one call into the store, on the writer's thread."""
-        self.update(busy_since=trio.current_time())
-        try:
-            yield
-        finally:
-            self.update(busy_since=None)
-
-    def stalled(self) -> float | None:
-        """How long the store's current call has run, once that is over ``stall_seconds``."""
-        since = self._stats.busy_since
-        if since is None:
-            return None
-        running = trio.current_time() - since
-        return running if running > self._stall_seconds else None
-
-    def update(self, **changes: Any) -> None:
-        self._stats = dataclasses.replace(self._stats, **changes)
 
 
 def _take_batch(
@@ -123,6 +75,7 @@ async def run_writer(
     on_broken: Callable[[], None] | None = None,
     probe_seconds: float = 1.0,
     incidents: Incidents | None = None,
+    upkeep: UpkeepPlan | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Commit what arrives on ``inbox`` until it closes and is empty.
@@ -131,9 +84,11 @@ async def run_writer(
     must not block (it wakes the hub's tail, which reads the new rows from the store). After a
     failed transaction, while no request comes, the writer probes the store every
     ``probe_seconds``, so that health comes back by itself once the store can take writes again
-    (disk space freed, remounted writable).
+    (disk space freed, remounted writable). With a size limit (``upkeep.retention``), a full
+    disk is first met by deleting the oldest events (a reclaiming upkeep step) before probing.
     """
     incidents = Incidents() if incidents is None else incidents
+    plan = UpkeepPlan() if upkeep is None else upkeep
     # Closed without a checkpoint: under a cancelled scope, ``aclose``'s would raise Cancelled in
     # place of the StoreBroken below, and a broken store would end the process as a clean stop.
     with inbox:
@@ -141,21 +96,39 @@ async def run_writer(
         task_status.started()
         pending: WriteRequest | None = None
         probe_bytes = 0
+        more = True  # upkeep may have work: a store just opened may have deferred some
         try:
             while True:
+                if pending is None and more:  # upkeep, unless a request is waiting
+                    try:
+                        pending = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        more = await _upkeep(store, plan, monitor, incidents)
+                        continue
+                    except trio.EndOfChannel:
+                        return
                 if pending is None:
-                    wait = probe_seconds if monitor.statistics().last_error else math.inf
+                    failing = monitor.statistics().last_error
+                    wait = probe_seconds if failing else plan.idle_seconds
                     with trio.move_on_after(wait):
                         try:
                             pending = await inbox.receive()
                         except trio.EndOfChannel:
                             return
-                    if pending is None:
+                    if pending is None and failing:
+                        if _reclaims(plan, monitor):
+                            await _upkeep(store, plan, monitor, incidents, reclaim=True)
                         await _probe(store, monitor, probe_bytes, incidents)
-                        continue
+                    elif pending is None:
+                        more = await _upkeep(store, plan, monitor, incidents)
+                    continue
                 batch, pending = _take_batch(pending, inbox, max_txn_events)
-                if not await _commit(batch, store, monitor, on_commit, incidents):
+                if await _commit(batch, store, monitor, on_commit, incidents):
+                    more = await _upkeep(store, plan, monitor, incidents)
+                else:
                     probe_bytes = _probe_size(batch)
+                    if _reclaims(plan, monitor):  # make room before the next request comes
+                        await _upkeep(store, plan, monitor, incidents, reclaim=True)
         except StoreBroken as exc:
             LOGGER.critical("the store's connection is in an unknown state: %s; stopping", exc)
             monitor.update(last_error=f"the store's connection is broken: {exc}")
@@ -174,6 +147,33 @@ async def run_writer(
             raise
         finally:
             monitor.update(running=False)
+
+
+async def _upkeep(
+    store: WriteStore,
+    plan: UpkeepPlan,
+    monitor: WriterMonitor,
+    incidents: Incidents,
+    *,
+    reclaim: bool = False,
+) -> bool:
+    """One upkeep step, counted; whether another has work to do now."""
+    with monitor.busy():
+        result = await upkeep_step(store, plan, incidents, reclaim=reclaim)
+    stats = monitor.statistics()
+    monitor.update(
+        upkeep_steps=stats.upkeep_steps + 1,
+        upkeep_more=result.more,
+        expired=stats.expired + result.expired,
+    )
+    return result.more
+
+
+def _reclaims(plan: UpkeepPlan, monitor: WriterMonitor) -> bool:
+    """Whether to delete the oldest events to make room: a size limit is set, and the disk (or
+    the file's size limit) filled up below it."""
+    error = monitor.statistics().last_error
+    return plan.retention.max_bytes > 0 and error is not None and disk_full(error)
 
 
 def _refusal(exc: StoreBroken) -> Unavailable:
@@ -231,11 +231,11 @@ async def _commit(
             return await _commit_each(batch, store, monitor, on_commit, incidents)
         LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         for request in batch:
-            _reply(request, Unavailable(str(exc)))
+            _reply(request, Unavailable(str(exc), stored_nothing=not exc.maybe_stored))
         return False
     except StoreBroken as exc:
         for request in batch:
-            _reply(request, Unavailable(f"{exc}; the request may or may not have been stored"))
+            _reply(request, Unavailable(str(exc), stored_nothing=False))
         raise
     except Exception as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1)

@@ -21,9 +21,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.actors.hub import Hub
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
-from aggregator.actors.writer import WriterMonitor
 from aggregator.front.metrics import Metrics
 from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body

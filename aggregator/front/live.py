@@ -66,7 +66,15 @@ def _last_event_id() -> int | None:
 
 def _topic_counts(reader: ReadStore) -> list[TopicOut]:
     return [
-        TopicOut(row.topic, row.stored + row.duplicates, row.stored, row.duplicates, row.last_seq)
+        TopicOut(
+            row.topic,
+            received=row.stored + row.duplicates,
+            unique_processed=row.stored,
+            duplicate_dropped=row.duplicates,
+            last_seq=row.last_seq,
+            stored_now=row.stored - row.expired,
+            expired=row.expired,
+        )
         for row in reader.topics()
     ]
 
@@ -128,6 +136,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             received=counters.received,
             stored=counters.unique_processed,
             duplicates=counters.duplicate_dropped,
+            expired=counters.expired,
             topics=len(counters.topics),
             queue_depth=queue.current_buffer_used,
             queue_capacity=front.queue_size,

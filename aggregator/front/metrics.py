@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from aggregator.actors.syslog import RESULTS, TRANSPORTS
 from aggregator.incidents import STAGES
 from aggregator.messages import EventRecord
-from aggregator.store import CommitResult, WriteStore
+from aggregator.store import CommitResult, Retention, Upkeep, WriteStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 EVENT_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000, 10_000, 20_000, 50_000)
@@ -35,6 +35,7 @@ class Snapshot:
     received: int
     stored: int
     duplicates: int
+    expired: int
     topics: int
     queue_depth: int
     queue_capacity: int
@@ -60,6 +61,14 @@ class _SnapshotCollector(Collector):
             "aggregator_events_duplicate",
             "events dropped as duplicates (duplicate_dropped)",
             value=s.duplicates,
+        )
+        yield CounterMetricFamily(
+            "aggregator_events_expired", "stored events deleted by retention", value=s.expired
+        )
+        yield GaugeMetricFamily(
+            "aggregator_events_stored_now",
+            "events stored now (stored less expired)",
+            value=s.stored - s.expired,
         )
         yield GaugeMetricFamily("aggregator_topics", "topics with stored events", value=s.topics)
         yield GaugeMetricFamily(
@@ -178,6 +187,9 @@ class MeasuredStore:
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.transaction_events.observe(sum(len(batch) for batch in batches))
         return result
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        return self._store.maintain(retention, max_events, reclaim=reclaim)
 
     def probe(self, reserve_bytes: int) -> None:
         self._store.probe(reserve_bytes)

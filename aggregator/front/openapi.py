@@ -189,6 +189,8 @@ PATHS: dict[str, Any] = {
                             "unique_processed": 1,
                             "duplicate_dropped": 1,
                             "last_seq": 1,
+                            "stored_now": 1,
+                            "expired": 0,
                         }
                     ],
                 ),

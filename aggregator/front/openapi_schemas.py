@@ -91,12 +91,27 @@ SCHEMAS: dict[str, Any] = {
     },
     "TopicCounts": {
         "type": "object",
-        "required": ["topic", "received", "unique_processed", "duplicate_dropped", "last_seq"],
+        "required": [
+            "topic",
+            "received",
+            "unique_processed",
+            "duplicate_dropped",
+            "last_seq",
+            "stored_now",
+            "expired",
+        ],
         "properties": {
             "topic": {"type": "string"},
             **{
                 k: {"type": "integer", "minimum": 0}
-                for k in ("received", "unique_processed", "duplicate_dropped", "last_seq")
+                for k in (
+                    "received",
+                    "unique_processed",
+                    "duplicate_dropped",
+                    "last_seq",
+                    "stored_now",
+                    "expired",
+                )
             },
         },
     },

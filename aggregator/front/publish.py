@@ -111,7 +111,7 @@ class PublishRoute:
         if isinstance(outcome, Accepted):
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
-            return 503, _unavailable(outcome.reason)
+            return 503, _unavailable(outcome)
         if isinstance(outcome, Internal):
             return 500, _internal(outcome)
         return outcome.status, error_body(outcome)
@@ -191,9 +191,14 @@ def _internal(outcome: Internal) -> ErrorBody:
     return ErrorBody("internal", internal_message(outcome.request_id, outcome.stored_nothing))
 
 
-def _unavailable(reason: str) -> ErrorBody:
+def _unavailable(outcome: Unavailable) -> ErrorBody:
+    stored = (
+        "nothing of the request was stored"
+        if outcome.stored_nothing
+        else "the request may or may not have been stored"
+    )
     return ErrorBody(
         "unavailable",
-        f"the store cannot take writes now: {reason}; nothing of the request was stored, "
-        "resend it later",
+        f"the store cannot take writes now: {outcome.reason}; {stored}; resend it later "
+        "(a resend is safe: what was stored comes back as duplicates)",
     )

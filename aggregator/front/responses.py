@@ -36,9 +36,11 @@ class TopicOut(msgspec.Struct):
 
     topic: str
     received: int
-    unique_processed: int
+    unique_processed: int  # cumulative: every event of the topic ever stored
     duplicate_dropped: int
     last_seq: int
+    stored_now: int  # unique_processed less what retention deleted
+    expired: int  # deleted by retention, in all
 
 
 def error_body(rejection: Rejection) -> ErrorBody:

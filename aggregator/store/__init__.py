@@ -6,34 +6,42 @@ from typing import TYPE_CHECKING
 
 from aggregator.config import Config
 from aggregator.store.base import (
+    Clock,
     CommitResult,
     Counters,
     ReadStore,
+    Retention,
     StoreBroken,
     StoreContention,
     StoreMismatch,
     StoreUnavailable,
     TopicCounts,
+    Upkeep,
     WriteStore,
+    utc_now,
 )
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
 
 if TYPE_CHECKING:
     from types import ModuleType
 
 __all__ = [
+    "Clock",
     "CommitResult",
     "Counters",
     "ReadStore",
+    "Retention",
     "StoreBroken",
     "StoreContention",
     "StoreMismatch",
     "StoreUnavailable",
     "TopicCounts",
+    "Upkeep",
     "WriteStore",
     "describe_store",
     "open_reader",
     "open_store",
+    "utc_now",
 ]
 
 
@@ -57,16 +65,21 @@ def describe_store(config: Config) -> str:
     return str(config.database_path)
 
 
-def open_store(config: Config) -> WriteStore:
+def open_store(config: Config, *, clock: Clock = utc_now) -> WriteStore:
     """The write side; creates the data directory and migrates the schema. Blocking.
 
-    With ``database_url`` set, PostgreSQL."""
+    With ``database_url`` set, PostgreSQL. ``clock`` gives ``received_at`` and the "now" of
+    retention by age."""
     if config.database_url:
-        store: WriteStore = _postgres().PostgresStore(config.database_url)
+        store: WriteStore = _postgres().PostgresStore(config.database_url, clock=clock)
         return store
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(
-        config.database_path, synchronous=config.synchronous, cache_mib=config.cache_mib
+        config.database_path,
+        synchronous=config.synchronous,
+        cache_mib=config.cache_mib,
+        clock=clock,
+        wal_pages=wal_restart_pages(config.retention_bytes),
     )
 
 

@@ -28,10 +28,12 @@ EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
 VISIBLE = "xid < pg_snapshot_xmin(pg_current_snapshot())"
 COUNTERS = """SELECT coalesce(sum(received), 0)::bigint, coalesce(sum(unique_processed), 0)::bigint,
     coalesce(sum(duplicate_dropped), 0)::bigint,
-    ARRAY(SELECT topic FROM topics GROUP BY topic HAVING sum(stored) > 0 ORDER BY topic)
+    ARRAY(SELECT topic FROM topics GROUP BY topic HAVING sum(stored) > sum(expired)
+        ORDER BY topic),
+    coalesce(sum(expired), 0)::bigint
     FROM counters"""
-TOPICS = """SELECT topic, sum(stored)::bigint, sum(duplicates)::bigint, max(last_seq)
-    FROM topics GROUP BY topic ORDER BY topic"""
+TOPICS = """SELECT topic, sum(stored)::bigint, sum(duplicates)::bigint, max(last_seq),
+    sum(expired)::bigint FROM topics GROUP BY topic ORDER BY topic"""
 
 
 class PostgresReader:
@@ -97,8 +99,8 @@ class PostgresReader:
 
     def counters(self) -> Counters:
         row = self._read(lambda conn: conn.execute(COUNTERS).fetchone())
-        received, unique, duplicates, topics = row  # type: ignore[misc]
-        return Counters(received, unique, duplicates, topics)
+        received, unique, duplicates, topics, expired = row  # type: ignore[misc]
+        return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
         return self._read(lambda conn: [TopicCounts(*row) for row in conn.execute(TOPICS)])

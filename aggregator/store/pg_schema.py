@@ -105,6 +105,11 @@ MIGRATIONS: list[list[str]] = [
             RETURN first_seq;
         END $$""",
     ],
+    [
+        # Retention (AGGREGATOR_RETENTION_SECONDS): events deleted, per shard and per topic.
+        "ALTER TABLE counters ADD COLUMN expired bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE topics ADD COLUMN expired bigint NOT NULL DEFAULT 0",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

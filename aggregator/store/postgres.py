@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -26,11 +28,17 @@ from psycopg.pq import TransactionStatus
 
 from aggregator.messages import EventRecord
 from aggregator.store.base import (
+    Clock,
     CommitResult,
+    Retention,
     StoreBroken,
     StoreContention,
     StoreMismatch,
     StoreUnavailable,
+    Upkeep,
+    commit_result,
+    utc_now,
+    utc_text,
 )
 from aggregator.store.pg_connect import connect_writer, describe, redact
 from aggregator.store.pg_reader import PostgresReader
@@ -42,7 +50,6 @@ from aggregator.store.pg_schema import (
     migrate,
     schema_version,
 )
-from aggregator.store.sqlite import utc_now
 
 __all__ = ["PostgresReader", "PostgresStore", "redact"]
 
@@ -80,6 +87,20 @@ STORE_WIDE_LOCK = """SELECT EXISTS (SELECT 1 FROM pg_locks
                 'AccessExclusiveLock'))
         OR (locktype = 'advisory' AND granted AND classid = %s::oid
             AND objid = to_regclass('events_seq')::oid AND objsubid = 1)))"""
+# The oldest events (by seq) received before the cutoff; another process may delete the same
+# rows at once: only the rows this statement deleted come back, so none is counted twice.
+EXPIRE = """DELETE FROM events WHERE (topic, event_id) IN (
+        SELECT topic, event_id FROM (
+            SELECT topic, event_id, received_at FROM events ORDER BY seq LIMIT %s
+            FOR UPDATE SKIP LOCKED) AS oldest
+        WHERE received_at < %s)
+    RETURNING topic"""
+ADD_EXPIRED = """INSERT INTO counters AS c VALUES (%s, 0, 0, 0, %s)
+    ON CONFLICT (shard) DO UPDATE SET expired = c.expired + excluded.expired"""
+ADD_TOPICS_EXPIRED = """INSERT INTO topics AS t
+    SELECT u.topic, %s, 0, 0, 0, u.expired
+    FROM unnest(%s::text[], %s::bigint[]) AS u(topic, expired)
+    ON CONFLICT (topic, shard) DO UPDATE SET expired = t.expired + excluded.expired"""
 # A probe's row: a control character, so no event can have this topic; deleted before COMMIT.
 PROBE_TOPIC = "\x1faggregator-probe"
 PROBE = """INSERT INTO events (topic, event_id, seq, timestamp, source, payload, received_at)
@@ -89,9 +110,10 @@ PROBE = """INSERT INTO events (topic, event_id, seq, timestamp, source, payload,
 class PostgresStore:
     """The write connection of this process. Opening it migrates the schema."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, clock: Clock = utc_now) -> None:
         self.url = url
         self.where = redact(url)
+        self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
         conn = connect_writer(url)
         try:
@@ -168,9 +190,11 @@ class PostgresStore:
         rolls back. A failed statement raises ``StoreUnavailable`` (``StoreContention`` when it
         met a lock on a row that others need not wait for); anything else propagates."""
         conn = self._connection()
+        committing = False
         try:
             with conn.transaction():
                 yield
+                committing = True  # the block is done: what fails now is COMMIT itself
         except psycopg.Error as exc:
             contention = exc.sqlstate in LOCK_FAILURES and not self._store_wide_lock(conn)
             # A fresh connection next time: a broken one cannot be reused, and a statement
@@ -178,7 +202,9 @@ class PostgresStore:
             self._drop(conn)
             if contention:
                 raise StoreContention(describe(exc)) from exc
-            raise StoreUnavailable(describe(exc)) from exc
+            # A connection lost during COMMIT leaves its outcome unknown to us: the server may
+            # have committed before the answer was lost.
+            raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
         except BaseException:
             if conn.info.transaction_status != TransactionStatus.IDLE:
                 self._drop(conn)
@@ -206,7 +232,7 @@ class PostgresStore:
     def write(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
         """Insert ``batches`` (first copy wins), add the counters; inside ``transaction()``."""
         conn = self._connection()
-        received_at = utc_now()
+        received_at = utc_text(self._clock())
         total = sum(len(batch) for batch in batches)
         first: int = conn.execute("SELECT aggregator_reserve(%s)", (total,)).fetchone()[0]  # type: ignore[index]
         # seq = first + position in the transaction, so events keep request order; the first
@@ -239,21 +265,22 @@ class PostgresStore:
         first: int,
         new: set[int],
     ) -> CommitResult:
-        counts: list[tuple[int, int]] = []
+        flags: list[list[bool]] = []
         topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
         seq = first
         for batch in batches:
-            added = 0
+            request = []
             for record in batch:
                 tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])
-                if seq in new:
-                    added += 1
+                stored = seq in new  # RETURNING seq named it: this copy was inserted
+                request.append(stored)
+                if stored:
                     tally[0] += 1
                     tally[2] = seq
                 else:
                     tally[1] += 1
                 seq += 1
-            counts.append((added, len(batch) - added))
+            flags.append(request)
         total = seq - first
         conn.execute(ADD_COUNTERS, (self.shard, total, len(new), total - len(new)))
         names = sorted(topics)
@@ -267,7 +294,26 @@ class PostgresStore:
                 [topics[t][2] for t in names],
             ),
         )
-        return CommitResult(counts)
+        return commit_result(flags)
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        """Retention by age: delete up to ``max_events`` of the oldest events received before
+        the cutoff (their keys go with them: the primary key). Size limits are SQLite's only
+        (``Config`` refuses them here): PostgreSQL reuses space after VACUUM, not at once."""
+        if not retention.max_age_seconds:
+            return Upkeep(0, more=False)
+        cutoff = utc_text(self._clock() - timedelta(seconds=retention.max_age_seconds))
+        with self.transaction():
+            conn = self._connection()
+            topics = Counter(
+                topic for (topic,) in conn.execute(EXPIRE, (max_events, cutoff)).fetchall()
+            )
+            expired = sum(topics.values())
+            if expired:
+                conn.execute(ADD_EXPIRED, (self.shard, expired))
+                names = sorted(topics)
+                conn.execute(ADD_TOPICS_EXPIRED, (self.shard, names, [topics[t] for t in names]))
+        return Upkeep(expired, more=expired == max_events)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,144 +1,129 @@
 """The embedded store: SQLite in WAL mode, one write connection, read-only reader connections.
 
-Synchronous code only: the writer actor runs ``SQLiteStore.commit`` on its one thread; each
-``SQLiteReader`` is used by one thread at a time (the reader pool sees to that).
+Synchronous code only: the writer actor runs ``SQLiteStore.commit`` on its one thread. The
+readers are in ``sqlite_reader.py``, the schema and its migrations in ``sqlite_schema.py``, the
+dedup index in ``sqlite_keys.py``, retention's steps in ``sqlite_retention.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
-from aggregator.messages import EventRecord, StoredEvent
+from aggregator.messages import EventRecord
+from aggregator.store import sqlite_keys, sqlite_retention
 from aggregator.store.base import (
+    Clock,
     CommitResult,
-    Counters,
+    Retention,
     StoreBroken,
     StoreMismatch,
     StoreUnavailable,
-    TopicCounts,
+    Upkeep,
+    commit_result,
+    utc_now,
+    utc_text,
 )
+from aggregator.store.checkpointer import Checkpointer
 from aggregator.store.lock import StoreLock
+from aggregator.store.sqlite_reader import SQLiteReader, describe
+from aggregator.store.sqlite_schema import KeyHash, identify, key_hash, migrate
 
 LOGGER = logging.getLogger(__name__)
+__all__ = ["SQLiteReader", "SQLiteStore", "describe", "wal_restart_pages"]
 
-# MIGRATIONS[i] takes the schema from user_version i to i + 1, in one transaction.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY,           -- commit order; the rowid, so inserts append
-            topic TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            timestamp TEXT NOT NULL,
-            source TEXT NOT NULL,
-            payload TEXT NOT NULL,             -- the JSON text as received
-            received_at TEXT NOT NULL,
-            UNIQUE (topic, event_id)           -- decides what is a duplicate
-        )""",
-        "CREATE INDEX events_by_topic ON events (topic, seq)",
-        """CREATE TABLE counters (
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            received INTEGER NOT NULL,
-            unique_processed INTEGER NOT NULL,
-            duplicate_dropped INTEGER NOT NULL
-        )""",
-        "INSERT INTO counters VALUES (1, 0, 0, 0)",
-        """CREATE TABLE topics (
-            topic TEXT PRIMARY KEY,
-            stored INTEGER NOT NULL,
-            duplicates INTEGER NOT NULL,
-            last_seq INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-    ],
-    [
-        # Scratch space for the writer's health probe (SQLiteStore.probe); empty at rest.
-        "CREATE TABLE probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL)",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-
-INSERT_EVENT = """INSERT INTO events (topic, event_id, timestamp, source, payload, received_at)
-    VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (topic, event_id) DO NOTHING"""
+INSERT_EVENT = """INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?)"""
 ADD_COUNTERS = """UPDATE counters SET received = received + ?,
-    unique_processed = unique_processed + ?, duplicate_dropped = duplicate_dropped + ?"""
+    unique_processed = unique_processed + ?, duplicate_dropped = duplicate_dropped + ?,
+    last_seq = ?"""
 ADD_TOPIC = """INSERT INTO topics (topic, stored, duplicates, last_seq) VALUES (?, ?, ?, ?)
     ON CONFLICT (topic) DO UPDATE SET stored = stored + excluded.stored,
     duplicates = duplicates + excluded.duplicates, last_seq = max(last_seq, excluded.last_seq)"""
-HEAD = "SELECT coalesce(max(seq), 0) FROM events"
-NEW_IN_TOPIC = "SELECT count(*), max(seq) FROM events WHERE topic = ? AND seq > ?"
-EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
-# Pages of WAL before an automatic checkpoint: fewer, larger checkpoints for random keys.
-WAL_AUTOCHECKPOINT_PAGES = 10_000
+# The checkpointer lets the WAL start over once it holds this many pages (~64 MiB at 4 KiB);
+# with a size limit, an eighth of it, at least 256 pages (1 MiB): the most the WAL adds to it.
+WAL_RESTART_PAGES = 16_384
+MIN_WAL_RESTART_PAGES = 256
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+def wal_restart_pages(max_bytes: int) -> int:
+    """The WAL's size, in pages, at which the checkpointer lets it start over."""
+    if not max_bytes:
+        return WAL_RESTART_PAGES
+    return min(WAL_RESTART_PAGES, max(MIN_WAL_RESTART_PAGES, max_bytes // 8 // 4096))
 
 
-def describe(exc: sqlite3.Error) -> str:
-    name = getattr(exc, "sqlite_errorname", None)
-    return f"{exc} ({name})" if name else str(exc)
+# Recent keys kept in memory before buckets of them are merged into the keys table (~100 B each).
+RECENT_KEYS = 256_000
 
 
-@contextmanager
-def _reading() -> Iterator[None]:
+def _identify(path: Path) -> int:
+    if not path.stat().st_size:
+        return 0  # a new, empty file (the lock created it)
+    conn = None
     try:
-        yield
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(describe(exc)) from exc
-
-
-def _check(conn: sqlite3.Connection, path: Path) -> int:
-    """The file's schema version; refuses a newer schema or another program's database."""
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        return identify(conn, path)
+    except sqlite3.DatabaseError as exc:
         raise StoreMismatch(
-            f"{path} has schema version {version}, newer than this aggregator's "
-            f"{SCHEMA_VERSION}; upgrade the aggregator"
-        )
-    if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise StoreMismatch(
-            f"{path} is an SQLite database of another program (it has tables "
-            "but no aggregator schema); point --data-dir elsewhere"
-        )
-    return version
-
-
-def _migrate(conn: sqlite3.Connection, path: Path, version: int) -> None:
-    for target in range(version + 1, SCHEMA_VERSION + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        for statement in MIGRATIONS[target - 1]:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {target}")
-        conn.execute("COMMIT")
-        LOGGER.info("migrated %s to schema version %d", path, target)
+            f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
+        ) from exc
+    finally:
+        if conn is not None:
+            conn.close()
 
 
 class SQLiteStore:
-    """The only write connection. Opening it checks the file, migrates it and sets WAL."""
+    """The only write connection. Opening it checks the file, migrates it and sets WAL.
 
-    def __init__(self, path: Path, *, synchronous: str = "full", cache_mib: int = 256) -> None:
+    ``clock`` gives ``received_at`` and the "now" of retention by age; ``hash_key`` the dedup
+    index's hash (tests inject one that collides); ``recent_keys`` how many keys of new events
+    are held in memory before they are merged into the index (``sqlite_keys.py``);
+    ``wal_pages`` the WAL's size at which it starts over (``checkpointer.py``); ``free_space``
+    the free bytes of the file system (tests inject a full disk)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "full",
+        cache_mib: int = 256,
+        clock: Clock = utc_now,
+        hash_key: KeyHash = key_hash,
+        recent_keys: int = RECENT_KEYS,
+        wal_pages: int = WAL_RESTART_PAGES,
+        free_space: Callable[[], int] | None = None,
+    ) -> None:
         self.path = path
+        self._clock = clock
+        self._hash = hash_key
+        self._recent_limit = recent_keys
+        self._next_bucket = 0
+        self._wal = path.with_name(path.name + "-wal")
+        self._wal_bound = 2 * wal_pages * 4096  # one checkpoint's worth, at the most
+        self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
+            # Checked on a read-only connection, so a foreign, newer or corrupt file is left as
+            # it was: closing a writable one would checkpoint a WAL left beside it.
+            version = _identify(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except BaseException:
             self._lock.release()
             raise
         try:
-            # Check before anything writes, so a foreign or corrupt file is left as it was.
-            version = _check(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it
+            conn.execute(f"PRAGMA journal_size_limit = {wal_pages * 4096}")
             conn.execute("PRAGMA busy_timeout = 5000")
-            _migrate(conn, path, version)
+            migrate(conn, path, version)
+            self._recent = sqlite_keys.load(conn, hash_key)
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._lock.release()
@@ -150,36 +135,106 @@ class SQLiteStore:
             self._lock.release()
             raise
         self._conn = conn
+        self._checkpointer = Checkpointer(path, synchronous=synchronous, restart_frames=wal_pages)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable)."""
+        with self._checkpointer.pause:
+            cur = self._conn.cursor()
+            committing = False
+            try:
+                self._bound_wal(cur)
+                cur.execute("BEGIN IMMEDIATE")
+                yield cur
+                committing = True
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback(exc)
+                # An error at COMMIT (an I/O error while syncing) may come after the frames
+                # reached the WAL: recovery may then bring the transaction back.
+                raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
+            except BaseException as exc:  # a bug, or a thread interrupted: never leave it open
+                self._rollback(exc)
+                raise
+        self._checkpointer.notify()
+
+    def _bound_wal(self, cur: sqlite3.Cursor) -> None:
+        """If the checkpointer fell behind (starved of CPU, or readers held old snapshots) and
+        the WAL grew past twice its restart size, checkpoint it here and let it start over: a
+        size limit holds within one checkpoint's worth whatever the threads do."""
+        try:
+            size = self._wal.stat().st_size
+        except FileNotFoundError:
+            return
+        if size > self._wal_bound:
+            cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
 
     def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
-        received_at = utc_now()
-        counts: list[tuple[int, int]] = []
-        cur = self._conn.cursor()
-        try:
-            cur.execute("BEGIN IMMEDIATE")
-            (head,) = cur.execute(HEAD).fetchone()
+        received_at = utc_text(self._clock())
+        # The first copy of each key in the transaction is its candidate (request order).
+        first: dict[tuple[str, str], EventRecord] = {}
+        for batch in batches:
+            for record in batch:
+                first.setdefault((record.topic, record.event_id), record)
+        hashes = {key: self._hash(*key) for key in first}
+        with self._transaction() as cur:
+            for key in sqlite_keys.stored_keys(cur, self._recent, hashes.values()):
+                first.pop(key, None)
+            (seq,) = cur.execute("SELECT last_seq FROM counters").fetchone()
+            rows, keys, flags = [], [], []
+            topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
             for batch in batches:
-                # The statement itself says which rows are new: rowcount sums the inserts.
-                cur.executemany(INSERT_EVENT, [(*record, received_at) for record in batch])
-                counts.append((cur.rowcount, len(batch) - cur.rowcount))
-            # This transaction's rows are the ones above the old head (seq only grows); per
-            # topic, the index counts them: cheaper than a Python tally per row (see CHANGELOG).
-            topics = []
-            for topic, sent in Counter(r.topic for batch in batches for r in batch).items():
-                new, last = cur.execute(NEW_IN_TOPIC, (topic, head)).fetchone()
-                topics.append((topic, new, sent - new, last or 0))
-            result = CommitResult(counts)
+                request = []
+                for record in batch:
+                    tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])
+                    key = (record.topic, record.event_id)
+                    if first.get(key) is record:
+                        del first[key]  # later copies of the key are duplicates
+                        seq += 1
+                        rows.append((seq, *record, received_at))
+                        keys.append((hashes[key], seq))
+                        tally[0] += 1
+                        tally[2] = seq
+                        request.append(True)
+                    else:
+                        tally[1] += 1
+                        request.append(False)
+                flags.append(request)
+            cur.executemany(INSERT_EVENT, rows)
             total = sum(len(batch) for batch in batches)
-            cur.execute(ADD_COUNTERS, (total, result.stored, total - result.stored))
-            cur.executemany(ADD_TOPIC, topics)
-            cur.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback(exc)
-            raise StoreUnavailable(describe(exc)) from exc
-        except BaseException as exc:  # a bug, or a thread interrupted: never leave it open
-            self._rollback(exc)
-            raise
-        return result
+            cur.execute(ADD_COUNTERS, (total, len(rows), total - len(rows), seq))
+            cur.executemany(ADD_TOPIC, [(t, *tally) for t, tally in topics.items()])
+        for h, seq in keys:  # committed: now they are stored keys
+            self._recent.add(h, seq)
+        return commit_result(flags)
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        """A retention step when one is due (first: it frees space), then the merge of one
+        bucket of recent keys into the index when they are many, or when its keys of expired
+        events are: each in a short transaction of its own."""
+        expired, now = 0, self._clock()
+        # With a size limit, the disk's free space is part of it: below a reserve of two
+        # checkpoints' worth, the oldest events go as if the limit were reached.
+        if retention.max_bytes and self._free_space() < 2 * self._wal_bound:
+            reclaim = True
+        if sqlite_retention.due(self._conn, retention, now, reclaim=reclaim):
+            with self._transaction() as cur:
+                expired = sqlite_retention.step(cur, retention, now, max_events, reclaim=reclaim)
+        bucket = self._next_bucket
+        sweep = sqlite_keys.sweep_due(self._conn, bucket)
+        merged = self._recent.size >= self._recent_limit or sweep
+        if merged:
+            self._merge(bucket, sweep=sweep)
+            self._next_bucket = (bucket + 1) % len(self._recent.buckets)
+        # More: events left to delete, keys now due for a sweep, or recent keys still many.
+        return Upkeep(expired, more=merged or expired > 0)
+
+    def _merge(self, bucket: int, *, sweep: bool) -> None:
+        rows = self._recent.entries(bucket)
+        with self._transaction() as cur:
+            sqlite_keys.merge(cur, bucket, rows, sweep=sweep)
+        self._recent.clear(bucket)
 
     def _rollback(self, cause: BaseException) -> None:
         try:
@@ -196,100 +251,24 @@ class SQLiteStore:
         transaction still cannot; writing the size of the one that failed tells them apart.
         The freed pages stay in the file for the next events.
         """
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute("INSERT INTO probe (filler) VALUES (zeroblob(?))", (reserve_bytes,))
-            self._conn.execute("COMMIT")
-            self._conn.execute("DELETE FROM probe")
-        except sqlite3.Error as exc:
-            self._rollback(exc)
-            raise StoreUnavailable(describe(exc)) from exc
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO probe (filler) VALUES (zeroblob(?))", (reserve_bytes,))
+        with self._transaction() as cur:
+            cur.execute("DELETE FROM probe")
 
     def execute(self, sql: str) -> None:
         """Run one statement on the write connection (pragmas; used by tests to inject faults)."""
         self._conn.execute(sql)
 
     def close(self) -> None:
-        self._conn.close()
-        self._lock.release()
-
-
-class SQLiteReader:
-    """A read-only connection. WAL readers see the last commit and never block the writer."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-
-    def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with _reading():
-            return self._events(topic, after, limit, offset)
-
-    def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        if topic is None:
-            rows = self._conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ? OFFSET ?",
-                (after, limit, offset),
-            )
-        else:
-            rows = self._conn.execute(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE topic = ? AND seq > ? "
-                "ORDER BY seq LIMIT ? OFFSET ?",
-                (topic, after, limit, offset),
-            )
-        return [StoredEvent(*row) for row in rows]
-
-    def counters(self) -> Counters:
-        with _reading():
-            return self._counters()
-
-    def _counters(self) -> Counters:
-        # One read transaction: the counters and the topic list come from the same snapshot.
-        self._conn.execute("BEGIN")
+        """Merge the recent keys (so the next start-up has none to read back), close."""
         try:
-            received, unique, duplicates = self._conn.execute(
-                "SELECT received, unique_processed, duplicate_dropped FROM counters"
-            ).fetchone()
-            topics = [
-                t
-                for (t,) in self._conn.execute(
-                    "SELECT topic FROM topics WHERE stored > 0 ORDER BY topic"
-                )
-            ]
+            for bucket, recent in enumerate(self._recent.buckets):
+                if recent:
+                    self._merge(bucket, sweep=False)
+        except StoreUnavailable as exc:  # read back from the events at the next start-up
+            LOGGER.warning("recent keys not merged at close: %s", exc)
         finally:
-            self._conn.execute("COMMIT")
-        return Counters(received, unique, duplicates, topics)
-
-    def topics(self) -> list[TopicCounts]:
-        with _reading():
-            return [
-                TopicCounts(*row)
-                for row in self._conn.execute(
-                    "SELECT topic, stored, duplicates, last_seq FROM topics ORDER BY topic"
-                )
-            ]
-
-    def head(self) -> int:
-        with _reading():
-            (head,) = self._conn.execute(HEAD).fetchone()
-        return int(head)
-
-    def ping(self) -> None:
-        with _reading():
-            self._conn.execute("SELECT 1 FROM counters").fetchone()
-
-    def size_bytes(self) -> int:
-        """The database file and its WAL."""
-        return sum(
-            p.stat().st_size
-            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
-            if p.exists()
-        )
-
-    def close(self) -> None:
-        self._conn.close()
+            self._checkpointer.close()
+            self._conn.close()  # the last connection: SQLite checkpoints the WAL, removes it
+            self._lock.release()

@@ -1,4 +1,5 @@
-"""compose.yaml on a real engine: one compose project per story, named ``aggtest-<random>``.
+"""compose.yaml on a real engine: one compose project per story, named ``<IMAGE_TAG>-<random>``
+(``aggtest-<random>-<random>``), so that ``containers/test.sh`` removes whatever a killed run left.
 
 The engine, the client and the image are chosen and built by ``containers/test.sh`` (``make
 test-containers``), which hands them over in the environment: ``DOCKER`` (the client), ``PATH``
@@ -63,6 +64,19 @@ class Engine:
     def inspect(self, target: str, template: str) -> str:
         return self.run("inspect", "-f", template, target).stdout.strip()
 
+    @property
+    def tag(self) -> str:
+        return self.env["IMAGE_TAG"]
+
+    def events(self, container: str, since: str, *kinds: str) -> list[str]:
+        """``docker events`` of ``container`` of those kinds from ``since`` on, as the command
+        to watch them with ``lines_of``: each line ``<status> <exit code or nothing>``."""
+        return [
+            *(self.docker, "events", "--since", since, "--filter", f"container={container}"),
+            *(word for kind in kinds for word in ("--filter", f"event={kind}")),
+            *("--format", '{{.Status}} {{index .Actor.Attributes "exitCode"}}'),
+        ]
+
 
 def run(argv: Sequence[str], env: dict[str, str], timeout: float, check: bool) -> Completed:
     done = subprocess.run(
@@ -80,10 +94,16 @@ class Project:
     engine: Engine
     settings: dict[str, str] = field(default_factory=dict)
     profiles: tuple[str, ...] = ()
-    name: str = field(default_factory=lambda: f"aggtest-{secrets.token_hex(4)}")
+    name: str = ""  # the run's image tag and a random suffix
 
-    def compose(self, *argv: str, timeout: float = 300, check: bool = True) -> Completed:
-        return run(self.command(*argv), self.env, timeout, check)
+    def __post_init__(self) -> None:
+        self.name = self.name or f"{self.engine.tag}-{secrets.token_hex(4)}"
+
+    def compose(
+        self, *argv: str, timeout: float = 300, check: bool = True, files: Sequence[Path] = ()
+    ) -> Completed:
+        """A compose command; ``files`` are override files on top of compose.yaml."""
+        return run(self.command(*argv, files=files), self.env, timeout, check)
 
     def start(
         self, *argv: str, profiles: Sequence[str] = (), **popen: Any
@@ -92,11 +112,15 @@ class Project:
         command = self.command(*argv, profiles=profiles)
         return subprocess.Popen(command, env=self.env, cwd=ROOT, **popen)
 
-    def command(self, *argv: str, profiles: Sequence[str] = ()) -> list[str]:
+    def command(
+        self, *argv: str, profiles: Sequence[str] = (), files: Sequence[Path] = ()
+    ) -> list[str]:
         chosen = [*self.profiles, *profiles]
         return [
-            *("docker-compose", "-f", str(COMPOSE_FILE), "--env-file", str(self.engine.env_file)),
-            *("-p", self.name, *(word for name in chosen for word in ("--profile", name))),
+            *("docker-compose", "-f", str(COMPOSE_FILE)),
+            *(word for path in files for word in ("-f", str(path))),
+            *("--env-file", str(self.engine.env_file), "-p", self.name),
+            *(word for name in chosen for word in ("--profile", name)),
             *argv,
         ]
 
@@ -210,3 +234,17 @@ def project(engine: Engine, **kwargs: Any) -> Iterator[Project]:
         yield story
     finally:
         story.down()
+
+
+def committed_after(url: str, after: int, count: int) -> int:
+    """Follow ``/subscribe`` from ``after`` until ``count`` newly committed events went by."""
+    seen = 0
+    timeout = httpx.Timeout(30, read=60)
+    with httpx.stream("GET", url + "/subscribe", params={"after": after}, timeout=timeout) as r:
+        r.raise_for_status()
+        for line in r.iter_lines():
+            if line.startswith("id:"):
+                seen += 1
+                if seen >= count:
+                    return seen
+    raise AssertionError(f"the stream ended after {seen} events")

@@ -130,8 +130,9 @@ class FakeAggregator:
         for topic, duplicates in self.topic_duplicates.items():
             seqs = [e.seq for e in self.events if e.topic == topic]
             if seqs:
+                stored = len(seqs)  # no retention here: stored now = ever stored
                 rows.append(
-                    TopicOut(topic, len(seqs) + duplicates, len(seqs), duplicates, max(seqs))
+                    TopicOut(topic, stored + duplicates, stored, duplicates, max(seqs), stored, 0)
                 )
         return encoded(rows)
 

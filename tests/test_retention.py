@@ -1,0 +1,161 @@
+"""Retention on the SQLite store: by age (an injected clock) and by size, oldest first, with the
+keys forgotten with their events, counters cumulative, cursors valid; the writer's upkeep steps."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from aggregator.messages import EventRecord
+from aggregator.store.base import Retention
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite_retention import used_bytes
+
+pytestmark = pytest.mark.sqlite_only
+
+
+@dataclass
+class FakeClock:
+    """A wall clock that moves only when told."""
+
+    now: datetime = field(default_factory=lambda: datetime(2026, 11, 21, 10, 0, tzinfo=UTC))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def rec(topic: str, event_id: str, payload: str = "{}") -> EventRecord:
+    return EventRecord(topic, event_id, "2026-11-21T10:00:00Z", "src", payload)
+
+
+def upkeep(store: SQLiteStore, retention: Retention, step: int = 1000) -> int:
+    """Steps until the store says there is nothing left to do; the events they deleted."""
+    expired = 0
+    while True:
+        result = store.maintain(retention, step)
+        expired += result.expired
+        if not result.more:
+            return expired
+
+
+def seqs(db: Path, topic: str | None = None, after: int = 0) -> list[int]:
+    return [e.seq for e in SQLiteReader(db).events(topic, after, 1000, 0)]
+
+
+def test_by_age_the_oldest_go_and_the_counters_stay_cumulative(tmp_path: Path) -> None:
+    db, clock = tmp_path / "s.sqlite3", FakeClock()
+    store = SQLiteStore(db, clock=clock)
+    store.commit([[rec("a", "1"), rec("b", "1"), rec("a", "1")]])  # seq 1, 2 at 10:00:00
+    clock.advance(30)
+    store.commit([[rec("a", "2"), rec("b", "2")]])  # seq 3, 4 at 10:00:30
+    hour = Retention(max_age_seconds=60)
+    assert upkeep(store, hour) == 0  # nothing is older than a minute yet
+    clock.advance(45)  # the first commit is 75 s old, the second 45 s
+    assert upkeep(store, hour) == 2
+    assert seqs(db) == [3, 4]
+    reader = SQLiteReader(db)
+    assert reader.counters() == (5, 4, 1, ["a", "b"], 2)  # received, unique, duplicates stay
+    assert [tuple(t) for t in reader.topics()] == [("a", 2, 1, 3, 1), ("b", 2, 0, 4, 1)]
+    # Cursors stay valid across the deleted range: after=0 and after=1 start at the oldest left.
+    assert seqs(db, after=1) == [3, 4] and seqs(db, "b", after=0) == [4]
+    assert reader.head() == 4
+    clock.advance(60)
+    assert upkeep(store, hour) == 2
+    assert seqs(db) == [] and reader.head() == 4  # seq is never given again
+    assert reader.counters() == (5, 4, 1, [], 4)  # no topic has an event stored now
+    store.commit([[rec("c", "1")]])
+    assert seqs(db) == [5]  # not 1: a cursor given out before never sees a new event below it
+    store.close()
+
+
+def test_an_expired_events_key_is_forgotten_with_it(tmp_path: Path) -> None:
+    db, clock = tmp_path / "s.sqlite3", FakeClock()
+    store = SQLiteStore(db, clock=clock)
+    store.commit([[rec("a", "old", '{"v":1}'), rec("a", "kept")]])
+    clock.advance(10)
+    store.commit([[rec("a", "young")]])
+    clock.advance(55)  # "old" and "kept" are 65 s old, "young" 55 s
+    assert upkeep(store, Retention(max_age_seconds=60)) == 2
+    # The same key again: a new event, stored under a new seq; a stored key is still a duplicate.
+    again = store.commit([[rec("a", "old", '{"v":2}'), rec("a", "young")]])
+    assert again.stored_flags == [[True, False]]
+    events = SQLiteReader(db).events("a", 0, 10, 0)
+    assert [(e.seq, e.event_id, e.payload) for e in events] == [
+        (3, "young", "{}"),
+        (4, "old", '{"v":2}'),
+    ]
+    assert SQLiteReader(db).counters()[:3] == (5, 4, 1)  # "old" counted as stored twice
+    store.close()
+    # The same after a restart, with the keys merged into the table at close.
+    store = SQLiteStore(db, clock=clock)
+    assert store.commit([[rec("a", "old"), rec("a", "kept")]]).stored_flags == [[False, True]]
+    store.close()
+
+
+def test_by_size_the_store_is_brought_under_the_limit_oldest_first(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    big = '{"text":"' + "x" * 2000 + '"}'
+    for batch in range(20):
+        store.commit([[rec("t", f"{batch}-{i}", big) for i in range(50)]])
+    conn = sqlite3.connect(db)
+    full = used_bytes(conn)
+    limit = full // 2
+    expired = upkeep(store, Retention(max_bytes=limit), step=100)
+    assert used_bytes(conn) <= limit
+    left = seqs(db)
+    assert 0 < len(left) < 1000 and expired == 1000 - len(left)
+    assert left == list(range(1001 - len(left), 1001))  # exactly the newest are left
+    # Under the limit nothing more goes.
+    assert upkeep(store, Retention(max_bytes=limit)) == 0
+    store.close()
+
+
+def test_reclaim_deletes_the_oldest_even_under_the_limit(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    store.commit([[rec("t", str(i)) for i in range(30)]])
+    generous = Retention(max_bytes=10**12)
+    assert store.maintain(generous, 10).expired == 0
+    assert store.maintain(generous, 10, reclaim=True).expired == 10
+    assert store.maintain(Retention(max_age_seconds=3600), 10, reclaim=True).expired == 0
+    assert seqs(db)[0] == 11
+    store.close()
+
+
+def test_keys_of_expired_events_are_swept_from_the_index(tmp_path: Path) -> None:
+    db, clock = tmp_path / "s.sqlite3", FakeClock()
+    store = SQLiteStore(db, clock=clock)
+    store.commit([[rec("t", str(i)) for i in range(300)]])
+    store.close()  # all 300 keys into the table
+    store = SQLiteStore(db, clock=clock)
+    clock.advance(120)
+    store.commit([[rec("t", f"new-{i}") for i in range(20)]])
+    assert upkeep(store, Retention(max_age_seconds=60)) == 300
+    # Every bucket's sweep came due (300 expired ≥ half of 20 stored) and ran in its merge.
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM keys WHERE seq <= 300").fetchone() == (0,)
+    assert conn.execute("SELECT min(swept) FROM merged").fetchone() == (300,)
+    store.close()
+
+
+def test_a_disk_filling_up_below_the_limit_is_met_by_deleting_the_oldest(tmp_path: Path) -> None:
+    free = [10**12]
+    store = SQLiteStore(tmp_path / "s.sqlite3", free_space=lambda: free[0], wal_pages=256)
+    store.commit([[rec("t", str(i)) for i in range(30)]])
+    generous = Retention(max_bytes=10**12)
+    assert upkeep(store, generous) == 0
+    free[0] = 3 * 1024 * 1024  # less than two checkpoints' worth (4 × 1 MiB) is left
+    assert store.maintain(generous, 10).expired == 10
+    assert store.maintain(Retention(max_age_seconds=3600), 10).expired == 0  # no size limit
+    free[0] = 5 * 1024 * 1024
+    assert upkeep(store, generous) == 0
+    assert seqs(tmp_path / "s.sqlite3")[0] == 11
+    store.close()

@@ -1,0 +1,174 @@
+"""The writer's upkeep: a step after each commit, more while the store has work and no request
+waits, a step every ``idle_seconds`` with no traffic, and a full disk under a size limit met by
+deleting the oldest events before the probe. Virtual time (pytest-trio's ``mock_clock``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from aggregator.actors.monitor import WriterMonitor
+from aggregator.actors.upkeep import UpkeepPlan
+from aggregator.actors.writer import run_writer
+from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
+from aggregator.store import CommitResult, Retention, StoreUnavailable, Upkeep
+from aggregator.store.base import commit_result
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from tests.test_retention import FakeClock
+
+pytestmark = pytest.mark.trio
+
+
+def rec(event_id: str) -> EventRecord:
+    return EventRecord("t", event_id, "2026-11-21T10:00:00Z", "src", "{}")
+
+
+class ScriptedStore:
+    """A store whose ``maintain`` reports more work ``more`` times after the first commit; it
+    logs every call with the virtual time, and sets ``reached`` once ``maintain`` was called
+    ``until`` times."""
+
+    def __init__(self, more: int, until: int, failures: int = 0) -> None:
+        self.calls: list[tuple[str, float]] = []
+        self.more = more
+        self.until = until
+        self.failures = failures  # commits that fail with a full disk first
+        self.reached = trio.Event()
+        self.probed = trio.Event()
+
+    def _log(self, what: str) -> None:
+        self.calls.append((what, trio.from_thread.run_sync(trio.current_time)))
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        self._log("commit")
+        if self.failures:
+            self.failures -= 1
+            raise StoreUnavailable("database or disk is full")
+        return commit_result([[True] * len(batch) for batch in batches])
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        self._log("reclaim" if reclaim else "maintain")
+        if sum(1 for what, _ in self.calls if what == "maintain") >= self.until:
+            trio.from_thread.run_sync(self.reached.set)
+        if not any(what == "commit" for what, _ in self.calls):
+            return Upkeep(0, more=False)
+        self.more -= 1
+        return Upkeep(1 if reclaim else 0, more=self.more >= 0)
+
+    def probe(self, reserve_bytes: int) -> None:
+        self._log("probe")
+        trio.from_thread.run_sync(self.probed.set)
+
+    def close(self) -> None:
+        pass
+
+
+async def request(inbox: trio.MemorySendChannel[WriteRequest], ids: list[str]) -> WriteOutcome:
+    reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
+    await inbox.send(WriteRequest([rec(i) for i in ids], reply_send))
+    return await reply_recv.receive()
+
+
+@pytest.fixture
+def virtual(mock_clock: trio.testing.MockClock) -> trio.testing.MockClock:
+    # Jump only after 0.5 s of real idleness, so that a store call on a worker thread finishes
+    # first even on a loaded machine (a jump while one runs would go to the test's deadline).
+    mock_clock.autojump_threshold = 0.5
+    return mock_clock
+
+
+async def test_a_step_after_each_commit_and_more_while_there_is_work(
+    virtual: trio.testing.MockClock,
+) -> None:
+    store = ScriptedStore(more=2, until=4)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    plan = UpkeepPlan(idle_seconds=100)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=plan))
+            assert isinstance(await request(send, ["a"]), Accepted)
+            await store.reached.wait()
+            await send.aclose()
+    # The step at start-up (a store just opened may have work), then the commit, its step and
+    # the two more it asked for, back to back: no idle wait between them.
+    assert [what for what, _ in store.calls] == ["maintain", "commit", *["maintain"] * 3]
+    assert {at for _, at in store.calls} == {0.0}
+
+
+async def test_with_no_traffic_a_step_every_idle_seconds(virtual: trio.testing.MockClock) -> None:
+    store = ScriptedStore(more=0, until=4)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=UpkeepPlan(idle_seconds=3)))
+            await store.reached.wait()
+            await send.aclose()
+    assert [at for _, at in store.calls] == [0.0, 3.0, 6.0, 9.0]
+
+
+@pytest.mark.parametrize("limit", [1 << 30, 0])
+async def test_a_full_disk_under_a_size_limit_deletes_the_oldest_before_probing(
+    virtual: trio.testing.MockClock, limit: int
+) -> None:
+    store = ScriptedStore(more=-10, until=10**9, failures=1)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    plan = UpkeepPlan(retention=Retention(max_bytes=limit), idle_seconds=100)
+    monitor = WriterMonitor()
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=plan, probe_seconds=2))
+            assert isinstance(await request(send, ["a"]), Unavailable)
+            await store.probed.wait()
+            await send.aclose()
+    kinds = [what for what, _ in store.calls]
+    # Room is made right after the failed commit and again before each probe. Without a size
+    # limit the contract is "keep everything": no event is deleted to make room.
+    assert kinds == ["maintain", "commit", *(["reclaim"] * 2 if limit else []), "probe"]
+
+
+async def test_events_expire_with_the_writer_idle(
+    virtual: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Retention by age on a real store: the wall clock is injected, the writer's idle steps run
+    on virtual time; nothing is slept for real."""
+    clock = FakeClock()
+    database = tmp_path / "s.sqlite3"
+    store = ExpiryWatched(database, clock=clock)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    plan = UpkeepPlan(retention=Retention(max_age_seconds=60), idle_seconds=1)
+    reader = SQLiteReader(database)
+    with trio.fail_after(500):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=plan))
+            await request(send, ["old-1", "old-2"])
+            clock.advance(30)
+            await request(send, ["young"])
+            clock.advance(45)  # the first two are 75 s old now, "young" 45 s
+            await store.expired.wait()
+            assert [e.event_id for e in reader.events(None, 0, 10, 0)] == ["young"]
+            await send.aclose()
+    store.close()
+
+
+class ExpiryWatched(SQLiteStore):
+    """The real store, telling the test when a step has deleted events."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.expired = trio.Event()
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        result = super().maintain(retention, max_events, reclaim=reclaim)
+        if result.expired:
+            trio.from_thread.run_sync(self.expired.set)
+        return result
