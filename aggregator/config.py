@@ -117,6 +117,12 @@ class Config:
     probe_seconds: float = setting(
         1.0, "while the store fails, how often the writer probes it for recovery", minimum=0.01
     )
+    stall_seconds: float = setting(
+        30.0,
+        "a store call of the writer still running after this long makes /health 503 "
+        "(a disk or database that stopped answering)",
+        minimum=0.01,
+    )
     retention_seconds: float = setting(
         0.0,
         "delete events received longer ago than this, oldest first, with their keys "

@@ -13,16 +13,18 @@ import trio
 from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
 from aggregator.actors.syslog import SyslogDoor
 from aggregator.actors.syslog_tcp import serve_syslog_tcp
 from aggregator.actors.syslog_udp import serve_syslog_udp
 from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.workers import run_worker
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.config import Config
 from aggregator.front.app import Front, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
+from aggregator.front.guard import Guard
 from aggregator.front.live import observe_request, register_live_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.publish import PublishRoute
@@ -65,6 +67,11 @@ def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     # would be cut every read_timeout seconds.
     hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
+    # HTTP/1.1 only: every HTTP/2 stream is refused (RFC 9113's SETTINGS_MAX_CONCURRENT_STREAMS
+    # of 0). No client here needs HTTP/2, and hypercorn 0.18's HTTP/2 code raises out of the
+    # connection, and so stops the whole server, on one request with a byte above 0x7f in its
+    # :path or :method, or a CONNECT without :path (issue 18 attack; docs/reliability.md).
+    hc.h2_max_concurrent_streams = 0
     return hc
 
 
@@ -85,7 +92,8 @@ async def _serve_http(
     routes = PublishRoute(
         front, create_routes(front, config), body_timeout=config.read_timeout_seconds
     )
-    app = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    tracked = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    app = Guard(tracked, front.incidents)
     async with front.ingest, trio.open_nursery() as nursery:
         binds = await nursery.start(
             partial(
@@ -98,7 +106,7 @@ async def _serve_http(
         # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
         # once every request it accepted is answered, close them instead of waiting.
         with trio.move_on_after(config.shutdown_grace_seconds):
-            await app.wait_idle()
+            await tracked.wait_idle()
         nursery.cancel_scope.cancel()
 
 
@@ -122,6 +130,17 @@ async def serve(
     finally:
         store.close()
     LOGGER.info("stopped; the store is closed")
+
+
+async def _stop_on_crash(shutdown: trio.Event) -> None:
+    """Cancelled before ``shutdown`` is set only when a task of the service crashed: the server
+    is then stopping although nobody asked, and says so by setting ``shutdown``, which starts
+    the process's stop deadline (``__main__``); unwinding some tasks (hypercorn's connections)
+    may never finish."""
+    try:
+        await shutdown.wait()
+    finally:
+        shutdown.set()
 
 
 async def _start_syslog(
@@ -152,7 +171,7 @@ async def _run_pipeline(
     shutdown: trio.Event,
     task_status: trio.TaskStatus[Running],
 ) -> None:
-    monitor = WriterMonitor()
+    monitor = WriterMonitor(config.stall_seconds)
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
     hub = Hub(buffer_events=config.subscriber_buffer_events)
@@ -174,6 +193,7 @@ async def _run_pipeline(
         pending=metrics.count_syslog_pending,
     )
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_crash, shutdown)
         await nursery.start(
             partial(
                 run_tail,

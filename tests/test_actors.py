@@ -16,8 +16,9 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator.actors.monitor import WriterMonitor, WriterStatistics
 from aggregator.actors.workers import run_worker
-from aggregator.actors.writer import WriterMonitor, WriterStatistics, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.decoders.publish import decode_publish
 from aggregator.incidents import Incidents
 from aggregator.messages import (

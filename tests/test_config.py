@@ -61,6 +61,7 @@ NON_DEFAULT = {
     "read_timeout_seconds": "3.5",
     "keep_alive_seconds": "4.5",
     "probe_seconds": "0.75",
+    "stall_seconds": "12.5",
     "retention_seconds": "3600",
     "retention_bytes": "1000000",
     "syslog_tcp_port": "5514",

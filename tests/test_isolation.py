@@ -24,8 +24,9 @@ import trio
 import trio.testing
 
 from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import open_reader_pool
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.front import app as http_module
 from aggregator.front import publish as publish_module
 from aggregator.front import stream as stream_module
@@ -39,6 +40,7 @@ from aggregator.messages import (
     WriteRequest,
 )
 from aggregator.store import CommitResult, Retention, StoreBroken, Upkeep
+from aggregator.store.base import commit_result
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.conftest import open_server
 from tests.sse import SSEParser
@@ -185,6 +187,13 @@ class BrokenStore:
         pass
 
 
+def broken_writer(inbox: trio.MemoryReceiveChannel[WriteRequest], stopping: trio.Event) -> Any:
+    """A writer whose store's connection breaks at its first commit."""
+    return partial(
+        run_writer, inbox, BrokenStore(), WriterMonitor(), max_txn_events=10, on_broken=stopping.set
+    )
+
+
 @pytest.mark.trio
 async def test_a_broken_connection_stops_the_writer_after_answering_everyone() -> None:
     send, recv = trio.open_memory_channel[WriteRequest](10)
@@ -196,15 +205,7 @@ async def test_a_broken_connection_stops_the_writer_after_answering_everyone() -
 
     with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
-            writer = partial(
-                run_writer,
-                recv,
-                BrokenStore(),
-                WriterMonitor(),
-                max_txn_events=10,
-                on_broken=stopping.set,
-            )
-            await nursery.start(writer)
+            await nursery.start(broken_writer(recv, stopping))
             await publisher("first")  # meets the broken connection
             assert stopping.is_set()
             await publisher("later")  # refused without touching the store
@@ -359,3 +360,77 @@ def test_the_reproducer_is_rejected_by_the_decoder_itself() -> None:
         )
     assert raised.value.status == 400
     assert raised.value.message == "line 0 is not valid JSON: Input data was truncated"
+
+
+class BugThenBroken:
+    """A store on which a group commit meets a bug, and the request ``broken`` alone then finds
+    the connection in an unknown state."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        if len(batches) > 1:
+            raise RuntimeError("a bug met in a group commit")
+        if batches[0][0].event_id == "broken":
+            raise StoreBroken("rollback after disk I/O error failed: disk I/O error")
+        return commit_result([[True] * len(batches[0])])
+
+    def probe(self, reserve_bytes: int) -> None:
+        raise AssertionError("not reached")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.trio
+async def test_a_broken_connection_met_in_a_retry_answers_the_rest_of_the_group() -> None:
+    """Retried one by one after a bug, a group whose second request finds the connection broken:
+    the third, never retried, was left waiting for ever, so the workers never ended and the
+    process never stopped (attack on issue 18)."""
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(event_id: str) -> None:
+        outcomes[event_id] = await write(send, [rec("t", event_id)])
+
+    with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for event_id in ("first", "broken", "third"):  # queued in this order
+                    publishers.start_soon(publisher, event_id)
+                    await trio.testing.wait_all_tasks_blocked()
+                writer = partial(
+                    run_writer, recv, BugThenBroken(), WriterMonitor(), max_txn_events=10
+                )
+                nursery.start_soon(writer)
+            await send.aclose()  # the writer raises once its inbox is closed
+    assert outcomes["first"] == Accepted(1, 1, 0)
+    assert isinstance(outcomes["broken"], Unavailable)
+    third = outcomes["third"]
+    assert isinstance(third, Unavailable) and "stopping after a store failure" in third.reason
+
+
+@pytest.mark.trio
+async def test_a_broken_writer_stopped_at_once_still_raises_store_broken() -> None:
+    """A second signal cancels the writer while it refuses what is queued: it must still end as
+    a broken store (exit 1, restarted by a supervisor), not as a clean stop (exit 0)."""
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    stopping = trio.Event()
+    with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(broken_writer(recv, stopping))
+            assert isinstance(await write(send, [rec("t", "1")]), Unavailable)
+            assert stopping.is_set()  # it refuses what comes now, until its inbox closes
+            nursery.cancel_scope.cancel()  # the second signal
+
+
+@pytest.mark.trio
+async def test_a_subscriber_gone_before_it_took_the_opening_leaves_no_subscription() -> None:
+    """The opening was sent outside the stream's ``finally``: a client that went away before it
+    read it left its subscription in the hub for good, counted against
+    AGGREGATOR_MAX_SUBSCRIBERS (attack on issue 18: ten such clients, six leaked)."""
+    hub = Hub(buffer_events=100)
+    with trio.fail_after(10):
+        body = stream_module.stream_events(hub, None, None, 0, heartbeat_seconds=1e9)  # type: ignore[arg-type]
+        async with aclosing(body) as chunks:
+            assert await anext(chunks) == stream_module.OPENING
+            assert hub.statistics().active == 1
+        assert hub.statistics().active == 0  # closed at the opening: unsubscribed

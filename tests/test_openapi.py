@@ -16,8 +16,8 @@ import trio
 
 from aggregator import __version__
 from aggregator.actors.hub import Hub
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
-from aggregator.actors.writer import WriterMonitor
 from aggregator.config import Config
 from aggregator.front import publish
 from aggregator.front.app import Front

@@ -24,7 +24,8 @@ import psycopg
 import pytest
 import trio
 
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.monitor import WriterMonitor
+from aggregator.actors.writer import run_writer
 from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import CommitResult, StoreMismatch, StoreUnavailable, pg_connect
 from aggregator.store.pg_schema import NAMESPACE

@@ -48,6 +48,10 @@ ELSEWHERE = {
         "test_postgres.py",
         "test_events_over_http_hold_back_a_row_until_the_smaller_seq_commits",
     ),
+    "stall_seconds": (
+        "test_stopping.py",
+        "test_a_store_call_that_never_returns_is_unhealthy_and_sigterm_ends_it",
+    ),
     "retention_seconds": ("test_retention_server.py", "test_by_age_with_a_subscriber_attached"),
     "retention_bytes": ("test_retention_server.py", "test_by_size_under_concurrent_publishing"),
     "syslog_buffer_bytes": (

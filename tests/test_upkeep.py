@@ -13,8 +13,9 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan
-from aggregator.actors.writer import WriterMonitor, run_writer
+from aggregator.actors.writer import run_writer
 from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import CommitResult, Retention, StoreUnavailable, Upkeep
 from aggregator.store.base import commit_result

@@ -23,14 +23,12 @@ Between commits the writer also does the store's upkeep, a small step at a time
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import trio
 
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan, disk_full, upkeep_step
 from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
@@ -42,43 +40,6 @@ MIN_PROBE_BYTES = 64 * 1024
 MAX_PROBE_BYTES = 16 * 1024 * 1024
 
 LOGGER = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStatistics:
-    transactions: int
-    failed_transactions: int
-    requests: int
-    events: int
-    stored: int
-    max_requests_per_transaction: int
-    running: bool
-    last_error: str | None  # set by a failed transaction, cleared by the next good one
-    upkeep_steps: int = 0  # upkeep steps done (retention, index merges)
-    upkeep_more: bool = True  # the last step said more work was waiting
-    expired: int = 0  # events they deleted
-
-
-class WriterMonitor:
-    """The writer's counters, written only by the writer; anyone may read a snapshot, or wait
-    for a change."""
-
-    def __init__(self) -> None:
-        self._stats = WriterStatistics(0, 0, 0, 0, 0, 0, False, None)
-        self._changed = trio.Event()
-
-    def statistics(self) -> WriterStatistics:
-        return self._stats
-
-    def update(self, **changes: Any) -> None:
-        self._stats = dataclasses.replace(self._stats, **changes)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_until(self, condition: Callable[[WriterStatistics], bool]) -> None:
-        """Return once ``condition`` holds for the statistics (checked at each update)."""
-        while not condition(self._stats):
-            await self._changed.wait()
 
 
 def _take_batch(
@@ -128,7 +89,9 @@ async def run_writer(
     """
     incidents = Incidents() if incidents is None else incidents
     plan = UpkeepPlan() if upkeep is None else upkeep
-    async with inbox:
+    # Closed without a checkpoint: under a cancelled scope, ``aclose``'s would raise Cancelled in
+    # place of the StoreBroken below, and a broken store would end the process as a clean stop.
+    with inbox:
         monitor.update(running=True)
         task_status.started()
         pending: WriteRequest | None = None
@@ -171,11 +134,16 @@ async def run_writer(
             monitor.update(last_error=f"the store's connection is broken: {exc}")
             if on_broken is not None:
                 on_broken()
-            refusal = Unavailable(f"the server is stopping after a store failure: {exc}")
+            refusal = _refusal(exc)
             if pending is not None:
                 _reply(pending, refusal)
-            async for request in inbox:
-                _reply(request, refusal)
+            try:
+                async for request in inbox:
+                    _reply(request, refusal)
+            except trio.Cancelled:
+                # Stopped at once (a second signal): still as a broken store, so that the
+                # process exits non-zero and a supervisor restarts it, not as a clean stop.
+                raise exc from None
             raise
         finally:
             monitor.update(running=False)
@@ -190,7 +158,8 @@ async def _upkeep(
     reclaim: bool = False,
 ) -> bool:
     """One upkeep step, counted; whether another has work to do now."""
-    result = await upkeep_step(store, plan, incidents, reclaim=reclaim)
+    with monitor.busy():
+        result = await upkeep_step(store, plan, incidents, reclaim=reclaim)
     stats = monitor.statistics()
     monitor.update(
         upkeep_steps=stats.upkeep_steps + 1,
@@ -207,6 +176,10 @@ def _reclaims(plan: UpkeepPlan, monitor: WriterMonitor) -> bool:
     return plan.retention.max_bytes > 0 and error is not None and disk_full(error)
 
 
+def _refusal(exc: StoreBroken) -> Unavailable:
+    return Unavailable(f"the server is stopping after a store failure: {exc}")
+
+
 def _probe_size(batch: list[WriteRequest]) -> int:
     size = sum(len(field) for r in batch for record in r.events for field in record)
     return min(max(2 * size, MIN_PROBE_BYTES), MAX_PROBE_BYTES)
@@ -217,7 +190,8 @@ async def _probe(
 ) -> None:
     """One write that must fit for the store to count as healthy again; clears ``last_error``."""
     try:
-        await trio.to_thread.run_sync(store.probe, probe_bytes)
+        with monitor.busy():
+            await trio.to_thread.run_sync(store.probe, probe_bytes)
     except StoreUnavailable as exc:
         LOGGER.debug("probe of %d bytes failed: %s", probe_bytes, exc)
         monitor.update(last_error=str(exc))
@@ -242,8 +216,9 @@ async def _commit(
     stats = monitor.statistics()
     events = sum(len(r.events) for r in batch)
     try:
-        # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
-        result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
+        with monitor.busy():
+            # Not cancellable: once the thread runs, we wait for COMMIT or ROLLBACK to finish.
+            result = await trio.to_thread.run_sync(store.commit, [r.events for r in batch])
     except StoreUnavailable as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1, last_error=str(exc))
         if isinstance(exc, StoreContention) and len(batch) > 1:
@@ -253,8 +228,7 @@ async def _commit(
             LOGGER.warning(
                 "transaction of %d requests met a lock (%s); retrying each", len(batch), exc
             )
-            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
-            return all(results)
+            return await _commit_each(batch, store, monitor, on_commit, incidents)
         LOGGER.error("transaction of %d requests failed, rolled back: %s", len(batch), exc)
         for request in batch:
             _reply(request, Unavailable(str(exc), stored_nothing=not exc.maybe_stored))
@@ -266,8 +240,7 @@ async def _commit(
     except Exception as exc:
         monitor.update(failed_transactions=stats.failed_transactions + 1)
         if len(batch) > 1:  # one request's bug must not fail the others merged with it
-            results = [await _commit([r], store, monitor, on_commit, incidents) for r in batch]
-            return all(results)
+            return await _commit_each(batch, store, monitor, on_commit, incidents)
         request_id = incidents.record("writer", exc, f"committing {events} events")
         _reply(batch[0], Internal("writer", request_id))
         return True  # the store rolled back and takes writes: health is not affected
@@ -284,3 +257,25 @@ async def _commit(
     for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
         _reply(request, Accepted(stored + duplicates, stored, duplicates))
     return True
+
+
+async def _commit_each(
+    batch: list[WriteRequest],
+    store: WriteStore,
+    monitor: WriterMonitor,
+    on_commit: Callable[[], None] | None,
+    incidents: Incidents,
+) -> bool:
+    """Retry the requests of a failed group one by one. When one finds the connection broken,
+    those not yet retried are refused too (their group rolled back): left unanswered, their
+    workers would wait for ever, the writer's inbox would never close, and the process would
+    never stop."""
+    results = []
+    for done, request in enumerate(batch):
+        try:
+            results.append(await _commit([request], store, monitor, on_commit, incidents))
+        except StoreBroken as exc:
+            for rest in batch[done + 1 :]:
+                _reply(rest, _refusal(exc))
+            raise
+    return all(results)

@@ -21,9 +21,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.actors.hub import Hub
+from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
-from aggregator.actors.writer import WriterMonitor
 from aggregator.front.metrics import Metrics
 from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body
@@ -203,6 +203,11 @@ def create_app(front: Front) -> QuartTrio:
             reason = "the writer is not running"
         elif writer.last_error is not None:
             reason = f"the last transaction failed: {writer.last_error}"
+        elif (stalled := front.writer.stalled()) is not None:
+            reason = (
+                f"the store has not answered the writer for {stalled:.0f} s "
+                "(AGGREGATOR_STALL_SECONDS)"
+            )
         else:
             try:
                 await front.readers.run(lambda r: r.ping())

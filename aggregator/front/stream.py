@@ -69,11 +69,16 @@ async def _stream(
     except HubClosed:
         yield SHUTTING_DOWN
         return
-    # Subscribed before the first byte: a client that has the opening is in the fan-out.
-    yield OPENING
     cursor = after
+    opening = OPENING
     while True:
         try:
+            # Subscribed before the first byte: a client that has the opening is in the fan-out.
+            # Sent inside this ``try``: a client gone before it took the opening must not leave
+            # its subscription in the hub (counted, and fed, for ever).
+            if opening:
+                yield opening
+                opening = b""
             # Step 2: replay until a short page.
             while True:
                 try:
