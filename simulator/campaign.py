@@ -8,8 +8,8 @@ After the last kill the server is started once more, every batch still unacknowl
 until it is, the server is stopped with SIGTERM, and the store is checked directly.
 
 With ``--retention-bytes`` the server deletes the oldest events as it goes. An acknowledged key
-that is no longer stored then counts as lost only if it was sent after the oldest event still
-stored was received: retention deletes oldest first, so such an event cannot have expired.
+that is no longer stored then counts as lost only if it was first sent after the oldest event
+still stored was received: retention deletes oldest first, so such an event cannot have expired.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Load:
     pending: list[Batch] = field(default_factory=list)  # sent, not yet answered 200
     acked: set[Key] = field(default_factory=set)
     acked_list: list[Key] = field(default_factory=list)  # for picking re-sends
-    sent_at: dict[Key, float] = field(default_factory=dict)  # last send acknowledged (epoch s)
+    # When each key was first sent (epoch s): its event cannot have been received before that.
+    first_sent: dict[Key, float] = field(default_factory=dict)
     sent: set[Key] = field(default_factory=set)
     requests: int = 0
     acked_requests: int = 0
@@ -71,12 +72,15 @@ class Load:
             for i, (t, e) in enumerate(keys)
         ]
 
-    def record(self, batch: Batch, sent_at: float = 0.0) -> None:
+    def sending(self, batch: Batch, now: float) -> None:
+        for item in batch:
+            self.first_sent.setdefault((item["topic"], item["event_id"]), now)
+
+    def record(self, batch: Batch) -> None:
         self.acked_requests += 1
         self.acked_events += len(batch)
         for item in batch:
             key = (item["topic"], item["event_id"])
-            self.sent_at[key] = max(self.sent_at.get(key, 0.0), sent_at)
             if key not in self.acked:
                 self.acked.add(key)
                 self.acked_list.append(key)
@@ -131,10 +135,10 @@ async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool
             acked = False
             try:
                 load.requests += 1
-                sent_at = time.time()
+                load.sending(batch, time.time())
                 response = await http.post("/publish", json=batch)
                 if response.status_code == 200:
-                    load.record(batch, sent_at)
+                    load.record(batch)
                     acked = True
                 elif response.status_code not in (429, 503):
                     raise RuntimeError(f"{response.status_code} {response.text}")
@@ -244,11 +248,13 @@ def check(database: Path, load: Load, kills: int) -> Figures:
         conn.close()
     stored = set(rows)
     mismatched = {t for t in counted.keys() | actual.keys() if counted.get(t) != actual.get(t)}
-    # Retention deletes oldest first: a missing key sent after the oldest stored event was
-    # received cannot have expired. With nothing stored, every missing key may have.
+    # Retention deletes oldest first: a missing key first sent after the oldest stored event was
+    # received cannot have expired (its event was received later still). A key sent earlier
+    # may have expired even if a later re-send was acknowledged (as a duplicate, before the
+    # deletion). With nothing stored, every missing key may have.
     horizon = epoch(oldest[0]) if oldest else math.inf
     missing = load.acked - stored
-    lost = {key for key in missing if not expired or load.sent_at.get(key, 0.0) > horizon}
+    lost = {key for key in missing if not expired or load.first_sent.get(key, 0.0) > horizon}
     return Figures(
         kills, load.requests, load.acked_requests, load.acked_events, len(load.acked),
         len(rows), received, unique, duplicates,

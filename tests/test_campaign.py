@@ -94,12 +94,21 @@ def test_with_retention_a_missing_key_sent_after_the_oldest_stored_is_lost(tmp_p
     start = clock.now.timestamp() - 100  # when the first was sent
     load = Load(random.Random(0))
     load.sent |= {("t", "expired"), ("t", "kept"), ("t", "vanished")}
-    load.record([{"topic": "t", "event_id": "expired"}], sent_at=start)
-    load.record([{"topic": "t", "event_id": "kept"}], sent_at=start + 100)
-    load.record([{"topic": "t", "event_id": "vanished"}], sent_at=start + 101)
+    for event_id, first_sent in (
+        ("expired", start),
+        ("kept", start + 100),
+        ("vanished", start + 101),
+    ):
+        batch = [{"topic": "t", "event_id": event_id}]
+        load.sending(batch, first_sent)
+        load.record(batch)
+    # "expired" is re-sent after the oldest stored event and acknowledged (a duplicate while
+    # its event was still stored): it was still first sent before, so it may have expired.
+    load.sending([{"topic": "t", "event_id": "expired"}], start + 150)
+    load.record([{"topic": "t", "event_id": "expired"}])
     figures = check(database, load, kills=0)
-    # "expired" was sent before the oldest stored event: it may have expired; "vanished" was
-    # sent after it was received, so retention cannot have deleted it: it is lost.
+    # "expired" was first sent before the oldest stored event: it may have expired;
+    # "vanished" was first sent after it was received, so retention cannot have deleted it.
     assert (figures.expired, figures.expired_keys, figures.lost) == (1, 1, 1)
     assert figures.violations() == [
         "1 acknowledged events are not stored",
