@@ -17,14 +17,31 @@ START_TIMEOUT = 30.0
 
 
 class Child:
-    """A ``python -m …`` child; its stderr is drained by a thread so the pipe never fills."""
+    """A ``python -m MODULE`` child (or ``command``); its stderr is drained by a thread into
+    ``lines`` so the pipe never fills, and the thread notes the URL once the child logs that it
+    listens: start-up is waited for, not slept on. ``inherit_env=False`` runs it with ``env``
+    alone, as a container's process sees only its image's and its service's environment."""
 
-    def __init__(self, module: str, args: Sequence[str], cwd: Path) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    def __init__(
+        self,
+        module: str,
+        args: Sequence[str],
+        cwd: Path,
+        *,
+        env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        inherit_env: bool = True,
+    ) -> None:
+        if inherit_env:
+            full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+            full_env.setdefault("PYTHONPATH", str(cwd))
+        else:
+            full_env = dict(env or {})
+        argv = list(command) if command else [sys.executable, "-m", module]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*argv, *args],
             cwd=cwd,
-            env=env,
+            env=full_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -44,12 +61,17 @@ class Child:
             if match and not self.url:
                 self.url = match.group(1)
                 self._ready.set()
-        self._ready.set()
+        self.proc.stderr.close()
+        self._ready.set()  # exited: wait_ready returns and reports it
 
-    def wait_ready(self) -> str:
-        if not self._ready.wait(START_TIMEOUT) or not self.url:
-            raise RuntimeError("child did not start:\n" + "".join(self.lines))
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> str:
+        if not self._ready.wait(timeout) or not self.url:
+            self.kill()
+            raise RuntimeError("child did not start:\n" + self.log())
         return self.url
+
+    def log(self) -> str:
+        return "".join(self.lines)
 
     def peak_rss_mib(self) -> float:
         """VmHWM: the resident set's high-water mark so far."""
@@ -58,17 +80,29 @@ class Child:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def terminate(self, timeout: float = 30, signum: int = signal.SIGTERM) -> int:
+        """SIGTERM (or ``signum``), then the exit code."""
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to drain or close anything."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._reader.join(30)
+
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within 30 s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
+                self.kill()
         self._reader.join(30)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
 
 
 @contextmanager

@@ -157,7 +157,9 @@ def test_a_data_dir_the_server_cannot_write_is_a_one_line_error(
     done = story.project.engine.run("run", "--rm", "-v", f"{unwritable}:/data", image, check=False)
     assert done.returncode == 1, done
     assert done.stderr.splitlines() == [
-        "aggregator: error: [Errno 13] Permission denied: '/data/aggregator.sqlite3'"
+        "aggregator: error: [Errno 13] Permission denied: '/data/aggregator.sqlite3'; the server"
+        " runs as uid:gid 10001:10001: give it write access to the data directory"
+        " (e.g. chown 10001:10001 /data)"
     ]
     assert list(unwritable.iterdir()) == []
 

@@ -72,20 +72,30 @@ def test_a_user_who_may_not_use_the_engine_is_told_so(engine: Engine) -> None:
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv (util-linux) to run the script as another user")
-    env = {k: v for k, v in engine.env.items() if k not in ("IMAGE_TAG", "DOCKER")}
-    done = subprocess.run(
-        [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *SCRIPT],
-        cwd=ROOT,
-        env={**env, "HOME": "/nonexistent"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env = {k: v for k, v in engine.env.items() if k not in ("IMAGE_TAG", "DOCKER", "CI")}
+
+    def run_as_nobody(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *SCRIPT],
+            cwd=ROOT,
+            env={**env, "HOME": "/nonexistent", **extra},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = run_as_nobody()
     assert done.returncode == 0, done  # a skip, said in one line
     said = [line for line in done.stdout.splitlines() if "skipped" in line]
     assert len(said) == 1, done
     assert "an engine runs, but this user may not use it (permission denied" in said[0]
     assert said[0].endswith("join the docker group or run as root")
+    # In CI the same reason is a failure: a story that cannot run must not pass as skipped.
+    failed = run_as_nobody(CI="true")
+    assert failed.returncode == 1, failed
+    told = failed.stderr.strip().splitlines()
+    assert len(told) == 1 and told[0].startswith("test-containers: FAILED:"), failed
+    assert told[0].endswith("join the docker group or run as root")
 
 
 def read_until(
