@@ -30,7 +30,13 @@ from aggregator.store.base import (
 )
 from aggregator.store.checkpointer import Checkpointer
 from aggregator.store.lock import StoreLock
-from aggregator.store.sqlite_reader import SQLiteReader, describe
+from aggregator.store.sqlite_reader import (
+    SQLiteReader,
+    damaged,
+    describe,
+    is_damage,
+    reading,
+)
 from aggregator.store.sqlite_schema import KeyHash, identify, key_hash, migrate
 
 LOGGER = logging.getLogger(__name__)
@@ -69,6 +75,8 @@ def _identify(path: Path) -> int:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         return identify(conn, path)
     except sqlite3.DatabaseError as exc:
+        if is_damage(exc):
+            raise damaged(exc, path) from exc
         raise StoreMismatch(
             f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
         ) from exc
@@ -127,6 +135,8 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._lock.release()
+            if is_damage(exc):
+                raise damaged(exc, path) from exc
             raise StoreMismatch(
                 f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
             ) from exc
@@ -139,7 +149,9 @@ class SQLiteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable)."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable;
+        StoreDamaged when the file is damaged)."""
+        self._checkpointer.raise_damage()
         with self._checkpointer.pause:
             cur = self._conn.cursor()
             committing = False
@@ -151,6 +163,8 @@ class SQLiteStore:
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(exc)
+                if is_damage(exc):
+                    raise damaged(exc, self.path) from exc
                 # An error at COMMIT (an I/O error while syncing) may come after the frames
                 # reached the WAL: recovery may then bring the transaction back.
                 raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
@@ -213,6 +227,11 @@ class SQLiteStore:
         """A retention step when one is due (first: it frees space), then the merge of one
         bucket of recent keys into the index when they are many, or when its keys of expired
         events are: each in a short transaction of its own."""
+        with reading(self.path):  # its reads outside a transaction; damage is fatal here too
+            return self._maintain(retention, max_events, reclaim=reclaim)
+
+    def _maintain(self, retention: Retention, max_events: int, *, reclaim: bool) -> Upkeep:
+        self._checkpointer.raise_damage()  # met on its thread: the writer's upkeep reports it
         expired, now = 0, self._clock()
         # With a size limit, the disk's free space is part of it: below a reserve of two
         # checkpoints' worth, the oldest events go as if the limit were reached.
@@ -241,6 +260,10 @@ class SQLiteStore:
             if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. FULL)
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
+            if isinstance(cause, sqlite3.Error) and is_damage(cause):
+                raise damaged(cause, self.path) from exc
+            if is_damage(exc):
+                raise damaged(exc, self.path) from exc
             reason = describe(cause) if isinstance(cause, sqlite3.Error) else repr(cause)
             raise StoreBroken(f"rollback after {reason} failed: {describe(exc)}") from exc
 
