@@ -79,7 +79,7 @@ class Config:
     integrity_check: str = setting(
         "quick",
         "SQLite: check every page of the store in the background once the server is ready "
-        "(quick: PRAGMA quick_check, ~1.5 s per million events; full: integrity_check, which "
+        "(quick: PRAGMA quick_check, 0.3–4 s per million events; full: integrity_check, which "
         "also compares the indexes with the table; off); damage found stops the server",
         choices=INTEGRITY_CHECKS,
     )
