@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from aggregator.store import CheckInterrupted, IntegrityCheck, StoreDamaged, StoreUnavailable
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader
 from tests.support import ServerProcess, event, running_server, wait_for
 
 EVENTS = 10_000
@@ -160,10 +160,6 @@ def test_an_interrupted_check_says_so(intact: Path) -> None:
         check.run()
 
 
-def test_a_file_that_is_not_a_database_is_damage_at_start_up(tmp_path: Path) -> None:
-    path = tmp_path / "aggregator.sqlite3"
-    path.write_bytes(b"\xa5" * 8192)
-    with pytest.raises(StoreDamaged, match="SQLITE_NOTADB"):
-        SQLiteStore(path)
+def test_a_check_that_cannot_run_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="unable to open"):
         IntegrityCheck(tmp_path / "missing" / "aggregator.sqlite3").run()

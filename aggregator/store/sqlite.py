@@ -75,8 +75,7 @@ def _identify(path: Path) -> int:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         return identify(conn, path)
     except sqlite3.DatabaseError as exc:
-        if is_damage(exc):
-            raise damaged(exc, path) from exc
+        # Damage or not, a file whose schema cannot be read may be another program's: refused.
         raise StoreMismatch(
             f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
         ) from exc
@@ -135,7 +134,7 @@ class SQLiteStore:
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._lock.release()
-            if is_damage(exc):
+            if is_damage(exc):  # identified as ours above: damaged, not foreign
                 raise damaged(exc, path) from exc
             raise StoreMismatch(
                 f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
