@@ -137,6 +137,20 @@ def test_a_publish_that_meets_the_damage_is_answered_and_stops_the_server(
     assert_stopped_on_damage(started, damaged)
 
 
+def test_a_subscriber_replaying_over_the_damage_is_told_and_the_server_stops(
+    started: ServerProcess, damaged: Path
+) -> None:
+    with (
+        httpx.Client(base_url=started.url, timeout=30) as http,
+        http.stream("GET", "/subscribe", params={"after": DAMAGED_AFTER}) as stream,
+    ):
+        assert stream.status_code == 200
+        text = "".join(stream.iter_text())  # the stream ends: the server stops
+    assert ": the store is damaged (database disk image is malformed" in text
+    assert text.endswith("; the server is stopping\n\n")
+    assert_stopped_on_damage(started, damaged)
+
+
 def test_the_store_says_which_errors_are_damage(damaged: Path, intact: Path) -> None:
     reader = SQLiteReader(database(damaged))
     try:
