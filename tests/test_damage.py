@@ -137,6 +137,20 @@ def test_a_publish_that_meets_the_damage_is_answered_and_stops_the_server(
     assert_stopped_on_damage(started, damaged)
 
 
+def test_retention_that_meets_the_damage_stops_the_server(damaged: Path) -> None:
+    # Every event is older than a second: the writer's upkeep deletes them, oldest first, in
+    # steps of 5,000 — through the damaged pages, with no request at all.
+    args = ["--integrity-check", "off", "--retention-seconds", "1"]
+    server = ServerProcess(["--port", "0", "--data-dir", str(damaged), *args])
+    try:
+        server.wait_ready()
+        last = assert_stopped_on_damage(server, damaged)
+    finally:
+        server.kill()
+    assert "SQLITE_CORRUPT" in last
+    assert "CRITICAL aggregator.actors.writer: the store is damaged" in server.log()
+
+
 def test_a_subscriber_replaying_over_the_damage_is_told_and_the_server_stops(
     started: ServerProcess, damaged: Path
 ) -> None:
