@@ -10,14 +10,16 @@ and a line that names the file and what to do, never "retry later" for ever.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from aggregator.messages import EventRecord
 from aggregator.store import CheckInterrupted, IntegrityCheck, StoreDamaged, StoreUnavailable
-from aggregator.store.sqlite import SQLiteReader
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import ServerProcess, event, running_server, wait_for
 
 EVENTS = 10_000
@@ -191,3 +193,31 @@ def test_an_interrupted_check_says_so(intact: Path) -> None:
 def test_a_check_that_cannot_run_says_so(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable, match="unable to open"):
         IntegrityCheck(tmp_path / "missing" / "aggregator.sqlite3").run()
+
+
+def test_a_reader_holding_a_snapshot_does_not_stall_the_writer_at_the_wal_bound(
+    tmp_path: Path,
+) -> None:
+    """The integrity check holds one snapshot for seconds on a large store. Past its bound the
+    writer checkpoints the WAL with RESTART, which waits for such a reader: it waited the whole
+    5 s busy timeout, at every transaction, for as long as the check ran."""
+    path = tmp_path / "aggregator.sqlite3"
+    store = SQLiteStore(path, wal_pages=256)  # the WAL's bound: 2 MiB
+    reader = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # the snapshot is held now
+        slowest = 0.0
+        for i in range(40):  # ~100 KB a transaction: the WAL passes its bound after ~20
+            records = [
+                EventRecord("t", f"{i}-{j}", "2026-11-21T10:00:00.000000Z", "s", "x" * 1000)
+                for j in range(100)
+            ]
+            started = time.perf_counter()
+            store.commit([records])
+            slowest = max(slowest, time.perf_counter() - started)
+        assert path.with_name(path.name + "-wal").stat().st_size > 2 * 256 * 4096  # held
+        assert slowest < 2.5  # well below the 5 s a transaction waited (a loaded machine)
+    finally:
+        reader.close()
+        store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,14 @@ def wal_restart_pages(max_bytes: int) -> int:
     return min(WAL_RESTART_PAGES, max(MIN_WAL_RESTART_PAGES, max_bytes // 8 // 4096))
 
 
+# A reader's snapshot older than the WAL's end (the integrity check holds one for seconds on a
+# large store) makes a RESTART checkpoint wait the whole busy timeout, and fail: the WAL bound
+# waits this long for readers, and after a failure lets this much time pass before it tries again.
+BOUND_WAIT_MS = 100
+BOUND_RETRY_SECONDS = 1.0
+BUSY_TIMEOUT_MS = 5000
+
+
 # Recent keys kept in memory before buckets of them are merged into the keys table (~100 B each).
 RECENT_KEYS = 256_000
 
@@ -112,6 +121,7 @@ class SQLiteStore:
         self._next_bucket = 0
         self._wal = path.with_name(path.name + "-wal")
         self._wal_bound = 2 * wal_pages * 4096  # one checkpoint's worth, at the most
+        self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try
         self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
@@ -128,7 +138,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it
             conn.execute(f"PRAGMA journal_size_limit = {wal_pages * 4096}")
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             migrate(conn, path, version)
             self._recent = sqlite_keys.load(conn, hash_key)
         except sqlite3.DatabaseError as exc:
@@ -175,13 +185,24 @@ class SQLiteStore:
     def _bound_wal(self, cur: sqlite3.Cursor) -> None:
         """If the checkpointer fell behind (starved of CPU, or readers held old snapshots) and
         the WAL grew past twice its restart size, checkpoint it here and let it start over: a
-        size limit holds within one checkpoint's worth whatever the threads do."""
+        size limit holds within one checkpoint's worth whatever the threads do — but a reader
+        that holds a snapshot for seconds (the integrity check) holds the WAL too: then the
+        transactions go on, waiting ``BOUND_WAIT_MS`` once per ``BOUND_RETRY_SECONDS`` at most,
+        not the busy timeout each."""
+        if time.monotonic() < self._bound_retry_at:
+            return
         try:
             size = self._wal.stat().st_size
         except FileNotFoundError:
             return
         if size > self._wal_bound:
-            cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            cur.execute(f"PRAGMA busy_timeout = {BOUND_WAIT_MS}")
+            try:
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if busy:
+                self._bound_retry_at = time.monotonic() + BOUND_RETRY_SECONDS
 
     def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
         received_at = utc_text(self._clock())
