@@ -98,8 +98,8 @@ def open_reader(config: Config) -> ReadStore:
 
 
 def open_integrity_check(config: Config) -> IntegrityCheck | None:
-    """The store's background integrity check; None when it is off, or for PostgreSQL (which
-    checks each page as it reads it, with ``data_checksums``, and has no whole-store check)."""
+    """The store's background integrity check; None when it is off, or for PostgreSQL (no
+    whole-database check of this kind is run there)."""
     if config.database_url or config.integrity_check == "off":
         return None
     return IntegrityCheck(config.database_path, config.integrity_check)
