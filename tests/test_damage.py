@@ -24,9 +24,7 @@ from tests.support import ServerProcess, event, running_server, wait_for
 
 EVENTS = 10_000
 FIRST_PAGE, LAST_PAGE = 40, 59  # 1-based, as SQLite numbers them
-# Events whose rows are on the damaged pages of the store built below (found by reading it:
-# seq 601–1100 fail, with rows of ~270 bytes, 15 to a page, after the first pages of the file).
-DAMAGED_AFTER = 700
+PAGE = 100  # events read at a time, as GET /events does
 PAYLOAD = {"text": "x" * 100}
 
 
@@ -54,7 +52,25 @@ def intact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert 'aggregator_store_integrity_check{state="damaged"} 0.0' in metrics
         assert "aggregator_store_integrity_check_seconds " in metrics
         assert server.terminate() == 0
+    assert not database(data).with_name("aggregator.sqlite3-wal").exists()  # all in the file
     return data
+
+
+def damaged_after(data: Path) -> int:
+    """A cursor whose next page of events lies on the damaged pages, found by reading them
+    (with this schema, seq 601–1100: rows of ~270 bytes, 15 to a page)."""
+    conn = sqlite3.connect(f"{database(data).as_uri()}?mode=ro", uri=True)
+    try:
+        for after in range(0, EVENTS, PAGE):
+            try:
+                conn.execute(
+                    "SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, PAGE)
+                ).fetchall()
+            except sqlite3.DatabaseError:
+                return after
+    finally:
+        conn.close()
+    raise AssertionError("no page of events reads the damage: the test damages nothing")
 
 
 @pytest.fixture
@@ -115,7 +131,7 @@ def test_a_read_over_the_damage_is_answered_and_stops_the_server(
 ) -> None:
     with httpx.Client(base_url=started.url, timeout=30) as http:
         assert http.get("/health").status_code == 200  # nothing has read the damage yet
-        response = http.get("/events", params={"after": DAMAGED_AFTER, "limit": 100})
+        response = http.get("/events", params={"after": damaged_after(damaged), "limit": PAGE})
     assert response.status_code == 503, response.text
     assert "Retry-After" not in response.headers  # not "retry later": no retry can read it
     body = response.json()
@@ -131,7 +147,10 @@ def test_a_publish_that_meets_the_damage_is_answered_and_stops_the_server(
 ) -> None:
     # A resend of a stored event: the writer reads its stored row (on a damaged page) to tell a
     # duplicate from a hash collision.
-    resend = [event("t", f"e0-{i}", payload=PAYLOAD) for i in range(DAMAGED_AFTER, 800)]
+    after = damaged_after(damaged)  # seq s is event e{(s - 1) // 1000}-{(s - 1) % 1000}
+    resend = [
+        event("t", f"e{s // 1000}-{s % 1000}", payload=PAYLOAD) for s in range(after, after + PAGE)
+    ]
     with httpx.Client(base_url=started.url, timeout=30) as http:
         response = http.post("/publish", json=resend)
     assert response.status_code == 503, response.text
@@ -158,7 +177,7 @@ def test_a_subscriber_replaying_over_the_damage_is_told_and_the_server_stops(
 ) -> None:
     with (
         httpx.Client(base_url=started.url, timeout=30) as http,
-        http.stream("GET", "/subscribe", params={"after": DAMAGED_AFTER}) as stream,
+        http.stream("GET", "/subscribe", params={"after": damaged_after(damaged)}) as stream,
     ):
         assert stream.status_code == 200
         text = "".join(stream.iter_text())  # the stream ends: the server stops
@@ -171,8 +190,8 @@ def test_the_store_says_which_errors_are_damage(damaged: Path, intact: Path) -> 
     reader = SQLiteReader(database(damaged))
     try:
         with pytest.raises(StoreDamaged, match=r"malformed \(SQLITE_CORRUPT\)"):
-            reader.events(None, DAMAGED_AFTER, 100, 0)
-        assert len(reader.events(None, 5000, 100, 0)) == 100  # past the damage it reads
+            reader.events(None, damaged_after(damaged), PAGE, 0)
+        assert len(reader.events(None, EVENTS - PAGE, PAGE, 0)) == PAGE  # past the damage
     finally:
         reader.close()
     with pytest.raises(StoreDamaged, match=r"quick_check|SQLITE_CORRUPT"):
