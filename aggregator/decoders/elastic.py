@@ -1,0 +1,284 @@
+"""The Elasticsearch bulk API (``POST /_bulk``, ``POST /{index}/_bulk``): NDJSON action lines,
+each but ``delete`` followed by its document, turned into events.
+
+Unlike ``/publish``, a bulk request is not atomic (Elasticsearch's own rule, which its shippers'
+retry logic expects): an item that breaks a rule is refused alone, with its reason, and the
+others are stored. A problem of the whole body (not pairs of JSON lines, too large, too many
+items) refuses the whole request, and nothing is stored.
+
+The decoder returns the events to commit and fills ``BulkItems`` with what the front needs to
+answer each item (its action, index and id, or its refusal); the front joins it with the
+writer's per-event flags (stored / already there) to say ``created``, ``noop`` or ``409``.
+
+Mapping (docs/elasticsearch.md): topic ← ``_index`` else the URL's index; event_id ← ``_id``
+else the BLAKE2b-128 hex digest of the document's canonical JSON (sorted keys, compact), so two
+byte-identical documents, or the same document with its keys reordered, are one event;
+timestamp ← ``@timestamp`` (RFC 3339, or epoch milliseconds) else ``timestamp`` else the time of
+receipt; source ← ``host.name``, ``host.hostname``, ``host`` (a string), ``service.name``,
+``agent.name`` else ``_bulk``; payload ← the document as received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from aggregator.decoders.content import decode_content, media_type, unsupported_media_type
+from aggregator.decoders.publish import MAX_TEXT, _text_problem, normalise_timestamp
+from aggregator.messages import EventRecord, Limits, Rejection
+
+ACTIONS = ("create", "index", "update", "delete")
+DEFAULT_SOURCE = "_bulk"
+ID_DIGEST_BYTES = 16  # BLAKE2b-128: 32 hex characters
+MEDIA_TYPES = (
+    "",
+    "application/json",
+    "application/x-ndjson",
+    "application/vnd.elasticsearch+json",
+    "application/vnd.elasticsearch+x-ndjson",
+)
+
+
+class _Meta(msgspec.Struct):
+    """An action's metadata; other keys (``_type``, ``routing``, ``pipeline``…) are ignored."""
+
+    index: str | None = msgspec.field(name="_index", default=None)
+    id: str | None = msgspec.field(name="_id", default=None)
+
+
+class _Doc(msgspec.Struct):
+    """The fields of a document the mapping reads; the document itself is kept as received."""
+
+    at_timestamp: Any = msgspec.field(name="@timestamp", default=None)
+    timestamp: Any = None
+    host: Any = None
+    service: Any = None
+    agent: Any = None
+    host_name: Any = msgspec.field(name="host.name", default=None)
+    host_hostname: Any = msgspec.field(name="host.hostname", default=None)
+    service_name: Any = msgspec.field(name="service.name", default=None)
+    agent_name: Any = msgspec.field(name="agent.name", default=None)
+
+
+_ACTION = msgspec.json.Decoder(dict[str, _Meta])
+_DOC = msgspec.json.Decoder(_Doc)
+_ANY = msgspec.json.Decoder()
+_STAMP = msgspec.json.Decoder(datetime)
+_ENCODE = msgspec.json.Encoder(order="sorted")
+
+
+@dataclass(slots=True)
+class Item:
+    """One bulk item as the response names it. ``event`` is its position among the events sent
+    to the writer; None when the item was refused (``status``, ``error`` and ``reason``)."""
+
+    action: str
+    index: str | None
+    id: str | None
+    event: int | None = None
+    status: int = 0
+    error: str = ""
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class BulkItems:
+    """Filled by ``decode_bulk`` for the front, in request order."""
+
+    items: list[Item] = field(default_factory=list)
+
+
+def _bad_body(message: str) -> Rejection:
+    return Rejection(400, "illegal_argument_exception", message)
+
+
+def decode_bulk(
+    body: bytes,
+    headers: Mapping[str, str],
+    limits: Limits,
+    *,
+    url_index: str | None,
+    out: BulkItems,
+    now: datetime | None = None,
+) -> list[EventRecord]:
+    """The events of one bulk body; the per-item answers go to ``out``. Raises ``Rejection``
+    (400, 413, 415) for a problem of the whole request, with ``out`` left empty."""
+    media = media_type(headers)
+    if media not in MEDIA_TYPES:
+        raise unsupported_media_type(media, "'Content-Type: application/x-ndjson'")
+    body = decode_content(body, headers, limits.max_body_bytes)
+    # Blank lines are skipped, as rsyslog sends one after each document.
+    lines = [line for line in body.split(b"\n") if line.strip()]
+    items: list[Item] = []
+    records: list[EventRecord] = []
+    received = normalise_timestamp(now or datetime.now(UTC))
+    position = 0
+    try:
+        while position < len(lines):
+            number = position  # the action's line among the non-blank lines, 0-based
+            action, meta = _action(lines[position], number)
+            position += 1
+            if len(items) >= limits.max_batch_events:
+                raise Rejection(
+                    413,
+                    "too_large",
+                    f"the bulk request has more than {limits.max_batch_events} items; the "
+                    "limit is that many (AGGREGATOR_MAX_BATCH_EVENTS); nothing was stored",
+                )
+            index = meta.index or url_index
+            item = Item(action, index, meta.id or None)
+            items.append(item)
+            if action == "delete":
+                _refuse(item, "events are immutable: delete is not supported")
+                continue
+            if position >= len(lines):
+                raise _bad_body(
+                    f"line {number} ({action}) has no document line after it; each "
+                    "create, index and update action is followed by its document"
+                )
+            document = lines[position].strip()
+            position += 1
+            if action == "update":
+                _refuse(item, "events are immutable: update is not supported")
+                continue
+            record = _record(item, document, limits, received)
+            if record is not None:
+                item.event = len(records)
+                records.append(record)
+    except RecursionError:
+        raise _bad_body("the body is nested too deeply to decode") from None
+    out.items = items
+    return records
+
+
+def _action(line: bytes, number: int) -> tuple[str, _Meta]:
+    try:
+        action = _ACTION.decode(line)
+    except msgspec.DecodeError as exc:  # ValidationError too: its metadata has the wrong shape
+        raise _bad_body(
+            f"line {number} is not a valid action line ({exc}); expected e.g. "
+            '{"create":{"_index":"logs","_id":"1"}}; nothing was stored'
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise _bad_body(f"line {number} is not valid UTF-8: {exc}; nothing was stored") from None
+    if len(action) != 1 or next(iter(action)) not in ACTIONS:
+        raise _bad_body(
+            f"line {number}: an action line names exactly one of {', '.join(ACTIONS)}; "
+            f"got {', '.join(map(repr, action)) or 'none'}; nothing was stored"
+        )
+    [(name, meta)] = action.items()
+    return name, meta
+
+
+def _refuse(item: Item, reason: str, error: str = "illegal_argument_exception") -> None:
+    item.status, item.error, item.reason = 400, error, reason
+
+
+class _Refused(Exception):
+    """One item breaks a rule: it gets a 400 with ``reason``; the other items go on."""
+
+    def __init__(self, reason: str, error: str = "document_parsing_exception") -> None:
+        super().__init__(reason)
+        self.reason, self.error = reason, error
+
+
+def _record(item: Item, document: bytes, limits: Limits, received: str) -> EventRecord | None:
+    """The event of a create or index item; None (and the item refused) when it breaks a rule."""
+    try:
+        return _event(item, document, limits, received)
+    except _Refused as refused:
+        _refuse(item, refused.reason, refused.error)
+        return None
+
+
+def _event(item: Item, document: bytes, limits: Limits, received: str) -> EventRecord:
+    if item.index is None:
+        raise _Refused(
+            "index is missing: give _index in the action or the URL /{index}/_bulk",
+            "action_request_validation_exception",
+        )
+    problem = _text_problem("topic", item.index)
+    if problem:
+        raise _Refused(
+            f"the index is the topic: 1–{MAX_TEXT} characters without whitespace or control "
+            f"characters ({problem})",
+            "invalid_index_name_exception",
+        )
+    try:
+        doc = _DOC.decode(document)
+        payload = document.decode("utf-8")
+    except msgspec.ValidationError:
+        raise _Refused("the document must be a JSON object") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _Refused(f"the document is not valid JSON: {exc}") from None
+    if len(document) > limits.max_payload_bytes:
+        raise _Refused(
+            f"the document is {len(document)} bytes; the limit is "
+            f"{limits.max_payload_bytes} (AGGREGATOR_MAX_PAYLOAD_BYTES)"
+        )
+    if item.id is None:
+        canonical = _ENCODE.encode(_ANY.decode(document))
+        item.id = hashlib.blake2b(canonical, digest_size=ID_DIGEST_BYTES).hexdigest()
+    else:
+        problem = _text_problem("event_id", item.id)
+        if problem:
+            raise _Refused(
+                f"_id must be 1–{MAX_TEXT} characters, not blank ({problem})",
+                "illegal_argument_exception",
+            )
+    source = _source(doc)
+    if source is None or _text_problem("source", source):
+        raise _Refused(
+            "the source field (the first of host.name, host.hostname, host, service.name, "
+            f"agent.name) must be a string of 1–{MAX_TEXT} characters, not blank"
+        )
+    return EventRecord(item.index, item.id, _timestamp(doc) or received, source, payload)
+
+
+def _timestamp(doc: _Doc) -> str | None:
+    """The normalised time of the document; None when it has none."""
+    name, value = "@timestamp", doc.at_timestamp
+    if value is None:
+        name, value = "timestamp", doc.timestamp
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str) and not value.isdigit():
+            moment = _STAMP.decode(msgspec.json.encode(value))
+        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            moment = datetime.fromtimestamp(float(value) / 1000, UTC)  # epoch milliseconds
+        else:
+            raise ValueError(value)
+        return normalise_timestamp(moment)
+    except (msgspec.ValidationError, ValueError, OverflowError, OSError):
+        got = repr(value)[:100]
+        raise _Refused(
+            f"{name} must be an RFC 3339 date-time such as 2026-11-21T10:00:00Z or epoch "
+            f"milliseconds; got {got}"
+        ) from None
+
+
+def _source(doc: _Doc) -> str | None:
+    """The first of host.name, host.hostname, host, service.name, agent.name; else ``_bulk``.
+    A dotted key (``"host.name": …``) counts as the nested one, as Elasticsearch reads it."""
+    host, service, agent = doc.host, doc.service, doc.agent
+    candidates = (
+        doc.host_name if doc.host_name is not None else _field(host, "name"),
+        doc.host_hostname if doc.host_hostname is not None else _field(host, "hostname"),
+        host if isinstance(host, str) else None,
+        doc.service_name if doc.service_name is not None else _field(service, "name"),
+        doc.agent_name if doc.agent_name is not None else _field(agent, "name"),
+    )
+    for value in candidates:
+        if value is not None:
+            return value if isinstance(value, str) else None
+    return DEFAULT_SOURCE
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else None

@@ -1,0 +1,199 @@
+"""The Elasticsearch door: ``POST|PUT /_bulk`` and ``/{index}/_bulk``, and the ``GET /`` /
+``HEAD /`` handshake, as a bare ASGI route in front of the Quart app (the bulk path is as hot
+as ``/publish``, and goes through the same workers and writer: ``Front.submit``).
+
+Answers are in Elasticsearch's shapes, since shippers decide on them whether to resend: per
+item ``201 created``, ``200 noop`` (an ``index`` of a key already stored: the first copy is
+kept), ``409 version_conflict_engine_exception`` (a ``create`` of a key already stored) or
+``400`` with the reason; the whole request ``400`` / ``413`` / ``429
+es_rejected_execution_exception`` / ``503``, with ``Retry-After`` on the last two, and then
+nothing is stored. Every answer carries ``X-Elastic-Product: Elasticsearch``, which the
+official clients check, and the compatibility media type the client asked for.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from aggregator import __version__
+from aggregator.decoders.elastic import BulkItems, Item, decode_bulk
+from aggregator.front.app import RETRY_AFTER_SECONDS, Front
+from aggregator.incidents import internal_message
+from aggregator.messages import Accepted, Internal, Unavailable
+
+PROTOCOL = "elasticsearch"
+BULK = "/_bulk"
+# The version a client is told: the major it asked for with compatible-with (8 or 9), else 8.
+VERSIONS = {"8": "8.19.0", "9": "9.1.0"}
+_SHARDS = {"total": 1, "successful": 1, "failed": 0}
+_NO_SHARDS = {"total": 1, "successful": 0, "failed": 0}
+_ENCODE = msgspec.json.Encoder().encode
+# Rejection kinds of the shared decoders, in the words of Elasticsearch's error types.
+_ERROR_TYPES = {
+    "too_large": "content_too_long_exception",
+    "malformed": "parse_exception",
+    "unsupported_media_type": "media_type_header_exception",
+    "overloaded": "es_rejected_execution_exception",
+}
+
+
+def bulk_index(path: str) -> tuple[bool, str | None]:
+    """Whether ``path`` is a bulk path, and the index it names (None for ``/_bulk``)."""
+    if path == BULK:
+        return True, None
+    if path.endswith(BULK) and path.count("/") == 2:
+        return True, path[1 : -len(BULK)]
+    return False, None
+
+
+class ElasticRoute:
+    """ASGI: answers the Elasticsearch paths itself and passes everything else to ``app``. The
+    body has been read within its limit and timeout before (``PublishRoute``)."""
+
+    def __init__(self, front: Front, app: Any) -> None:
+        self._front = front
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        bulk, index = bulk_index(path)
+        if path == "/" and method in ("GET", "HEAD"):
+            await _answer(scope, send, 200, _version_document(scope), head=method == "HEAD")
+        elif not bulk:
+            await self._app(scope, receive, send)
+        elif method in ("POST", "PUT"):
+            try:
+                status, body = await self._bulk(scope, receive, index)
+            except Exception as exc:  # a bug here answers this request alone
+                request_id = self._front.incidents.record("route", exc, f"serving {method} {path}")
+                status, body = 500, _error(500, "internal", internal_message(request_id, False))
+            await _answer(scope, send, status, body)
+        else:
+            message = f"{method} {path}: only POST and PUT are allowed here"
+            await _answer(scope, send, 405, _error(405, "method_not_allowed", message))
+
+    async def _bulk(self, scope: Any, receive: Any, index: str | None) -> tuple[int, Any]:
+        started = time.perf_counter()
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        answers = BulkItems()
+        decode = partial(decode_bulk, url_index=index, out=answers)
+        outcome = await self._front.submit(body, headers, decode, PROTOCOL)
+        if isinstance(outcome, Accepted):
+            took = round((time.perf_counter() - started) * 1000)
+            return 200, self._items(answers.items, outcome, took)
+        if isinstance(outcome, Unavailable):
+            stored = "nothing was stored" if outcome.stored_nothing else "it may have been stored"
+            reason = f"the store cannot take writes now: {outcome.reason}; {stored}; resend later"
+            status, kind = 503, "unavailable_shards_exception"
+        elif isinstance(outcome, Internal):
+            reason = internal_message(outcome.request_id, outcome.stored_nothing)
+            status, kind = 500, "internal"
+        else:
+            status, reason = outcome.status, outcome.message
+            kind = _ERROR_TYPES.get(outcome.error, outcome.error)
+        self._front.metrics.rejected.labels(PROTOCOL, kind).inc()
+        return status, _error(status, kind, reason)
+
+    def _items(self, items: list[Item], outcome: Accepted, took: int) -> dict[str, Any]:
+        flags = outcome.stored_flags
+        out = []
+        errors = False
+        refused = 0
+        for item in items:
+            answer: dict[str, Any] = {"_index": item.index, "_id": item.id}
+            if item.event is None:
+                answer["status"] = item.status
+                answer["error"] = {"type": item.error, "reason": item.reason}
+                errors = True
+                refused += 1
+            elif flags[item.event]:
+                answer |= {"_version": 1, "result": "created", "_shards": _SHARDS, "status": 201}
+            elif item.action == "create":
+                answer["status"] = 409
+                answer["error"] = {
+                    "type": "version_conflict_engine_exception",
+                    "reason": f"[{item.id}]: version conflict, document already exists "
+                    "(current version [1]); events are stored once, the first copy is kept",
+                    "index": item.index,
+                }
+                errors = True
+            else:  # index of a stored key: nothing is written, and the answer says so
+                answer |= {"_version": 1, "result": "noop", "_shards": _NO_SHARDS, "status": 200}
+            out.append({item.action: answer})
+        if refused:
+            self._front.metrics.published.labels(PROTOCOL, "refused").inc(refused)
+        return {"took": took, "errors": errors, "items": out}
+
+
+def _error(status: int, kind: str, reason: str) -> dict[str, Any]:
+    cause = {"type": kind, "reason": reason}
+    return {"error": {"root_cause": [cause], **cause}, "status": status}
+
+
+def _compatible_with(scope: Any) -> str | None:
+    """The major version of ``compatible-with=N`` in Accept (else Content-Type); None if none."""
+    headers = dict(scope["headers"])
+    for name in (b"accept", b"content-type"):
+        value = headers.get(name, b"").decode("latin-1").lower()
+        _, found, rest = value.partition("compatible-with=")
+        if found:
+            return rest[:1]
+    return None
+
+
+def _version_document(scope: Any) -> dict[str, Any]:
+    """What ``GET /`` says: an Elasticsearch-compatible version (the clients refuse 7.x and
+    below for some APIs), and which program this really is."""
+    number = VERSIONS.get(_compatible_with(scope) or "8", VERSIONS["8"])
+    return {
+        "name": "aggregator",
+        "cluster_name": "aggregator",
+        "cluster_uuid": "aggregator",
+        "version": {
+            "number": number,
+            "build_flavor": "default",
+            "build_type": "aggregator",
+            "build_hash": __version__,
+            "lucene_version": "9.12.0",
+            "minimum_wire_compatibility_version": "7.17.0",
+            "minimum_index_compatibility_version": "7.0.0",
+        },
+        "tagline": "You Know, for Search",
+        "aggregator": f"pubsub-aggregator {__version__}: only the bulk API is served",
+    }
+
+
+async def _answer(scope: Any, send: Any, status: int, body: Any, *, head: bool = False) -> None:
+    encoded = _ENCODE(body)
+    major = _compatible_with(scope)
+    media = (
+        f"application/vnd.elasticsearch+json; compatible-with={major}"
+        if major
+        else "application/json"
+    )
+    headers = [
+        (b"content-type", media.encode()),
+        (b"x-elastic-product", b"Elasticsearch"),
+        (b"content-length", str(len(encoded)).encode()),
+    ]
+    if status in (429, 503):
+        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    elif status == 405:
+        headers.append((b"allow", b"POST, PUT"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else encoded})
