@@ -13,6 +13,7 @@ official clients check, and the compatibility media type the client asked for.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from functools import partial
 from typing import Any
@@ -149,7 +150,7 @@ def _compatible_with(scope: Any) -> str | None:
     """The major version of ``compatible-with=N`` in Accept (else Content-Type); None if none."""
     headers = dict(scope["headers"])
     for name in (b"accept", b"content-type"):
-        value = headers.get(name, b"").decode("latin-1").lower()
+        value: str = headers.get(name, b"").decode("latin-1").lower()
         _, found, rest = value.partition("compatible-with=")
         if found:
             return rest[:1]
@@ -179,7 +180,11 @@ def _version_document(scope: Any) -> dict[str, Any]:
 
 
 async def _answer(scope: Any, send: Any, status: int, body: Any, *, head: bool = False) -> None:
+    """Send the answer. To a client without a User-Agent (rsyslog's omelasticsearch), "retry
+    later" is a cut connection: it resends a bulk request only when the transfer fails, and
+    takes any complete answer, 429 and 503 too, as final (its messages would be lost)."""
     encoded = _ENCODE(body)
+    cut = (status == 429 or status >= 500) and b"user-agent" not in dict(scope["headers"])
     major = _compatible_with(scope)
     media = (
         f"application/vnd.elasticsearch+json; compatible-with={major}"
@@ -196,4 +201,11 @@ async def _answer(scope: Any, send: Any, status: int, body: Any, *, head: bool =
     elif status == 405:
         headers.append((b"allow", b"POST, PUT"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if head else encoded})
+    if not cut:
+        await send({"type": "http.response.body", "body": b"" if head else encoded})
+        return
+    # One byte short of its Content-Length: the HTTP server refuses to end the response and
+    # closes the connection (hypercorn raises h11's LocalProtocolError here, on purpose).
+    await send({"type": "http.response.body", "body": encoded[:-1], "more_body": True})
+    with contextlib.suppress(Exception):
+        await send({"type": "http.response.body", "body": b""})
