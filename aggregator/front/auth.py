@@ -35,7 +35,7 @@ class Tokens:
         """(token, its setting) that ``path`` needs; None when it needs none."""
         if path in OPEN_PATHS:
             return None
-        if path in PUBLISH_PATHS or path == "/" or path.endswith("/_bulk"):
+        if path in PUBLISH_PATHS or path in ("/", "/_cat/health") or path.endswith("/_bulk"):
             return (self.publish, "AGGREGATOR_PUBLISH_TOKEN") if self.publish else None
         return (self.read, "AGGREGATOR_READ_TOKEN") if self.read else None
 

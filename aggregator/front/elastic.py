@@ -67,6 +67,12 @@ class ElasticRoute:
         bulk, index = bulk_index(path)
         if path == "/" and method in ("GET", "HEAD"):
             await _answer(scope, send, 200, _version_document(scope), head=method == "HEAD")
+        elif path == "/_cat/health" and method in ("GET", "HEAD"):
+            # rsyslog's omelasticsearch asks this (HEAD) before it resumes after a failure.
+            healthy = self._front.writer.statistics().last_error is None
+            status = "green" if healthy else "red"
+            line = f"{int(time.time())} aggregator {status} 1 1\n".encode()
+            await _answer_text(send, 200 if healthy else 503, line, head=method == "HEAD")
         elif not bulk:
             await self._app(scope, receive, send)
         elif method in ("POST", "PUT"):
@@ -139,6 +145,18 @@ class ElasticRoute:
         if refused:
             self._front.metrics.published.labels(PROTOCOL, "refused").inc(refused)
         return {"took": took, "errors": errors, "items": out}
+
+
+async def _answer_text(send: Any, status: int, body: bytes, *, head: bool) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=UTF-8"),
+        (b"x-elastic-product", b"Elasticsearch"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 503:
+        headers.append((b"retry-after", str(RETRY_AFTER_SECONDS).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _error(status: int, kind: str, reason: str) -> dict[str, Any]:
