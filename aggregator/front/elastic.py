@@ -70,8 +70,8 @@ class ElasticRoute:
         elif path == "/_cat/health" and method in ("GET", "HEAD"):
             # rsyslog's omelasticsearch asks this (HEAD) before it resumes after a failure.
             healthy = self._front.writer.statistics().last_error is None
-            status = "green" if healthy else "red"
-            line = f"{int(time.time())} aggregator {status} 1 1\n".encode()
+            color = "green" if healthy else "red"
+            line = f"{int(time.time())} aggregator {color} 1 1\n".encode()
             await _answer_text(send, 200 if healthy else 503, line, head=method == "HEAD")
         elif not bulk:
             await self._app(scope, receive, send)

@@ -42,7 +42,7 @@ actions = [
 sends = []
 for _ in range(2):
     items = []
-    for ok, item in helpers.streaming_bulk(client, actions, raise_on_error=False, chunk_size=100):
+    for _ok, item in helpers.streaming_bulk(client, actions, raise_on_error=False, chunk_size=100):
         [(action, answer)] = item.items()
         items.append([action, answer["status"], answer.get("result") or answer["error"]["type"]])
     sends.append(items)
