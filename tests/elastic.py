@@ -35,7 +35,7 @@ submit = Front.submit
 async def faulty(self, body, headers, decode, protocol="publish"):
     if protocol == "elasticsearch" and plan:
         step = plan.pop(0)
-        print("fault plan:", step, flush=True, file=sys.stderr)
+        print("FAULT-PLAN", step, flush=True, file=sys.stderr)
         if step == "429":
             return Rejection(429, "overloaded", "the test's fault plan says 429", retry_after=1)
         if step == "503":
@@ -50,6 +50,8 @@ def committing_then_failing(self, batches):
     result = commit(self, batches)
     if fail_after_commit:
         fail_after_commit.pop()
+        events = sum(len(batch) for batch in batches)
+        print(f"FAULT-PLAN committed {events} events", flush=True, file=sys.stderr)
         raise StoreUnavailable("the test's fault plan: committed, then failed", maybe_stored=True)
     return result
 
@@ -68,6 +70,18 @@ class Door:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def port(self) -> int:
+        return int(self.server.url.rsplit(":", 1)[1])
+
+    def faults_met(self) -> list[str]:
+        """The fault plan's steps met so far, and how many events a ``stored-503`` committed."""
+        return [
+            line.split("FAULT-PLAN ", 1)[1]
+            for line in self.server.log().splitlines()
+            if line.startswith("FAULT-PLAN ")
+        ]
 
     def counters(self) -> tuple[int, ...]:
         stats = self.http.get("/stats").json()
