@@ -30,8 +30,13 @@ PROTOCOL = "elasticsearch"
 BULK = "/_bulk"
 # The version a client is told: the major it asked for with compatible-with (8 or 9), else 8.
 VERSIONS = {"8": "8.19.0", "9": "9.1.0"}
-_SHARDS = {"total": 1, "successful": 1, "failed": 0}
-_NO_SHARDS = {"total": 1, "successful": 0, "failed": 0}
+_CREATED = (
+    b'"_version":1,"result":"created","_shards":{"total":1,"successful":1,"failed":0},'
+    b'"status":201}}'
+)
+_NOOP = (
+    b'"_version":1,"result":"noop","_shards":{"total":1,"successful":0,"failed":0},"status":200}}'
+)
 _ENCODE = msgspec.json.Encoder().encode
 # Rejection kinds of the shared decoders, in the words of Elasticsearch's error types.
 _ERROR_TYPES = {
@@ -86,7 +91,9 @@ class ElasticRoute:
             message = f"{method} {path}: only POST and PUT are allowed here"
             await _answer(scope, send, 405, _error(405, "method_not_allowed", message))
 
-    async def _bulk(self, scope: Any, receive: Any, index: str | None) -> tuple[int, Any]:
+    async def _bulk(
+        self, scope: Any, receive: Any, index: str | None
+    ) -> tuple[int, bytes | dict[str, Any]]:
         started = time.perf_counter()
         headers = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
@@ -116,35 +123,45 @@ class ElasticRoute:
         self._front.metrics.rejected.labels(PROTOCOL, kind).inc()
         return status, _error(status, kind, reason)
 
-    def _items(self, items: list[Item], outcome: Accepted, took: int) -> dict[str, Any]:
+    def _items(self, items: list[Item], outcome: Accepted, took: int) -> bytes:
+        """The bulk answer, encoded a piece at a time (a dict per item cost a fifth of the
+        door's time at 100 items a request)."""
         flags = outcome.stored_flags
         out = []
         errors = False
         refused = 0
         for item in items:
-            answer: dict[str, Any] = {"_index": item.index, "_id": item.id}
+            head = b'{"%s":{"_index":%s,"_id":%s,' % (
+                item.action.encode(),
+                _ENCODE(item.index),
+                _ENCODE(item.id),
+            )
             if item.event is None:
-                answer["status"] = item.status
-                answer["error"] = {"type": item.error, "reason": item.reason}
+                error = _ENCODE({"type": item.error, "reason": item.reason})
+                out.append(head + b'"status":%d,"error":%s}}' % (item.status, error))
                 errors = True
                 refused += 1
             elif flags[item.event]:
-                answer |= {"_version": 1, "result": "created", "_shards": _SHARDS, "status": 201}
+                out.append(head + _CREATED)
             elif item.action == "create":
-                answer["status"] = 409
-                answer["error"] = {
-                    "type": "version_conflict_engine_exception",
-                    "reason": f"[{item.id}]: version conflict, document already exists "
-                    "(current version [1]); events are stored once, the first copy is kept",
-                    "index": item.index,
-                }
+                reason = _ENCODE(
+                    f"[{item.id}]: version conflict, document already exists (current version "
+                    "[1]); events are stored once, the first copy is kept"
+                )
+                out.append(
+                    head + b'"status":409,"error":{"type":"version_conflict_engine_exception",'
+                    b'"reason":%s,"index":%s}}}' % (reason, _ENCODE(item.index))
+                )
                 errors = True
             else:  # index of a stored key: nothing is written, and the answer says so
-                answer |= {"_version": 1, "result": "noop", "_shards": _NO_SHARDS, "status": 200}
-            out.append({item.action: answer})
+                out.append(head + _NOOP)
         if refused:
             self._front.metrics.published.labels(PROTOCOL, "refused").inc(refused)
-        return {"took": took, "errors": errors, "items": out}
+        return b'{"took":%d,"errors":%s,"items":[%s]}' % (
+            took,
+            b"true" if errors else b"false",
+            b",".join(out),
+        )
 
 
 async def _answer_text(send: Any, status: int, body: bytes, *, head: bool) -> None:
@@ -201,7 +218,7 @@ async def _answer(scope: Any, send: Any, status: int, body: Any, *, head: bool =
     """Send the answer. To a client without a User-Agent (rsyslog's omelasticsearch), "retry
     later" is a cut connection: it resends a bulk request only when the transfer fails, and
     takes any complete answer, 429 and 503 too, as final (its messages would be lost)."""
-    encoded = _ENCODE(body)
+    encoded = body if isinstance(body, bytes) else _ENCODE(body)
     cut = (status == 429 or status >= 500) and b"user-agent" not in dict(scope["headers"])
     major = _compatible_with(scope)
     media = (

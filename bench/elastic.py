@@ -1,0 +1,131 @@
+"""Events/s through the Elasticsearch bulk door beside ``POST /publish``: ``python -m
+bench.elastic`` (``make bench-elastic``).
+
+Each round starts a fresh server (a subprocess, ``synchronous=FULL``) per row and drives it for
+``--duration`` seconds with ``--clients`` closed-loop connections (the simulator's lean HTTP
+client), events of 8 topics, unique ids, all bodies encoded before the clock starts:
+
+- ``/publish``: 100 events per request, a JSON array;
+- ``/_bulk``: 100 documents per request, ``create`` actions with an ``_id`` (what a shipper
+  that names its documents sends);
+- ``/_bulk`` without ``_id``: 100 ``index`` actions whose ids are the content hash (rsyslog's and
+  most shippers' default).
+
+An event counts once its request is acknowledged, and every bulk item must say ``201``. Ratios
+are computed within a round (this machine's speed drifts); the table shows medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import msgspec
+import trio
+
+from bench.syslog import BATCH, TOPICS, publish_bodies
+from simulator.procs import running
+from simulator.rawhttp import RawClient
+
+ROOT = Path(__file__).resolve().parent.parent
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def bulk_bodies(count: int, *, with_id: bool) -> list[bytes]:
+    out = []
+    for n in range(count):
+        lines = []
+        for i in range(BATCH):
+            unique = str(uuid.uuid4())
+            meta: dict[str, str] = {"_index": f"topic-{(n + i) % TOPICS}"}
+            if with_id:
+                meta["_id"] = unique
+            action = {"create" if with_id else "index": meta}
+            document = {"@timestamp": "2026-11-21T10:00:00Z", "host": {"name": "bench"},
+                        "message": f"payment {n}-{i} ok", "n": n, "request": unique}  # fmt: skip
+            lines += [_ENCODE(action), _ENCODE(document)]
+        out.append(b"\n".join(lines) + b"\n")
+    return out
+
+
+async def drive(url: str, path: str, pool: list[bytes], clients: int, seconds: float) -> float:
+    """Acknowledged events per second over ``seconds``."""
+    acked = 0
+    queue = iter(pool)
+    media = "application/json" if path == "/publish" else "application/x-ndjson"
+
+    async def client() -> None:
+        nonlocal acked
+        async with RawClient(url, 60) as http:
+            for body in queue:
+                response = await http.post(path, content=body, headers={"Content-Type": media})
+                if response.status_code != 200:
+                    raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
+                if path != "/publish" and b'"errors":false' not in response.content[:40]:
+                    raise RuntimeError(f"{path}: an item was not created: {response.text[:300]}")
+                acked += BATCH
+
+    started = time.perf_counter()
+    with trio.move_on_after(seconds):
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(client)
+    return acked / (time.perf_counter() - started)
+
+
+ROWS = {
+    "publish": ("/publish", "POST /publish, batch 100, {c} connections"),
+    "bulk": ("/_bulk", "POST /_bulk, 100 create with _id, {c} connections"),
+    "bulk-hash": ("/_bulk", "POST /_bulk, 100 index without _id (content hash), {c} connections"),
+}
+
+
+def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int]:
+    """events/s of one row on a fresh server, and the events it stored (from /stats)."""
+    count = int(seconds * 1500)  # more than a run can send at ~100k events/s
+    args = ["--port", "0", "--data-dir", str(work / row), "--synchronous", "full"]
+    if row == "publish":
+        pool = publish_bodies(count)
+    else:
+        pool = bulk_bodies(count, with_id=row == "bulk")
+    with running("aggregator", args, ROOT) as child:
+        rate = trio.run(drive, child.url, ROWS[row][0], pool, clients, seconds)
+        stored = httpx.get(child.url + "/stats").json()["unique_processed"]
+    return rate, stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args()
+    rates: dict[str, list[float]] = {row: [] for row in ROWS}
+    ratios: dict[str, list[float]] = {row: [] for row in ROWS if row != "publish"}
+    for n in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            for row in ROWS:
+                rate, stored = run(row, args.clients, args.duration, Path(tmp) / str(n))
+                rates[row].append(rate)
+                print(f"round {n + 1}: {row} {rate:,.0f} events/s ({stored:,} stored)", flush=True)
+        for row in ratios:
+            ratios[row].append(rates[row][-1] / rates["publish"][-1])
+    print(f"\n| door | events/s (median of {args.rounds}) | ÷ /publish (median; rounds) |")
+    print("| --- | ---: | --- |")
+    for row, (_, label) in ROWS.items():
+        shown = "–"
+        if row in ratios:
+            each = ", ".join(f"{r:.0%}" for r in ratios[row])
+            shown = f"{statistics.median(ratios[row]):.0%} ({each})"
+        print(
+            f"| {label.format(c=args.clients)} | {statistics.median(rates[row]):,.0f} | {shown} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
