@@ -89,10 +89,7 @@ def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int]
     """events/s of one row on a fresh server, and the events it stored (from /stats)."""
     count = int(seconds * 1500)  # more than a run can send at ~100k events/s
     args = ["--port", "0", "--data-dir", str(work / row), "--synchronous", "full"]
-    if row == "publish":
-        pool = publish_bodies(count)
-    else:
-        pool = bulk_bodies(count, with_id=row == "bulk")
+    pool = publish_bodies(count) if row == "publish" else bulk_bodies(count, with_id=row == "bulk")
     with running("aggregator", args, ROOT) as child:
         rate = trio.run(drive, child.url, ROWS[row][0], pool, clients, seconds)
         stored = httpx.get(child.url + "/stats").json()["unique_processed"]

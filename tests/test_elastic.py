@@ -8,7 +8,6 @@ import gzip
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,7 +34,8 @@ def decode(body: bytes, url_index: str | None = "idx") -> tuple[list[EventRecord
 @pytest.mark.parametrize(
     ("document", "timestamp", "source"),
     [
-        ({"@timestamp": "2026-11-30T06:15:42.420599+00:00"}, "2026-11-30T06:15:42.420599Z", "_bulk"),
+        ({"@timestamp": "2026-11-30T06:15:42.420599+00:00"}, "2026-11-30T06:15:42.420599Z",
+         "_bulk"),
         ({"@timestamp": "2026-11-30T08:00:00+02:00"}, "2026-11-30T06:00:00Z", "_bulk"),
         ({"@timestamp": 1796032800000}, "2026-11-30T10:00:00Z", "_bulk"),
         ({"@timestamp": "1796032800123"}, "2026-11-30T10:00:00.123000Z", "_bulk"),
@@ -238,7 +238,8 @@ def test_the_handshake(door: Door) -> None:
         (b"{}", {"Content-Type": "text/csv"}, 415, "media_type_header_exception"),
         (b"not gzip", {"Content-Encoding": "gzip"}, 400, "parse_exception"),
         # A gzip bomb: 300 kB of blank lines compressed to a few hundred bytes.
-        (gzip.compress(b"\n" * 300_000), {"Content-Encoding": "gzip"}, 413, "content_too_long_exception"),
+        (gzip.compress(b"\n" * 300_000), {"Content-Encoding": "gzip"}, 413,
+         "content_too_long_exception"),
     ],
 )  # fmt: skip
 def test_hostile_bodies_are_refused_whole_and_store_nothing(
