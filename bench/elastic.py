@@ -12,12 +12,16 @@ client), events of 8 topics, unique ids, all bodies encoded before the clock sta
   most shippers' default).
 
 An event counts once its request is acknowledged, and every bulk item must say ``201``. Ratios
-are computed within a round (this machine's speed drifts); the table shows medians.
+are computed within a round (this machine's speed drifts, and other work shares its two cores);
+rows alternate their order from round to round; the table shows medians. Beside events/s, the
+server's own CPU time per event (user + system, all its threads, from /proc) is a measure that
+other load on the machine disturbs less.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -46,8 +50,12 @@ def bulk_bodies(count: int, *, with_id: bool) -> list[bytes]:
             if with_id:
                 meta["_id"] = unique
             action = {"create" if with_id else "index": meta}
-            document = {"@timestamp": "2026-11-21T10:00:00Z", "host": {"name": "bench"},
-                        "message": f"payment {n}-{i} ok", "n": n, "request": unique}  # fmt: skip
+            # /publish's payload, with the time and source inside it as a shipper sends them;
+            # without an _id the uuid makes the document unique.
+            document: dict[str, object] = {"@timestamp": "2026-11-21T10:00:00Z", "host": "bench",
+                                           "message": f"payment {n}-{i} ok", "n": n}  # fmt: skip
+            if not with_id:
+                document["id"] = unique
             lines += [_ENCODE(action), _ENCODE(document)]
         out.append(b"\n".join(lines) + b"\n")
     return out
@@ -85,15 +93,26 @@ ROWS = {
 }
 
 
-def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int]:
-    """events/s of one row on a fresh server, and the events it stored (from /stats)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int, float]:
+    """events/s of one row on a fresh server, the events it stored (from /stats), and the
+    server's CPU µs per acknowledged event."""
     count = int(seconds * 1500)  # more than a run can send at ~100k events/s
     args = ["--port", "0", "--data-dir", str(work / row), "--synchronous", "full"]
     pool = publish_bodies(count) if row == "publish" else bulk_bodies(count, with_id=row == "bulk")
     with running("aggregator", args, ROOT) as child:
+        before = cpu_seconds(child.proc.pid)
+        started = time.perf_counter()
         rate = trio.run(drive, child.url, ROWS[row][0], pool, clients, seconds)
+        events = rate * (time.perf_counter() - started)
+        cpu = cpu_seconds(child.proc.pid) - before
         stored = httpx.get(child.url + "/stats").json()["unique_processed"]
-    return rate, stored
+    return rate, stored, cpu / max(events, 1) * 1e6
 
 
 def main() -> None:
@@ -103,25 +122,35 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
+    cpus: dict[str, list[float]] = {row: [] for row in ROWS}
     ratios: dict[str, list[float]] = {row: [] for row in ROWS if row != "publish"}
     for n in range(args.rounds):
+        order = list(ROWS) if n % 2 == 0 else list(reversed(ROWS))
         with tempfile.TemporaryDirectory() as tmp:
-            for row in ROWS:
-                rate, stored = run(row, args.clients, args.duration, Path(tmp) / str(n))
+            for row in order:
+                rate, stored, cpu = run(row, args.clients, args.duration, Path(tmp) / str(n))
                 rates[row].append(rate)
-                print(f"round {n + 1}: {row} {rate:,.0f} events/s ({stored:,} stored)", flush=True)
+                cpus[row].append(cpu)
+                print(
+                    f"round {n + 1}: {row} {rate:,.0f} events/s ({stored:,} stored), "
+                    f"server CPU {cpu:.1f} µs/event",
+                    flush=True,
+                )
         for row in ratios:
             ratios[row].append(rates[row][-1] / rates["publish"][-1])
-    print(f"\n| door | events/s (median of {args.rounds}) | ÷ /publish (median; rounds) |")
-    print("| --- | ---: | --- |")
+    print(
+        f"\n| door | events/s (median of {args.rounds}) | ÷ /publish (median; rounds) "
+        "| server CPU µs/event (median) |"
+    )
+    print("| --- | ---: | --- | ---: |")
     for row, (_, label) in ROWS.items():
         shown = "–"
         if row in ratios:
             each = ", ".join(f"{r:.0%}" for r in ratios[row])
             shown = f"{statistics.median(ratios[row]):.0%} ({each})"
-        print(
-            f"| {label.format(c=args.clients)} | {statistics.median(rates[row]):,.0f} | {shown} |"
-        )
+        name = label.format(c=args.clients)
+        rate, cpu = statistics.median(rates[row]), statistics.median(cpus[row])
+        print(f"| {name} | {rate:,.0f} | {shown} | {cpu:.1f} |")
 
 
 if __name__ == "__main__":

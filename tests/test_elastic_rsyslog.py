@@ -120,5 +120,11 @@ def test_rsyslog_lines_arrive_exactly_once_through_429_and_503(door: Door, tmp_p
         send_lines(relay)
         wait_for(lambda: door.counters()[0] >= received + 40, "the second send", timeout=60)
     assert door.counters() == (received + 40, 40, duplicates + 40)
+    # Between a cut answer and its resend, rsyslog checked the door's health, and it made no
+    # other call: every request it sent was a bulk request or that check.
+    timed = "aggregator_http_request_duration_seconds_count"
+    assert door.metric(timed + '{method="HEAD",route="/_cat/health"}') >= 1
+    assert door.metric(timed + '{method="GET",route="other"}') == 0
+    assert door.metric(timed + '{method="HEAD",route="other"}') == 0
     errors = (tmp_path / "rsyslog" / "errors.json").read_text()
     assert errors.count("version_conflict_engine_exception") >= len(LINES)
