@@ -119,6 +119,7 @@ def test_items_that_break_a_rule_are_refused_alone() -> None:
     ("body", "status", "words"),
     [
         (b'{"index":{}}\n', 400, "no document line"),  # an odd line count
+        (b"\n \n", 400, "empty"),
         (b'{"index":{}}\n{"a":1}\n{"index":{}}\n', 400, "no document line"),
         (b'{"index":{}\n{"a":1}\n', 400, "not a valid action line"),  # invalid JSON
         (b'{"a":1}\n{"a":1}\n', 400, "not a valid action line"),

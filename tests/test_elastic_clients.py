@@ -27,6 +27,10 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     with elastic_server(tmp_path_factory.mktemp("elastic"), token=TOKEN) as door:
         yield door
         door.assert_healthy()
+        # The clients called nothing but GET / (their info()) and the bulk paths: no start-up
+        # call of theirs went unanswered.
+        metrics = door.http.get("/metrics").text
+        assert 'route="other"' not in metrics, metrics
 
 
 @pytest.fixture(scope="module")

@@ -130,12 +130,16 @@ class ElasticRoute:
         out = []
         errors = False
         refused = 0
+        heads: dict[tuple[str, str | None], bytes] = {}  # (action, index) -> encoded
         for item in items:
-            head = b'{"%s":{"_index":%s,"_id":%s,' % (
-                item.action.encode(),
-                _ENCODE(item.index),
-                _ENCODE(item.id),
-            )
+            key = (item.action, item.index)
+            start = heads.get(key)
+            if start is None:
+                start = heads[key] = b'{"%s":{"_index":%s,"_id":' % (
+                    item.action.encode(),
+                    _ENCODE(item.index),
+                )
+            head = start + _ENCODE(item.id) + b","
             if item.event is None:
                 error = _ENCODE({"type": item.error, "reason": item.reason})
                 out.append(head + b'"status":%d,"error":%s}}' % (item.status, error))
