@@ -235,7 +235,7 @@ def _usual(
             source = doc.host_name
             if source is None:
                 source = _source(doc)
-                if source is None or _odd(source) and _text_problem("source", source):
+                if source is None or (_odd(source) and _text_problem("source", source)):
                     return None
             elif _odd(source):
                 return None
