@@ -73,7 +73,7 @@ class ElasticRoute:
         if path == "/" and method in ("GET", "HEAD"):
             await _answer(scope, send, 200, _version_document(scope), head=method == "HEAD")
         elif path == "/_cat/health" and method in ("GET", "HEAD"):
-            # rsyslog's omelasticsearch asks this (HEAD) before it resumes after a failure.
+            # rsyslog's omelasticsearch asks this (GET) before it resumes after a failure.
             healthy = self._front.writer.statistics().last_error is None
             color = "green" if healthy else "red"
             line = f"{int(time.time())} aggregator {color} 1 1\n".encode()
