@@ -24,19 +24,16 @@ from aggregator import __version__
 from aggregator.decoders.elastic import BulkItems, Item, decode_bulk
 from aggregator.front.app import RETRY_AFTER_SECONDS, Front
 from aggregator.incidents import internal_message
-from aggregator.messages import Accepted, Internal, Unavailable
+from aggregator.messages import Accepted, EventRecord, Internal, Unavailable
 
 PROTOCOL = "elasticsearch"
 BULK = "/_bulk"
 # The version a client is told: the major it asked for with compatible-with (8 or 9), else 8.
 VERSIONS = {"8": "8.19.0", "9": "9.1.0"}
-_CREATED = (
-    b'"_version":1,"result":"created","_shards":{"total":1,"successful":1,"failed":0},'
-    b'"status":201}}'
-)
-_NOOP = (
-    b'"_version":1,"result":"noop","_shards":{"total":1,"successful":0,"failed":0},"status":200}}'
-)
+# What the clients read of an item is its status (and error); "_shards" and "_seq_no" are left
+# out (half the answer's bytes), "_version" is 1 as events are never updated.
+_CREATED = b',"_version":1,"result":"created","status":201}}'
+_NOOP = b',"_version":1,"result":"noop","status":200}}'  # nothing written: the first copy kept
 _ENCODE = msgspec.json.Encoder().encode
 # Rejection kinds of the shared decoders, in the words of Elasticsearch's error types.
 _ERROR_TYPES = {
@@ -109,6 +106,8 @@ class ElasticRoute:
         outcome = await self._front.submit(body, headers, decode, PROTOCOL)
         if isinstance(outcome, Accepted):
             took = round((time.perf_counter() - started) * 1000)
+            if answers.actions:
+                return 200, _usual_items(answers.actions, answers.events, outcome, took)
             return 200, self._items(answers.items, outcome, took)
         if isinstance(outcome, Unavailable):
             stored = "nothing was stored" if outcome.stored_nothing else "it may have been stored"
@@ -139,23 +138,16 @@ class ElasticRoute:
                     item.action.encode(),
                     _ENCODE(item.index),
                 )
-            head = start + _ENCODE(item.id) + b","
+            head = start + _ENCODE(item.id)
             if item.event is None:
                 error = _ENCODE({"type": item.error, "reason": item.reason})
-                out.append(head + b'"status":%d,"error":%s}}' % (item.status, error))
+                out.append(head + b',"status":%d,"error":%s}}' % (item.status, error))
                 errors = True
                 refused += 1
             elif flags[item.event]:
                 out.append(head + _CREATED)
             elif item.action == "create":
-                reason = _ENCODE(
-                    f"[{item.id}]: version conflict, document already exists (current version "
-                    "[1]); events are stored once, the first copy is kept"
-                )
-                out.append(
-                    head + b'"status":409,"error":{"type":"version_conflict_engine_exception",'
-                    b'"reason":%s,"index":%s}}}' % (reason, _ENCODE(item.index))
-                )
+                out.append(head + _conflict(item.id, item.index))
                 errors = True
             else:  # index of a stored key: nothing is written, and the answer says so
                 out.append(head + _NOOP)
@@ -166,6 +158,46 @@ class ElasticRoute:
             b"true" if errors else b"false",
             b",".join(out),
         )
+
+
+def _usual_items(
+    actions: list[str], events: list[EventRecord], outcome: Accepted, took: int
+) -> bytes:
+    """The answer to a request whose every item became an event (item i is event i)."""
+    out = []
+    errors = False
+    heads: dict[tuple[str, str], bytes] = {}  # (action, topic) -> encoded
+    for action, event, stored in zip(actions, events, outcome.stored_flags, strict=True):
+        key = (action, event.topic)
+        start = heads.get(key)
+        if start is None:
+            start = heads[key] = b'{"%s":{"_index":%s,"_id":' % (
+                action.encode(),
+                _ENCODE(event.topic),
+            )
+        if stored:
+            out.append(start + _ENCODE(event.event_id) + _CREATED)
+        elif action == "create":
+            out.append(start + _ENCODE(event.event_id) + _conflict(event.event_id, event.topic))
+            errors = True
+        else:
+            out.append(start + _ENCODE(event.event_id) + _NOOP)
+    return b'{"took":%d,"errors":%s,"items":[%s]}' % (
+        took,
+        b"true" if errors else b"false",
+        b",".join(out),
+    )
+
+
+def _conflict(event_id: str | None, index: str | None) -> bytes:
+    reason = _ENCODE(
+        f"[{event_id}]: version conflict, document already exists (current version [1]); "
+        "events are stored once, the first copy is kept"
+    )
+    return (
+        b',"status":409,"error":{"type":"version_conflict_engine_exception",'
+        b'"reason":%s,"index":%s}}}' % (reason, _ENCODE(index))
+    )
 
 
 async def _answer_text(send: Any, status: int, body: bytes, *, head: bool) -> None:
