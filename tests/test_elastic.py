@@ -11,7 +11,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from aggregator.decoders import elastic
 from aggregator.decoders.elastic import BulkItems, decode_bulk
 from aggregator.messages import EventRecord, Limits, Rejection
 from tests.elastic import Door, elastic_server
@@ -274,3 +277,65 @@ def test_the_metrics_name_the_protocol(door: Door) -> None:
     assert door.metric('aggregator_publish_events_total{protocol="elasticsearch",result="refused"}')
     rejected = 'aggregator_publish_rejected_total{protocol="elasticsearch",'
     assert door.metric(rejected + 'reason="illegal_argument_exception"}') >= 1
+
+
+# Properties: arbitrary bodies, and the usual request's fast path against the general one.
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12)
+_documents = st.dictionaries(
+    st.sampled_from(["@timestamp", "timestamp", "host", "service", "agent", "host.name", "msg"]),
+    st.one_of(
+        _text,
+        st.integers(-(10**15), 10**15),
+        st.sampled_from(["2026-11-30T10:00:00Z", "2026-11-30T10:00:00+02:00", "1796032800000"]),
+        st.fixed_dictionaries({}, optional={"name": _text, "hostname": _text}),
+        st.none(),
+    ),
+    max_size=5,
+)
+_actions = st.fixed_dictionaries(
+    {},
+    optional={
+        "_index": st.sampled_from(["a", "a", "a", "b c", ""]),
+        "_id": st.sampled_from(["1", "2", "", "", " "]),
+    },
+)
+_pairs = st.lists(
+    st.tuples(st.sampled_from(["create", "index"]), _actions, _documents), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_pairs)
+def test_the_fast_path_answers_as_the_general_path(pairs: list[Any]) -> None:
+    body = b"".join(
+        json.dumps({name: meta}).encode() + b"\n" + json.dumps(doc).encode() + b"\n"
+        for name, meta, doc in pairs
+    )
+    fast_records, fast = decode(body)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(elastic, "_usual", lambda *args: None)
+        records, general = decode(body)
+    assert fast_records == records
+    event("fast path" if fast.actions else "general path")
+    if fast.actions:  # the fast path took it: every item became its event, in order
+        assert [(i.action, i.index, i.id, i.event) for i in general.items] == [
+            (name, r.topic, r.event_id, n)
+            for n, (name, r) in enumerate(zip(fast.actions, records, strict=True))
+        ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.lists(_text, max_size=6).map(lambda s: "\n".join(s).encode()))
+def test_any_body_is_events_or_a_rejection(body: bytes) -> None:
+    out = elastic.BulkItems()
+    try:
+        records = decode_bulk(body, {}, LIMITS, url_index="i", out=out, now=NOW)
+    except Rejection as rejection:
+        assert rejection.status in (400, 413) and out.items == [] and out.actions == []
+        return
+    for record in records:
+        assert isinstance(json.loads(record.payload), dict)
+    assert len(records) == len(out.actions) or len(records) == sum(
+        item.event is not None for item in out.items
+    )
