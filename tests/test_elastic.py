@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -339,3 +340,25 @@ def test_any_body_is_events_or_a_rejection(body: bytes) -> None:
     assert len(records) == len(out.actions) or len(records) == sum(
         item.event is not None for item in out.items
     )
+
+
+def test_retry_later_is_429_or_503_and_a_cut_connection_without_a_user_agent(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    plan = ["429", "503", "429", "503"]
+    body = ndjson({"create": {"_id": "later"}}, {"n": 1})
+    with elastic_server(tmp_path_factory.mktemp("later"), faults=plan) as door:
+        answers = [bulk(door, body, "/later/_bulk") for _ in range(2)]
+        door.http.headers.pop("user-agent")  # as rsyslog's omelasticsearch sends
+        for _ in range(2):
+            with pytest.raises(httpx.RemoteProtocolError):  # the answer is cut short
+                bulk(door, body, "/later/_bulk")
+        assert door.events("later") == []  # nothing of the refused requests was stored
+        stored = bulk(door, body, "/later/_bulk")  # the plan is spent: stored now
+        door.assert_healthy()
+    assert [(a.status_code, a.headers["retry-after"]) for a in answers] == [(429, "1"), (503, "1")]
+    assert [a.json()["error"]["type"] for a in answers] == [
+        "es_rejected_execution_exception",
+        "unavailable_shards_exception",
+    ]
+    assert stored.json()["items"][0]["create"]["status"] == 201
