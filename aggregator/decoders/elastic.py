@@ -20,21 +20,28 @@ receipt; source ← ``host.name``, ``host.hostname``, ``host`` (a string), ``ser
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 
 from aggregator.decoders.content import decode_content, media_type, unsupported_media_type
+from aggregator.decoders.elastic_document import (
+    DOC,
+    TYPED_DOC,
+    Doc,
+    Refused,
+    TypedDoc,
+    content_id,
+    odd,
+    source_of,
+    timestamp_of,
+)
 from aggregator.decoders.publish import MAX_TEXT, _text_problem, normalise_timestamp
 from aggregator.messages import EventRecord, Limits, Rejection
 
 ACTIONS = ("create", "index", "update", "delete")
-DEFAULT_SOURCE = "_bulk"
-ID_DIGEST_BYTES = 16  # BLAKE2b-128: 32 hex characters
 MEDIA_TYPES = (
     "",
     "application/json",
@@ -52,40 +59,6 @@ class _Meta(msgspec.Struct, gc=False):
     id: str | None = msgspec.field(name="_id", default=None)
 
 
-class _Doc(msgspec.Struct):
-    """The fields of a document the mapping reads; the document itself is kept as received."""
-
-    at_timestamp: Any = msgspec.field(name="@timestamp", default=None)
-    timestamp: Any = None
-    host: Any = None
-    service: Any = None
-    agent: Any = None
-    host_name: Any = msgspec.field(name="host.name", default=None)
-    host_hostname: Any = msgspec.field(name="host.hostname", default=None)
-    service_name: Any = msgspec.field(name="service.name", default=None)
-    agent_name: Any = msgspec.field(name="agent.name", default=None)
-
-
-class _Named(msgspec.Struct, gc=False):
-    name: str | None = None
-    hostname: str | None = None
-
-
-class _TypedDoc(msgspec.Struct, gc=False):
-    """The fast path: the usual types of the fields the mapping reads, decoded in C. A document
-    whose fields have other types (or none of these) goes to ``_Doc``, read field by field."""
-
-    at_timestamp: datetime | int | float | None = msgspec.field(name="@timestamp", default=None)
-    timestamp: datetime | int | float | None = None
-    host: _Named | str | None = None
-    service: _Named | None = None
-    agent: _Named | None = None
-    host_name: str | None = msgspec.field(name="host.name", default=None)
-    host_hostname: str | None = msgspec.field(name="host.hostname", default=None)
-    service_name: str | None = msgspec.field(name="service.name", default=None)
-    agent_name: str | None = msgspec.field(name="agent.name", default=None)
-
-
 class _Usual(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """An action line of the usual request: ``create`` or ``index`` (checked after decoding)."""
 
@@ -95,11 +68,6 @@ class _Usual(msgspec.Struct, gc=False, forbid_unknown_fields=True):
 
 _ACTION = msgspec.json.Decoder(dict[str, _Meta])
 _USUAL = msgspec.json.Decoder(_Usual)
-_DOC = msgspec.json.Decoder(_Doc)
-_TYPED_DOC = msgspec.json.Decoder(_TypedDoc)
-_ANY = msgspec.json.Decoder()
-_STAMP = msgspec.json.Decoder(datetime)
-_ENCODE = msgspec.json.Encoder(order="sorted")
 
 
 class Item(msgspec.Struct, gc=False):
@@ -230,11 +198,10 @@ def _usual(
             document = lines[n + 1]
             if document[:1] != b"{" or document[-1:] != b"}" or len(document) > max_payload:
                 return None  # surrounding whitespace, or not an object: the general path
-            doc = _TYPED_DOC.decode(document)
+            doc = TYPED_DOC.decode(document)
             event_id = meta.id
             if not event_id:
-                canonical = _ENCODE.encode(_ANY.decode(document))
-                event_id = hashlib.blake2b(canonical, digest_size=ID_DIGEST_BYTES).hexdigest()
+                event_id = content_id(document)
             elif len(event_id) > MAX_TEXT or event_id[0].isspace():
                 return None
             value = doc.at_timestamp
@@ -246,17 +213,17 @@ def _usual(
             elif value.__class__ is datetime and value.tzinfo is UTC:
                 stamp = msgspec.to_builtins(value)
             else:
-                stamp = _timestamp(doc) or received
+                stamp = timestamp_of(doc) or received
             source = doc.host_name
             if source is None:
-                source = _source(doc)
-                if source is None or (_odd(source) and _text_problem("source", source)):
+                source = source_of(doc)
+                if source is None or (odd(source) and _text_problem("source", source)):
                     return None
-            elif _odd(source):
+            elif odd(source):
                 return None
             actions.append(name)
             records.append(EventRecord(topic, event_id, stamp, source, document.decode("utf-8")))
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, _Refused):
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, Refused):
         return None  # msgspec's ValidationError is a DecodeError
     return records, actions
 
@@ -285,21 +252,13 @@ def _refuse(item: Item, reason: str, error: str = "illegal_argument_exception") 
     item.status, item.error, item.reason = 400, error, reason
 
 
-class _Refused(Exception):
-    """One item breaks a rule: it gets a 400 with ``reason``; the other items go on."""
-
-    def __init__(self, reason: str, error: str = "document_parsing_exception") -> None:
-        super().__init__(reason)
-        self.reason, self.error = reason, error
-
-
 def _record(
     item: Item, document: bytes, limits: Limits, received: str, topics: dict[str, str | None]
 ) -> EventRecord | None:
     """The event of a create or index item; None (and the item refused) when it breaks a rule."""
     try:
         return _event(item, document, limits, received, topics)
-    except _Refused as refused:
+    except Refused as refused:
         _refuse(item, refused.reason, refused.error)
         return None
 
@@ -308,7 +267,7 @@ def _event(
     item: Item, document: bytes, limits: Limits, received: str, topics: dict[str, str | None]
 ) -> EventRecord:
     if item.index is None:
-        raise _Refused(
+        raise Refused(
             "index is missing: give _index in the action or the URL /{index}/_bulk",
             "action_request_validation_exception",
         )
@@ -317,114 +276,40 @@ def _event(
     except KeyError:
         problem = topics[item.index] = _text_problem("topic", item.index)
     if problem:
-        raise _Refused(
+        raise Refused(
             f"the index is the topic: 1–{MAX_TEXT} characters without whitespace or control "
             f"characters ({problem})",
             "invalid_index_name_exception",
         )
-    doc: _TypedDoc | _Doc
+    doc: TypedDoc | Doc
     try:
         try:
-            doc = _TYPED_DOC.decode(document)
+            doc = TYPED_DOC.decode(document)
         except msgspec.ValidationError:
-            doc = _DOC.decode(document)
+            doc = DOC.decode(document)
         payload = document.decode("utf-8")
     except msgspec.ValidationError:
-        raise _Refused("the document must be a JSON object") from None
+        raise Refused("the document must be a JSON object") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _Refused(f"the document is not valid JSON: {exc}") from None
+        raise Refused(f"the document is not valid JSON: {exc}") from None
     if len(document) > limits.max_payload_bytes:
-        raise _Refused(
+        raise Refused(
             f"the document is {len(document)} bytes; the limit is "
             f"{limits.max_payload_bytes} (AGGREGATOR_MAX_PAYLOAD_BYTES)"
         )
     if item.id is None:
-        canonical = _ENCODE.encode(_ANY.decode(document))
-        item.id = hashlib.blake2b(canonical, digest_size=ID_DIGEST_BYTES).hexdigest()
+        item.id = content_id(document)
     else:
-        problem = _text_problem("event_id", item.id) if _odd(item.id) else None
+        problem = _text_problem("event_id", item.id) if odd(item.id) else None
         if problem:
-            raise _Refused(
+            raise Refused(
                 f"_id must be 1–{MAX_TEXT} characters, not blank ({problem})",
                 "illegal_argument_exception",
             )
-    source = _source(doc)
-    if source is None or (_odd(source) and _text_problem("source", source)):
-        raise _Refused(
+    source = source_of(doc)
+    if source is None or (odd(source) and _text_problem("source", source)):
+        raise Refused(
             "the source field (the first of host.name, host.hostname, host, service.name, "
             f"agent.name) must be a string of 1–{MAX_TEXT} characters, not blank"
         )
-    return EventRecord(item.index, item.id, _timestamp(doc) or received, source, payload)
-
-
-def _odd(text: str) -> bool:
-    """False for the usual string (cheap tests); True when the exact rule must be checked."""
-    return not text or len(text) > MAX_TEXT or text[0].isspace()
-
-
-def _timestamp(doc: _TypedDoc | _Doc) -> str | None:
-    """The normalised time of the document; None when it has none."""
-    name, value = "@timestamp", doc.at_timestamp
-    if value is None:
-        name, value = "timestamp", doc.timestamp
-    if value is None:
-        return None
-    try:
-        if isinstance(value, datetime):
-            if value.tzinfo is UTC:  # the usual case: msgspec writes it as "…Z", in C
-                stamp: str = msgspec.to_builtins(value)
-                return stamp
-            return normalise_timestamp(value)
-        if isinstance(value, str) and not value.isdigit():
-            moment = _STAMP.decode(msgspec.json.encode(value))
-        elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            moment = datetime.fromtimestamp(float(value) / 1000, UTC)  # epoch milliseconds
-        else:
-            raise ValueError(value)
-        return normalise_timestamp(moment)
-    except (msgspec.ValidationError, ValueError, OverflowError, OSError):
-        got = repr(value)[:100]
-        raise _Refused(
-            f"{name} must be an RFC 3339 date-time such as 2026-11-21T10:00:00Z or epoch "
-            f"milliseconds; got {got}"
-        ) from None
-
-
-def _source(doc: _TypedDoc | _Doc) -> str | None:
-    if doc.__class__ is _TypedDoc:  # the usual case, without the generic lookups below
-        host = doc.host
-        named = host if host.__class__ is _Named else None
-        if doc.host_name is not None:
-            return doc.host_name
-        if named is not None and named.name is not None:
-            return named.name
-        if doc.host_hostname is None and (named is None or named.hostname is None):
-            if host.__class__ is str:
-                return host
-            if doc.service_name is None and doc.service is None and doc.agent_name is None:
-                agent = doc.agent
-                return DEFAULT_SOURCE if agent is None or agent.name is None else agent.name
-    return _any_source(doc)
-
-
-def _any_source(doc: _TypedDoc | _Doc) -> str | None:
-    """The first of host.name, host.hostname, host, service.name, agent.name; else ``_bulk``.
-    A dotted key (``"host.name": …``) counts as the nested one, as Elasticsearch reads it."""
-    host, service, agent = doc.host, doc.service, doc.agent
-    candidates = (
-        doc.host_name if doc.host_name is not None else _field(host, "name"),
-        doc.host_hostname if doc.host_hostname is not None else _field(host, "hostname"),
-        host if isinstance(host, str) else None,
-        doc.service_name if doc.service_name is not None else _field(service, "name"),
-        doc.agent_name if doc.agent_name is not None else _field(agent, "name"),
-    )
-    for value in candidates:
-        if value is not None:
-            return value if isinstance(value, str) else None
-    return DEFAULT_SOURCE
-
-
-def _field(value: Any, name: str) -> Any:
-    if isinstance(value, _Named):
-        return getattr(value, name)
-    return value.get(name) if isinstance(value, dict) else None
+    return EventRecord(item.index, item.id, timestamp_of(doc) or received, source, payload)
