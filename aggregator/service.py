@@ -25,6 +25,7 @@ from aggregator.actors.writer import run_writer
 from aggregator.config import Config
 from aggregator.front.app import Front, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
+from aggregator.front.elastic import ElasticRoute
 from aggregator.front.guard import Guard
 from aggregator.front.live import observe_request, register_live_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
@@ -92,9 +93,8 @@ async def _serve_http(
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
     tokens = Tokens(config.publish_token, config.read_token)
-    routes = PublishRoute(
-        front, create_routes(front, config), body_timeout=config.read_timeout_seconds
-    )
+    doors = ElasticRoute(front, create_routes(front, config))
+    routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
     tracked = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
     app = Guard(tracked, front.incidents)
     async with front.ingest, trio.open_nursery() as nursery:

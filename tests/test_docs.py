@@ -72,6 +72,8 @@ def test_every_server_setting_is_in_the_operating_page(field: str) -> None:
         "GET /topics",
         "GET /metrics",
         "GET /openapi.json",
+        "POST /_bulk",
+        "POST /{index}/_bulk",
     ],
 )
 def test_every_route_is_in_the_api_page_and_the_readme(route: str) -> None:

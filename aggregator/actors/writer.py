@@ -265,8 +265,10 @@ async def _commit(
     )
     if on_commit is not None and result.stored:
         on_commit()
-    for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
-        _reply(request, Accepted(stored + duplicates, stored, duplicates))
+    for request, (stored, duplicates), flags in zip(
+        batch, result.counts, result.stored_flags, strict=True
+    ):
+        _reply(request, Accepted(stored + duplicates, stored, duplicates, flags))
     return True
 
 

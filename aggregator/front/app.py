@@ -30,6 +30,7 @@ from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body
 from aggregator.incidents import Incidents, internal_message
 from aggregator.messages import (
+    Accepted,
     Decoder,
     Detail,
     PublishOutcome,
@@ -64,9 +65,10 @@ class Front:
     integrity: IntegrityMonitor | None = None  # None: no store check (tests of the routes)
 
     async def submit(
-        self, body: bytes, headers: Mapping[str, str], decode: Decoder
+        self, body: bytes, headers: Mapping[str, str], decode: Decoder, protocol: str = "publish"
     ) -> PublishOutcome:
-        """Hand a request to the workers and wait for its outcome; 429 when the queue is full."""
+        """Hand a request to the workers and wait for its outcome; 429 when the queue is full.
+        ``protocol`` names the front door in the metrics."""
         reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
         try:
             self.ingest.send_nowait(Submission(body, headers, decode, reply_send))
@@ -82,7 +84,10 @@ class Front:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return Unavailable("the server is shutting down")
         async with reply_recv:
-            return await reply_recv.receive()
+            outcome = await reply_recv.receive()
+        if isinstance(outcome, Accepted):
+            self.metrics.count_published(protocol, outcome.stored, outcome.duplicates)
+        return outcome
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -1,14 +1,19 @@
 """Optional bearer tokens, checked in front of the app (an ASGI wrapper, so routes stay routes).
 
-``POST /publish`` needs the publish token, every other route the read token, except the probes
+``POST /publish`` and the Elasticsearch door (``/``, ``/_bulk``, ``/{index}/_bulk``) need the
+publish token, every other route the read token, except the probes
 (``/health``, ``/livez``, ``/readyz``) and ``/openapi.json``, which stay open (a load balancer, an
 orchestrator and a client generator need no secret).
 New routes are guarded by the read token unless listed in ``OPEN_PATHS``. An empty token turns
-its check off. Tokens are compared in constant time and never logged.
+its check off. Tokens are compared in constant time and never logged. A token is accepted as
+``Authorization: Bearer <token>``, ``ApiKey <token>`` or as the password of ``Basic`` (any user
+name): what log shippers can be told to send.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import logging
 from dataclasses import dataclass
@@ -30,19 +35,26 @@ class Tokens:
         """(token, its setting) that ``path`` needs; None when it needs none."""
         if path in OPEN_PATHS:
             return None
-        if path in PUBLISH_PATHS:
+        if path in PUBLISH_PATHS or path in ("/", "/_cat/health") or path.endswith("/_bulk"):
             return (self.publish, "AGGREGATOR_PUBLISH_TOKEN") if self.publish else None
         return (self.read, "AGGREGATOR_READ_TOKEN") if self.read else None
 
 
 def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The token of an ``Authorization: Bearer <token>`` header; None without one."""
+    """The token of an ``Authorization`` header (``Bearer`` or ``ApiKey <token>``, or the password
+    of ``Basic``); None without one."""
     for name, value in headers:
         if name.lower() == b"authorization":
             scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return None
+            token = token.strip()
+            if scheme.lower() == b"basic" and token:
+                try:
+                    token = base64.b64decode(token, validate=True).partition(b":")[2]
+                except binascii.Error:
+                    return None
+            elif scheme.lower() not in (b"bearer", b"apikey"):
+                return None
+            return token or None
     return None
 
 

@@ -26,6 +26,9 @@ from aggregator.store import ReadStore
 ROUTES = frozenset(
     {
         "/publish",
+        "/_bulk",
+        "/",
+        "/_cat/health",
         "/events",
         "/stats",
         "/health",
@@ -42,7 +45,7 @@ CURSOR_RULE = "must be a seq cursor, an integer of at least 0"
 def observe_request(front: Front, method: str, path: str, seconds: float) -> None:
     """Record a request's latency by route (bounded labels); streams are not requests to time."""
     if path != "/subscribe":
-        route = path if path in ROUTES else "other"
+        route = path if path in ROUTES else "/{index}/_bulk" if path.endswith("/_bulk") else "other"
         front.metrics.request_seconds.labels(method, route).observe(seconds)
 
 

@@ -130,8 +130,15 @@ class Metrics:
         )
         self.rejected = Counter(
             "aggregator_publish_rejected",
-            "publish requests refused, by reason (the error kind of the response)",
-            ["reason"],
+            "publish requests refused, by front door (protocol) and reason (the error kind)",
+            ["protocol", "reason"],
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "aggregator_publish_events",
+            "events of acknowledged publish requests, by front door (protocol) and result "
+            "(stored, duplicate; refused: an item a bulk request refused alone)",
+            ["protocol", "result"],
             registry=self.registry,
         )
         self.internal_errors = Counter(
@@ -181,6 +188,12 @@ class Metrics:
 
     def count_syslog_pending(self, delta: int) -> None:
         self.syslog_pending.inc(delta)
+
+    def count_published(self, protocol: str, stored: int, duplicates: int) -> None:
+        if stored:
+            self.published.labels(protocol, "stored").inc(stored)
+        if duplicates:
+            self.published.labels(protocol, "duplicate").inc(duplicates)
 
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()

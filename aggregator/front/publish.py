@@ -79,7 +79,7 @@ class PublishRoute:
             )
             close = _declares_body(scope)  # left unread
         if isinstance(body, ErrorBody):
-            self._front.metrics.rejected.labels(body.error).inc()
+            self._front.metrics.rejected.labels("publish", body.error).inc()
         await _answer(send, status, body, close=close)
 
     async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
