@@ -91,6 +91,17 @@ class Config:
         "events buffered for one live subscriber; when full it is switched back to replay",
         minimum=1,
     )
+    subscriber_buffer_bytes: int = setting(
+        8 * 1024 * 1024,
+        "bytes of events buffered for one live subscriber; when over it is switched back to "
+        "replay (bounds the memory of slow subscribers whatever the payloads' size)",
+        minimum=1,
+    )
+    replay_cache_bytes: int = setting(
+        64 * 1024 * 1024,
+        "bytes of encoded events kept for replaying subscribers (shared by all of them)",
+        minimum=1,
+    )
     max_subscribers: int = setting(
         1000, "open /subscribe streams; beyond this 503 is returned", minimum=1
     )
@@ -113,6 +124,12 @@ class Config:
     )
     keep_alive_seconds: float = setting(
         5.0, "an idle keep-alive connection is closed after this long", minimum=0.01
+    )
+    send_timeout_seconds: float = setting(
+        30.0,
+        "a client that takes no data for this long while the server sends to it (a stalled "
+        "/subscribe reader) is disconnected",
+        minimum=0.01,
     )
     probe_seconds: float = setting(
         1.0, "while the store fails, how often the writer probes it for recovery", minimum=0.01

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import hypercorn.config
-import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.actors.replay import ReplayCache
 from aggregator.actors.syslog import SyslogDoor
 from aggregator.actors.syslog_tcp import serve_syslog_tcp
 from aggregator.actors.syslog_udp import serve_syslog_udp
@@ -22,12 +22,13 @@ from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.workers import run_worker
 from aggregator.actors.writer import run_writer
 from aggregator.config import Config
-from aggregator.front.app import Front, RequestTracker, create_app
+from aggregator.front.app import Front, Intake, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
 from aggregator.front.guard import Guard
-from aggregator.front.live import observe_request, register_live_routes
+from aggregator.front.live import SubscribeLimit, observe_request, register_live_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.publish import PublishRoute
+from aggregator.front.server import HttpServer
 from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.store import (
@@ -41,6 +42,9 @@ from aggregator.store import (
 )
 
 LOGGER = logging.getLogger(__name__)
+# After the grace, how long the commits already under way may take to be answered; less than
+# __main__'s STOP_MARGIN_SECONDS, so the store is still closed in time.
+ANSWER_MARGIN_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +62,19 @@ class Running:
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = [f"{config.host}:{config.port}"]
-    hc.graceful_timeout = config.shutdown_grace_seconds
     hc.accesslog = None
     # Partial headers and idle connections are cut at the keep-alive timeout (hypercorn counts a
     # connection idle until its headers are complete); a body must arrive within the read
     # timeout (PublishRoute, Quart's BODY_TIMEOUT). No hypercorn read_timeout: it limits the
     # silence of the *client*, and an SSE client is silent for the whole stream: /subscribe
-    # would be cut every read_timeout seconds.
+    # would be cut every read_timeout seconds. A client that stops *reading* is cut by the
+    # send timeout (``front/server.py``).
     hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
     # HTTP/1.1 only: every HTTP/2 stream is refused (RFC 9113's SETTINGS_MAX_CONCURRENT_STREAMS
     # of 0). No client here needs HTTP/2, and hypercorn 0.18's HTTP/2 code raises out of the
-    # connection, and so stops the whole server, on one request with a byte above 0x7f in its
-    # :path or :method, or a CONNECT without :path (issue 18 attack; docs/reliability.md).
+    # connection on one request with a byte above 0x7f in its :path or :method, or a CONNECT
+    # without :path (issue 18 attack; docs/reliability.md).
     hc.h2_max_concurrent_streams = 0
     return hc
 
@@ -92,22 +96,30 @@ async def _serve_http(
     routes = PublishRoute(
         front, create_routes(front, config), body_timeout=config.read_timeout_seconds
     )
-    tracked = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    limited = SubscribeLimit(routes, front)
+    tracked = RequestTracker(BearerAuth(limited, tokens), partial(observe_request, front))
     app = Guard(tracked, front.incidents)
+    server = HttpServer(
+        app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
+    )
     async with front.ingest, trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
-            )
-        )
+        binds = await nursery.start(server.serve)
         task_status.started(binds)
-        await shutdown.wait()  # hypercorn closes its listeners now
+        await shutdown.wait()
+        await server.stop()  # no new connections; idle ones close
         front.hub.close()  # live streams end now, or they would hold shutdown for the grace
-        # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
-        # once every request it accepted is answered, close them instead of waiting.
         with trio.move_on_after(config.shutdown_grace_seconds):
             await tracked.wait_idle()
-        nursery.cancel_scope.cancel()
+        # The grace is over. What is still queued is answered 503 and not stored; a request
+        # whose events reached the writer waits for that commit's answer, so that no client is
+        # cut off from a request that was then stored (within a margin: past it the process's
+        # own stop deadline, in __main__, is near).
+        front.intake.cutoff.set()
+        with trio.move_on_after(ANSWER_MARGIN_SECONDS):
+            await front.intake.wait_answered()
+        # Then every connection still open is closed, a stalled peer's send included: the
+        # store is closed and the process exits whatever the clients do.
+        server.abort()
 
 
 async def serve(
@@ -172,9 +184,14 @@ async def _run_pipeline(
     task_status: trio.TaskStatus[Running],
 ) -> None:
     monitor = WriterMonitor(config.stall_seconds)
+    intake = Intake()
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
-    hub = Hub(buffer_events=config.subscriber_buffer_events)
+    hub = Hub(
+        buffer_events=config.subscriber_buffer_events,
+        buffer_bytes=config.subscriber_buffer_bytes,
+        replay=ReplayCache(kept_bytes=config.replay_cache_bytes),
+    )
     limits = Limits(config.max_body_bytes, config.max_batch_events, config.max_payload_bytes)
     ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
     # Room for every worker's request: all of them can wait for the next group commit.
@@ -219,7 +236,7 @@ async def _run_pipeline(
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):
-                worker = partial(run_worker, incidents=incidents)
+                worker = partial(run_worker, incidents=incidents, cutoff=intake.cutoff)
                 await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
             syslog_ports = await _start_syslog(nursery, config, write_send, shutdown, door)
         front = Front(
@@ -234,6 +251,7 @@ async def _run_pipeline(
             config.heartbeat_seconds,
             config.max_subscribers,
             incidents,
+            intake,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]

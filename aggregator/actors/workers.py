@@ -18,9 +18,12 @@ from aggregator.messages import (
     PublishOutcome,
     Rejection,
     Submission,
+    Unavailable,
     WriteOutcome,
     WriteRequest,
 )
+
+LATE = Unavailable("the shutdown grace period ended before the request was processed")
 
 
 async def run_worker(
@@ -29,14 +32,20 @@ async def run_worker(
     limits: Limits,
     *,
     incidents: Incidents | None = None,
+    cutoff: trio.Event | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve submissions until ``inbox`` closes; then close this worker's end of ``writer``."""
+    """Serve submissions until ``inbox`` closes; then close this worker's end of ``writer``.
+
+    Once ``cutoff`` is set (the shutdown grace is over), what is still queued is answered 503
+    without being stored: its client gets that answer before the connections close, never a cut
+    connection for events that were then committed."""
     incidents = Incidents() if incidents is None else incidents
+    cutoff = trio.Event() if cutoff is None else cutoff
     async with inbox, writer:
         task_status.started()
         async for submission in inbox:
-            outcome = await _process(submission, writer, limits, incidents)
+            outcome = await _process(submission, writer, limits, incidents, cutoff)
             # The client may have gone away; a committed request stays committed.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 submission.reply.send_nowait(outcome)
@@ -47,7 +56,10 @@ async def _process(
     writer: trio.MemorySendChannel[WriteRequest],
     limits: Limits,
     incidents: Incidents,
+    cutoff: trio.Event,
 ) -> PublishOutcome:
+    if cutoff.is_set():
+        return LATE
     try:
         events = submission.decode(submission.body, submission.headers, limits)
     except Rejection as rejection:
@@ -56,6 +68,8 @@ async def _process(
         media = submission.headers.get("content-type")
         what = f"decoding a {len(submission.body)}-byte body ({media}) with {submission.decode}"
         return Internal("decode", incidents.record("decode", exc, what))
+    if cutoff.is_set():  # the grace ended while this one was decoded
+        return LATE
     reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
     try:
         async with reply_recv:

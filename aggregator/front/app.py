@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,6 +46,50 @@ MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
 RETRY_AFTER_SECONDS = 1
 
 
+class Intake:
+    """The publish requests handed to the workers and not answered yet, and the end of the
+    shutdown grace (``cutoff``): from then on the workers answer what is still queued with a
+    503 and store nothing of it, while what already reached the writer waits for its commit's
+    answer (``service.py`` waits for ``wait_answered`` before closing the connections)."""
+
+    def __init__(self) -> None:
+        self.cutoff = trio.Event()
+        self._pending = 0
+        self._answered = trio.Event()
+        self._answered.set()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count a request from its hand-over until its answer is sent (nesting counts once
+        more: the count is zero only when every holder is done)."""
+        if self._pending == 0:
+            self._answered = trio.Event()
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._answered.set()
+
+    async def wait_answered(self) -> None:
+        while self._pending:
+            await self._answered.wait()
+
+
+class StreamCount:
+    """Open ``/subscribe`` streams, counted from their handler's start to its end
+    (``live.SubscribeLimit``), whatever the hub knows of them: a stalled stream that lagged is
+    out of the hub's fan-out but still holds its connection and its memory."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Front:
     """What the routes need: the ingest channel's send end, the readers, the writer's health."""
@@ -60,12 +105,16 @@ class Front:
     heartbeat_seconds: float
     max_subscribers: int
     incidents: Incidents
+    intake: Intake = field(default_factory=Intake)
+    streams: StreamCount = field(default_factory=StreamCount)
 
     async def submit(
         self, body: bytes, headers: Mapping[str, str], decode: Decoder
     ) -> PublishOutcome:
         """Hand a request to the workers and wait for its outcome; 429 when the queue is full."""
         reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        if self.intake.cutoff.is_set():
+            return Unavailable("the server is shutting down")
         try:
             self.ingest.send_nowait(Submission(body, headers, decode, reply_send))
         except trio.WouldBlock:
@@ -79,8 +128,9 @@ class Front:
             )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return Unavailable("the server is shutting down")
-        async with reply_recv:
-            return await reply_recv.receive()
+        with self.intake.hold():
+            async with reply_recv:
+                return await reply_recv.receive()
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -87,7 +87,11 @@ async def _stream(
                     yield STORE_UNAVAILABLE
                     return
                 if frames:
-                    yield b"".join(frame.data for frame in frames)
+                    # Only the bytes sent are held while a slow client takes them.
+                    data = b"".join(frame.data for frame in frames)
+                    del frames
+                    yield data
+                    del data
                 if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
@@ -97,9 +101,13 @@ async def _stream(
                     yield HEARTBEAT
                     continue
                 fresh = [frame for frame in live if frame.seq > cursor]
+                del live
                 if fresh:
                     cursor = fresh[-1].seq
-                    yield b"".join(frame.data for frame in fresh)
+                    data = b"".join(frame.data for frame in fresh)
+                    del fresh
+                    yield data
+                    del data
         finally:
             hub.unsubscribe(subscription)
         # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
