@@ -75,6 +75,12 @@ class Config:
         minimum=1,
     )
     readers: int = setting(4, "read-only store connections serving GET requests", minimum=1)
+    max_offset: int = setting(
+        10_000,
+        "largest offset of GET /events (deeper pages use the after cursor: an offset makes "
+        "the store read and skip every row before it)",
+        minimum=0,
+    )
     database_url: str = setting(
         "",
         "PostgreSQL URL (postgresql://user@host/db): several processes share one database; "

@@ -45,6 +45,7 @@ LOGGER = logging.getLogger(__name__)
 # After the grace, how long the commits already under way may take to be answered; less than
 # __main__'s STOP_MARGIN_SECONDS, so the store is still closed in time.
 ANSWER_MARGIN_SECONDS = 3.0
+DECODE_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +137,18 @@ async def serve(
     started = time.perf_counter()
     store: WriteStore = await trio.to_thread.run_sync(partial(open_store, config, clock=clock))
     LOGGER.info("opened the store in %.3f s", time.perf_counter() - started)
+    opener = partial(open_reader, config)
     try:
-        async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
-            await _run_pipeline(config, store, readers, shutdown, task_status)
+        # The probes and the live tail each have a reader of their own: long reads by clients
+        # on the others cannot delay /health or the subscribers' fan-out.
+        async with (
+            open_reader_pool(opener, config.readers) as readers,
+            open_reader_pool(opener, 1) as probes,
+            open_reader_pool(opener, 1) as tail,
+        ):
+            await _run_pipeline(
+                config, store, Readers(readers, probes, tail), shutdown, task_status
+            )
     finally:
         store.close()
     LOGGER.info("stopped; the store is closed")
@@ -176,15 +186,26 @@ async def _start_syslog(
     return tcp, udp
 
 
+@dataclass(frozen=True, slots=True)
+class Readers:
+    """The reader pools: the clients', the probes', the live tail's."""
+
+    clients: ReaderPool
+    probes: ReaderPool
+    tail: ReaderPool
+
+
 async def _run_pipeline(
     config: Config,
     store: WriteStore,
-    readers: ReaderPool,
+    pools: Readers,
     shutdown: trio.Event,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     monitor = WriterMonitor(config.stall_seconds)
     intake = Intake()
+    # Large bodies are decoded on threads: two at a time, the cores of a small machine.
+    decode_threads = trio.CapacityLimiter(DECODE_THREADS)
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
     hub = Hub(
@@ -215,7 +236,7 @@ async def _run_pipeline(
             partial(
                 run_tail,
                 hub,
-                readers,
+                pools.tail,
                 poll_seconds=config.tail_poll_seconds,
                 incidents=incidents,
             )
@@ -236,12 +257,17 @@ async def _run_pipeline(
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):
-                worker = partial(run_worker, incidents=incidents, cutoff=intake.cutoff)
+                worker = partial(
+                    run_worker,
+                    incidents=incidents,
+                    cutoff=intake.cutoff,
+                    decode_threads=decode_threads,
+                )
                 await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
             syslog_ports = await _start_syslog(nursery, config, write_send, shutdown, door)
         front = Front(
             ingest_send,
-            readers,
+            pools.clients,
             monitor,
             config.max_body_bytes,
             config.queue_size,
@@ -252,6 +278,8 @@ async def _run_pipeline(
             config.max_subscribers,
             incidents,
             intake,
+            config.max_offset,
+            pools.probes,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]

@@ -23,6 +23,7 @@ from aggregator.messages import (
     WriteRequest,
 )
 
+THREAD_BODY_BYTES = 64 * 1024  # bodies from this size are decoded off the event loop
 LATE = Unavailable("the shutdown grace period ended before the request was processed")
 
 
@@ -33,6 +34,7 @@ async def run_worker(
     *,
     incidents: Incidents | None = None,
     cutoff: trio.Event | None = None,
+    decode_threads: trio.CapacityLimiter | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve submissions until ``inbox`` closes; then close this worker's end of ``writer``.
@@ -42,10 +44,11 @@ async def run_worker(
     connection for events that were then committed."""
     incidents = Incidents() if incidents is None else incidents
     cutoff = trio.Event() if cutoff is None else cutoff
+    threads = trio.CapacityLimiter(1) if decode_threads is None else decode_threads
     async with inbox, writer:
         task_status.started()
         async for submission in inbox:
-            outcome = await _process(submission, writer, limits, incidents, cutoff)
+            outcome = await _process(submission, writer, limits, incidents, cutoff, threads)
             # The client may have gone away; a committed request stays committed.
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 submission.reply.send_nowait(outcome)
@@ -57,11 +60,19 @@ async def _process(
     limits: Limits,
     incidents: Incidents,
     cutoff: trio.Event,
+    threads: trio.CapacityLimiter,
 ) -> PublishOutcome:
     if cutoff.is_set():
         return LATE
     try:
-        events = submission.decode(submission.body, submission.headers, limits)
+        if len(submission.body) < THREAD_BODY_BYTES:
+            events = submission.decode(submission.body, submission.headers, limits)
+        else:
+            # A large body takes milliseconds to seconds of CPU (gzip, JSON): on a thread of
+            # its own, requests and probes go on meanwhile (the GIL is shared, not held).
+            events = await trio.to_thread.run_sync(
+                submission.decode, submission.body, submission.headers, limits, limiter=threads
+            )
     except Rejection as rejection:
         return rejection
     except Exception as exc:  # a decoder bug: a decoder may only return events or reject

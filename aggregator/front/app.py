@@ -106,6 +106,8 @@ class Front:
     max_subscribers: int
     incidents: Incidents
     intake: Intake = field(default_factory=Intake)
+    max_offset: int = 10_000
+    probes: ReaderPool | None = None  # the probes' own reader; None: they share ``readers``
     streams: StreamCount = field(default_factory=StreamCount)
 
     async def submit(
@@ -146,7 +148,7 @@ def reject(rejection: Rejection) -> Response:
     return json_response(error_body(rejection), rejection.status, headers)
 
 
-def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
+def _int_arg(name: str, default: int, minimum: int, rule: str, maximum: int = MAX_CURSOR) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -154,7 +156,7 @@ def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= MAX_CURSOR:
+    if not minimum <= value <= maximum:
         raise Rejection(
             422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
         )
@@ -219,7 +221,14 @@ def create_app(front: Front) -> QuartTrio:
             MAX_PAGE,
         )
         after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
-        offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
+        offset = _int_arg(
+            "offset",
+            0,
+            0,
+            f"must be an integer from 0 to {front.max_offset}, the limit "
+            "(AGGREGATOR_MAX_OFFSET); page deeper with after=<seq> (the Link header)",
+            front.max_offset,
+        )
         rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
         page = [event_out(row) for row in rows[:limit]]
         headers = None
@@ -260,7 +269,8 @@ def create_app(front: Front) -> QuartTrio:
             )
         else:
             try:
-                await front.readers.run(lambda r: r.ping())
+                # A reader of its own: long reads on the others cannot make the probe wait.
+                await (front.probes or front.readers).run(lambda r: r.ping())
             except StoreUnavailable as exc:
                 reason = f"the store does not answer reads: {exc}"
         if reason is not None:

@@ -4,6 +4,7 @@ the writer. Each is used by one thread at a time (the reader pool sees to that).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,10 @@ from aggregator.messages import StoredEvent
 from aggregator.store.base import Counters, StoreUnavailable, TopicCounts
 
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
+# A read is interrupted after this long, as PostgreSQL's readers are (pg_connect.READ_TIMEOUT):
+# a cancelled request's read holds its connection until the read ends, so none may run for ever.
+READ_TIMEOUT_SECONDS = 10.0
+PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two looks at the clock
 
 
 def describe(exc: sqlite3.Error) -> str:
@@ -20,9 +25,18 @@ def describe(exc: sqlite3.Error) -> str:
 
 
 @contextmanager
-def _reading() -> Iterator[None]:
+def _reading(reader: SQLiteReader | None = None) -> Iterator[None]:
+    if reader is not None:
+        reader.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
     try:
         yield
+    except sqlite3.OperationalError as exc:
+        if reader is not None and str(exc) == "interrupted":
+            raise StoreUnavailable(
+                f"the read took longer than {READ_TIMEOUT_SECONDS:g} s, the limit of a read; "
+                "ask for less (a smaller limit or offset, a topic)"
+            ) from exc
+        raise StoreUnavailable(describe(exc)) from exc
     except sqlite3.Error as exc:
         raise StoreUnavailable(describe(exc)) from exc
 
@@ -38,9 +52,14 @@ class SQLiteReader:
             isolation_level=None,
             check_same_thread=False,
         )
+        self.deadline = float("inf")  # of the read under way; each read sets it
+        self._conn.set_progress_handler(self._overdue, PROGRESS_STEPS)
+
+    def _overdue(self) -> bool:
+        return time.monotonic() > self.deadline  # True interrupts the statement
 
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with _reading():
+        with _reading(self):
             return self._events(topic, after, limit, offset)
 
     def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
@@ -58,7 +77,7 @@ class SQLiteReader:
         return [StoredEvent(*row) for row in rows]
 
     def counters(self) -> Counters:
-        with _reading():
+        with _reading(self):
             return self._counters()
 
     def _counters(self) -> Counters:
@@ -79,7 +98,7 @@ class SQLiteReader:
         return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
-        with _reading():
+        with _reading(self):
             return [
                 TopicCounts(*row)
                 for row in self._conn.execute(
@@ -88,12 +107,12 @@ class SQLiteReader:
             ]
 
     def head(self) -> int:
-        with _reading():
+        with _reading(self):
             (head,) = self._conn.execute("SELECT last_seq FROM counters").fetchone()
         return int(head)
 
     def ping(self) -> None:
-        with _reading():
+        with _reading(self):
             self._conn.execute("SELECT 1 FROM counters").fetchone()
 
     def size_bytes(self) -> int:
