@@ -75,6 +75,12 @@ class Config:
         minimum=1,
     )
     readers: int = setting(4, "read-only store connections serving GET requests", minimum=1)
+    max_topics: int = setting(
+        10_000,
+        "most topics the store may hold; a publish that would add one more is refused (422), "
+        "as Loki limits streams: each topic is a line of /stats and /topics",
+        minimum=1,
+    )
     max_offset: int = setting(
         10_000,
         "largest offset of GET /events (deeper pages use the after cursor: an offset makes "

@@ -19,7 +19,7 @@ from aggregator.actors.syslog import SyslogDoor
 from aggregator.actors.syslog_tcp import serve_syslog_tcp
 from aggregator.actors.syslog_udp import serve_syslog_udp
 from aggregator.actors.upkeep import UpkeepPlan
-from aggregator.actors.workers import run_worker
+from aggregator.actors.workers import TopicBudget, run_worker
 from aggregator.actors.writer import run_writer
 from aggregator.config import Config
 from aggregator.front.app import Front, Intake, RequestTracker, create_app
@@ -206,6 +206,8 @@ async def _run_pipeline(
     intake = Intake()
     # Large bodies are decoded on threads: two at a time, the cores of a small machine.
     decode_threads = trio.CapacityLimiter(DECODE_THREADS)
+    counters = await pools.clients.run(lambda r: r.counters())
+    topics = TopicBudget(counters.topics, config.max_topics)
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
     hub = Hub(
@@ -262,6 +264,7 @@ async def _run_pipeline(
                     incidents=incidents,
                     cutoff=intake.cutoff,
                     decode_threads=decode_threads,
+                    topics=topics,
                 )
                 await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
             syslog_ports = await _start_syslog(nursery, config, write_send, shutdown, door)

@@ -49,6 +49,10 @@ ELSEWHERE = {
         "test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout",
     ),
     "max_offset": ("test_hardening.py", "test_offset_is_capped_with_a_message_naming_the_limit"),
+    "max_topics": (
+        "test_hardening.py",
+        "test_topics_beyond_the_limit_are_refused_with_the_limit_named",
+    ),
     "database_url": (
         "test_postgres.py",
         "test_events_over_http_hold_back_a_row_until_the_smaller_seq_commits",
