@@ -98,7 +98,9 @@ async def _serve_http(
         front, create_routes(front, config), body_timeout=config.read_timeout_seconds
     )
     limited = SubscribeLimit(routes, front)
-    tracked = RequestTracker(BearerAuth(limited, tokens), partial(observe_request, front))
+    unauthorized = front.metrics.rejected.labels("unauthorized").inc
+    guarded = BearerAuth(limited, tokens, unauthorized)
+    tracked = RequestTracker(guarded, partial(observe_request, front))
     app = Guard(tracked, front.incidents)
     server = HttpServer(
         app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds

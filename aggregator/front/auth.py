@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +50,10 @@ def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class BearerAuth:
     """ASGI wrapper that answers 401 before the app sees a request without the right token."""
 
-    def __init__(self, app: Any, tokens: Tokens) -> None:
+    def __init__(self, app: Any, tokens: Tokens, refused: Callable[[], None] | None = None) -> None:
         self._app = app
         self._tokens = tokens
+        self._refused = refused  # told of each 401 to a publish (the rejected-requests counter)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -60,6 +62,8 @@ class BearerAuth:
                 token, setting = required
                 presented = presented_token(scope["headers"])
                 if presented is None or not hmac.compare_digest(presented, token.encode()):
+                    if self._refused is not None and scope["path"] in PUBLISH_PATHS:
+                        self._refused()
                     await _unauthorized(send, scope["path"], setting, presented is not None)
                     return
         await self._app(scope, receive, send)
@@ -72,7 +76,9 @@ async def _unauthorized(send: Any, path: str, setting: str, wrong: bool) -> None
     else:
         message = f"{path} needs 'Authorization: Bearer <token>' with the token set as {setting}"
         challenge = b'Bearer realm="aggregator"'
-    LOGGER.info("401 for %s: %s token", path, "wrong" if wrong else "no")
+    # DEBUG: a dashboard without its token would add a line per refresh; the count is in
+    # aggregator_publish_rejected_total{reason="unauthorized"} for publishes.
+    LOGGER.debug("401 for %s: %s token", path, "wrong" if wrong else "no")
     body = msgspec.json.encode({"error": "unauthorized", "message": message})
     await send(
         {
