@@ -15,7 +15,6 @@ import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -106,15 +105,13 @@ def test_stalled_subscribers_do_not_hold_sigterm_past_the_grace(tmp_path: Path) 
         clients = open_stalled_streams(server.url, 4)
         wait_for(lambda: metric(server.url, "aggregator_subscribers_active") == 4, "4 streams")
         publish_big(server.url, 20, "big")
-        signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         code = wait_exit(server, 60)
-        took = time.monotonic() - signalled
         for client in clients:
             client.close()
+    # 0, not the stop deadline's 1 ("not stopped … s after SIGTERM"): stopped in time, on its own.
     assert code == 0, server.log()
     assert "stopped; the store is closed" in server.log()
-    assert took < 1 + 4.5, took  # the grace, the answer margin: before the 5 s stop deadline
 
 
 def test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout(
@@ -129,7 +126,7 @@ def test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout(
             "the stalled streams dropped",
         )
         for client in clients:  # what was sent before the close, then the end of the stream
-            with client:
+            with client, contextlib.suppress(ConnectionResetError):
                 while client.recv(1 << 20):
                     pass
         assert_serving(server)
