@@ -106,23 +106,26 @@ async def _serve_http(
         app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
     )
     async with front.ingest, trio.open_nursery() as nursery:
-        binds = await nursery.start(server.serve)
-        task_status.started(binds)
-        await shutdown.wait()
-        await server.stop()  # no new connections; idle ones close
-        front.hub.close()  # live streams end now, or they would hold shutdown for the grace
-        with trio.move_on_after(config.shutdown_grace_seconds):
-            await tracked.wait_idle()
-        # The grace is over. What is still queued is answered 503 and not stored; a request
-        # whose events reached the writer waits for that commit's answer, so that no client is
-        # cut off from a request that was then stored (within a margin: past it the process's
-        # own stop deadline, in __main__, is near).
-        front.intake.cutoff.set()
-        with trio.move_on_after(ANSWER_MARGIN_SECONDS):
-            await front.intake.wait_answered()
-        # Then every connection still open is closed, a stalled peer's send included: the
-        # store is closed and the process exits whatever the clients do.
-        server.abort()
+        try:
+            binds = await nursery.start(server.serve)
+            task_status.started(binds)
+            await shutdown.wait()
+            await server.stop()  # no new connections; idle ones close
+            front.hub.close()  # live streams end now, or they would hold shutdown for the grace
+            with trio.move_on_after(config.shutdown_grace_seconds):
+                await tracked.wait_idle()
+            # The grace is over. What is still queued is answered 503 and not stored; a request
+            # whose events reached the writer waits for that commit's answer, so that no client is
+            # cut off from a request that was then stored (within a margin: past it the process's
+            # own stop deadline, in __main__, is near).
+            front.intake.cutoff.set()
+            with trio.move_on_after(ANSWER_MARGIN_SECONDS):
+                await front.intake.wait_answered()
+        finally:
+            # Then every connection still open is closed, a stalled peer's send included: the
+            # store is closed and the process exits whatever the clients do. Also when this is
+            # cancelled (a second signal): hypercorn's sends are shielded from cancellation.
+            server.abort()
 
 
 async def serve(

@@ -114,6 +114,28 @@ def test_stalled_subscribers_do_not_hold_sigterm_past_the_grace(tmp_path: Path) 
     assert "stopped; the store is closed" in server.log()
 
 
+def test_a_second_sigterm_ends_stalled_subscribers_at_once(tmp_path: Path) -> None:
+    """Within a long grace a second SIGTERM stops now: its cancellation never reached
+    hypercorn's shielded sends, and the process ran until the forced-stop deadline (exit 1)."""
+    args = ("--shutdown-grace-seconds", "600", "--send-timeout-seconds", "600")
+    with running_server(tmp_path, *args) as server:
+        clients = open_stalled_streams(server.url, 4)
+        wait_for(lambda: metric(server.url, "aggregator_subscribers_active") == 4, "4 streams")
+        publish_big(server.url, 20, "big")
+        # A request the grace waits for: a body that never comes.
+        held = connect(server.url)
+        held.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for_line(server, "SIGTERM: finishing")
+        server.proc.send_signal(signal.SIGTERM)
+        code = wait_exit(server, 60)
+        for client in [*clients, held]:
+            client.close()
+    assert "second SIGTERM: stopping now" in server.log()
+    # 0: the server's own unwinding closed the store; the forced stop would exit 1, "not stopped".
+    assert code == 0, server.log()
+
+
 def test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout(
     tmp_path: Path,
 ) -> None:
