@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from typing import Any
 
 import pytest
 
-from aggregator.decoders.content import decode_content, media_type
+from aggregator.decoders.content import GZIP_FEED, MAX_GZIP_MEMBERS, decode_content, media_type
 from aggregator.decoders.publish import decode_publish, normalise_timestamp
 from aggregator.messages import Detail, EventRecord, Limits, Rejection
 from tests.support import event
@@ -419,6 +420,23 @@ def test_the_decompressed_size_is_limited_exactly() -> None:
     # The decoder applies max_body_bytes to the decompressed body.
     bomb = gzip.compress(json.dumps(event()).encode() + b" " * 5000)
     assert rejected(bomb, {**JSON, "content-encoding": "gzip"}).status == 413
+
+
+def test_gzip_members_are_bounded_and_walked_across_feed_pieces() -> None:
+    """4 MiB of empty members cost quadratic time (the rest of the body copied per member)."""
+    gz = {"content-encoding": "gzip"}
+    members = [gzip.compress(str(n).encode(), mtime=0) for n in range(MAX_GZIP_MEMBERS)]
+    assert decode_content(b"".join(members), gz, 10_000) == b"".join(
+        str(n).encode() for n in range(MAX_GZIP_MEMBERS)
+    )
+    with pytest.raises(Rejection) as caught:
+        decode_content(b"".join(members) + members[0], gz, 10_000)
+    assert (caught.value.status, caught.value.error) == (413, "too_large")
+    assert f"more than {MAX_GZIP_MEMBERS} members, the limit" in caught.value.message
+    # Members that straddle the pieces zlib is fed, in both directions.
+    noise = random.Random(1).randbytes(3 * GZIP_FEED)  # incompressible: members of ~3 pieces
+    body = gzip.compress(noise) + gzip.compress(b"tail") + gzip.compress(noise[:100])
+    assert decode_content(body, gz, 10 * GZIP_FEED) == noise + b"tail" + noise[:100]
 
 
 @pytest.mark.parametrize(
