@@ -35,7 +35,7 @@ from aggregator.actors.sse import (
     internal_error,
 )
 from aggregator.incidents import Incidents
-from aggregator.store import StoreUnavailable
+from aggregator.store import StoreDamaged, StoreUnavailable
 
 REPLAY_PAGE = 1000
 PIECE_BYTES = 256 * 1024  # bytes handed to the connection at a time
@@ -86,6 +86,10 @@ async def _stream(
                     frames, cursor, ended = await _replay(hub, readers, topic, cursor)
                 except StoreUnavailable:
                     yield STORE_UNAVAILABLE
+                    return
+                except StoreDamaged as exc:  # reported by the reader pool: the server stops
+                    reason = str(exc).replace("\n", " ")
+                    yield f": {reason}; the server is stopping\n\n".encode()
                     return
                 # A page is sent in pieces: a slow client holds one piece of bytes, not a copy
                 # of the whole page (its frames are shared with the replay cache).
