@@ -44,6 +44,15 @@ ELSEWHERE = {
         "test_subscribe.py",
         "test_a_stalled_subscriber_does_not_delay_publishes_and_replays_when_it_reads_again",
     ),
+    "send_timeout_seconds": (
+        "test_connections.py",
+        "test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout",
+    ),
+    "max_offset": ("test_hardening.py", "test_offset_is_capped_with_a_message_naming_the_limit"),
+    "max_topics": (
+        "test_hardening.py",
+        "test_topics_beyond_the_limit_are_refused_with_the_limit_named",
+    ),
     "database_url": (
         "test_postgres.py",
         "test_events_over_http_hold_back_a_row_until_the_smaller_seq_commits",
@@ -269,6 +278,30 @@ async def check_heartbeat_seconds(tmp_path: Path) -> None:
         with trio.fail_after(3):  # the default is 15 s
             message = await stream.next()
     assert "heartbeat" in message.comments
+
+
+async def check_subscriber_buffer_bytes(tmp_path: Path) -> None:
+    # One event over the bytes a subscriber may buffer: it lags at once (by events it would not).
+    async with open_server(tmp_path, subscriber_buffer_bytes=1000) as server:
+        hub = server.running.hub
+        subscription = hub.subscribe(None)
+        assert (await server.publish(event(payload={"x": "y" * 5000}))).status_code == 200
+        await hub.wait_fanned_out(1)
+        assert subscription.lagged
+
+
+async def check_replay_cache_bytes(tmp_path: Path) -> None:
+    # Two complete blocks of about 200 KB each replayed; the cache keeps what fits its bytes.
+    async with open_server(tmp_path, replay_cache_bytes=300_000) as server:
+        for n in range(2):
+            batch = [event(event_id=f"{n}-{i}", payload={"x": "y" * 30}) for i in range(1000)]
+            assert (await server.publish(batch)).status_code == 200
+        await server.running.hub.wait_fanned_out(2000)
+        async with open_stream(server.running.url, after=0) as stream:
+            assert len(await stream.events(2000)) == 2000
+        replay = server.running.hub.replay
+        assert replay.reads == 2
+        assert 0 < replay.kept_bytes <= 300_000
 
 
 async def check_probe_seconds(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -47,6 +48,50 @@ MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
 RETRY_AFTER_SECONDS = 1
 
 
+class Intake:
+    """The publish requests handed to the workers and not answered yet, and the end of the
+    shutdown grace (``cutoff``): from then on the workers answer what is still queued with a
+    503 and store nothing of it, while what already reached the writer waits for its commit's
+    answer (``service.py`` waits for ``wait_answered`` before closing the connections)."""
+
+    def __init__(self) -> None:
+        self.cutoff = trio.Event()
+        self._pending = 0
+        self._answered = trio.Event()
+        self._answered.set()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count a request from its hand-over until its answer is sent (nesting counts once
+        more: the count is zero only when every holder is done)."""
+        if self._pending == 0:
+            self._answered = trio.Event()
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._answered.set()
+
+    async def wait_answered(self) -> None:
+        while self._pending:
+            await self._answered.wait()
+
+
+class StreamCount:
+    """Open ``/subscribe`` streams, counted from their handler's start to its end
+    (``live.SubscribeLimit``), whatever the hub knows of them: a stalled stream that lagged is
+    out of the hub's fan-out but still holds its connection and its memory."""
+
+    def __init__(self) -> None:
+        self.active = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Front:
     """What the routes need: the ingest channel's send end, the readers, the writer's health."""
@@ -63,6 +108,10 @@ class Front:
     max_subscribers: int
     incidents: Incidents
     integrity: IntegrityMonitor | None = None  # None: no store check (tests of the routes)
+    intake: Intake = field(default_factory=Intake)
+    max_offset: int = 10_000
+    probes: ReaderPool | None = None  # the probes' own reader; None: they share ``readers``
+    streams: StreamCount = field(default_factory=StreamCount)
 
     async def submit(
         self, body: bytes, headers: Mapping[str, str], decode: Decoder, protocol: str = "publish"
@@ -70,6 +119,8 @@ class Front:
         """Hand a request to the workers and wait for its outcome; 429 when the queue is full.
         ``protocol`` names the front door in the metrics."""
         reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        if self.intake.cutoff.is_set():
+            return Unavailable("the server is shutting down")
         try:
             self.ingest.send_nowait(Submission(body, headers, decode, reply_send))
         except trio.WouldBlock:
@@ -83,8 +134,9 @@ class Front:
             )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return Unavailable("the server is shutting down")
-        async with reply_recv:
-            outcome = await reply_recv.receive()
+        with self.intake.hold():
+            async with reply_recv:
+                outcome = await reply_recv.receive()
         if isinstance(outcome, Accepted):
             self.metrics.count_published(protocol, outcome.stored, outcome.duplicates)
         return outcome
@@ -103,7 +155,7 @@ def reject(rejection: Rejection) -> Response:
     return json_response(error_body(rejection), rejection.status, headers)
 
 
-def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
+def _int_arg(name: str, default: int, minimum: int, rule: str, maximum: int = MAX_CURSOR) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -111,7 +163,7 @@ def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= MAX_CURSOR:
+    if not minimum <= value <= maximum:
         raise Rejection(
             422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
         )
@@ -176,7 +228,14 @@ def create_app(front: Front) -> QuartTrio:
             MAX_PAGE,
         )
         after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
-        offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
+        offset = _int_arg(
+            "offset",
+            0,
+            0,
+            f"must be an integer from 0 to {front.max_offset}, the limit "
+            "(AGGREGATOR_MAX_OFFSET); page deeper with after=<seq> (the Link header)",
+            front.max_offset,
+        )
         rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
         page = [event_out(row) for row in rows[:limit]]
         headers = None
@@ -220,7 +279,8 @@ def create_app(front: Front) -> QuartTrio:
             )
         else:
             try:
-                await front.readers.run(lambda r: r.ping())
+                # A reader of its own: long reads on the others cannot make the probe wait.
+                await (front.probes or front.readers).run(lambda r: r.ping())
             except StoreUnavailable as exc:
                 reason = f"the store does not answer reads: {exc}"
             except StoreDamaged as exc:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +62,12 @@ def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class BearerAuth:
     """ASGI wrapper that answers 401 before the app sees a request without the right token."""
 
-    def __init__(self, app: Any, tokens: Tokens) -> None:
+    def __init__(
+        self, app: Any, tokens: Tokens, refused: Callable[[str], None] | None = None
+    ) -> None:
         self._app = app
         self._tokens = tokens
+        self._refused = refused  # told of each 401 with its path (the rejected-requests counter)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -72,6 +76,8 @@ class BearerAuth:
                 token, setting = required
                 presented = presented_token(scope["headers"])
                 if presented is None or not hmac.compare_digest(presented, token.encode()):
+                    if self._refused is not None:
+                        self._refused(scope["path"])
                     await _unauthorized(send, scope["path"], setting, presented is not None)
                     return
         await self._app(scope, receive, send)
@@ -84,7 +90,9 @@ async def _unauthorized(send: Any, path: str, setting: str, wrong: bool) -> None
     else:
         message = f"{path} needs 'Authorization: Bearer <token>' with the token set as {setting}"
         challenge = b'Bearer realm="aggregator"'
-    LOGGER.info("401 for %s: %s token", path, "wrong" if wrong else "no")
+    # DEBUG: a dashboard without its token would add a line per refresh; the count is in
+    # aggregator_publish_rejected_total{reason="unauthorized"} for publishes.
+    LOGGER.debug("401 for %s: %s token", path, "wrong" if wrong else "no")
     body = msgspec.json.encode({"error": "unauthorized", "message": message})
     await send(
         {

@@ -195,6 +195,13 @@ class Metrics:
         if duplicates:
             self.published.labels(protocol, "duplicate").inc(duplicates)
 
+    def count_unauthorized(self, path: str) -> None:
+        """A 401: counted as a refused publish when its path is a front door's publish route."""
+        if path == "/publish":
+            self.rejected.labels("publish", "unauthorized").inc()
+        elif path.endswith("/_bulk"):
+            self.rejected.labels("elasticsearch", "unauthorized").inc()
+
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()
 

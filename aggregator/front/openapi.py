@@ -17,7 +17,8 @@ ERRORS = {
     "408": "the body did not arrive within AGGREGATOR_READ_TIMEOUT_SECONDS",
     "413": "the body, the decompressed body or the event count is over its limit",
     "415": "another Content-Type or Content-Encoding",
-    "422": "an invalid event or query parameter; nothing was stored",
+    "422": "an invalid event or query parameter, or a new topic over AGGREGATOR_MAX_TOPICS; "
+    "nothing was stored",
     "429": "the ingest queue is full; resend the same events after Retry-After",
     "503": "the store cannot take writes; nothing was stored; resend after Retry-After",
 }
@@ -91,8 +92,9 @@ PATHS: dict[str, Any] = {
                 ),
                 query(
                     "offset",
-                    {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
-                    "skip this many events after the cursor",
+                    {"type": "integer", "minimum": 0, "maximum": 10_000},
+                    "skip this many events after the cursor; at most AGGREGATOR_MAX_OFFSET "
+                    "(default 10,000, the maximum here): page deeper with after",
                 ),
             ],
             "responses": {

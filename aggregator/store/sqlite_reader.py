@@ -4,6 +4,7 @@ the writer. Each is used by one thread at a time (the reader pool sees to that).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,10 @@ from aggregator.messages import StoredEvent
 from aggregator.store.base import Counters, StoreDamaged, StoreUnavailable, TopicCounts
 
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
+# A read is interrupted after this long, as PostgreSQL's readers are (pg_connect.READ_TIMEOUT):
+# a cancelled request's read holds its connection until the read ends, so none may run for ever.
+READ_TIMEOUT_SECONDS = 10.0
+PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two looks at the clock
 # The primary result codes that say the file itself is damaged (extended codes such as
 # SQLITE_CORRUPT_INDEX share them in their low byte): no retry can help.
 DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
@@ -32,11 +37,19 @@ def damaged(exc: sqlite3.Error, path: Path) -> StoreDamaged:
 
 
 @contextmanager
-def reading(path: Path) -> Iterator[None]:
-    """SQLite errors as the store's: ``StoreDamaged`` (fatal) or ``StoreUnavailable``."""
+def reading(path: Path, reader: SQLiteReader | None = None) -> Iterator[None]:
+    """SQLite errors as the store's: ``StoreDamaged`` (fatal) or ``StoreUnavailable``; with
+    ``reader``, its read is interrupted after ``READ_TIMEOUT_SECONDS``."""
+    if reader is not None:
+        reader.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
     try:
         yield
     except sqlite3.Error as exc:
+        if reader is not None and exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
+            raise StoreUnavailable(
+                f"the read took longer than {READ_TIMEOUT_SECONDS:g} s, the limit of a read; "
+                "ask for less (a smaller limit or offset, a topic)"
+            ) from exc
         if is_damage(exc):
             raise damaged(exc, path) from exc
         raise StoreUnavailable(describe(exc)) from exc
@@ -53,9 +66,14 @@ class SQLiteReader:
             isolation_level=None,
             check_same_thread=False,
         )
+        self.deadline = float("inf")  # of the read under way; each read sets it
+        self._conn.set_progress_handler(self._overdue, PROGRESS_STEPS)
+
+    def _overdue(self) -> bool:
+        return time.monotonic() > self.deadline  # True interrupts the statement
 
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with reading(self._path):
+        with reading(self._path, self):
             return self._events(topic, after, limit, offset)
 
     def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
@@ -73,7 +91,7 @@ class SQLiteReader:
         return [StoredEvent(*row) for row in rows]
 
     def counters(self) -> Counters:
-        with reading(self._path):
+        with reading(self._path, self):
             return self._counters()
 
     def _counters(self) -> Counters:
@@ -94,7 +112,7 @@ class SQLiteReader:
         return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
-        with reading(self._path):
+        with reading(self._path, self):
             return [
                 TopicCounts(*row)
                 for row in self._conn.execute(
@@ -103,12 +121,12 @@ class SQLiteReader:
             ]
 
     def head(self) -> int:
-        with reading(self._path):
+        with reading(self._path, self):
             (head,) = self._conn.execute("SELECT last_seq FROM counters").fetchone()
         return int(head)
 
     def ping(self) -> None:
-        with reading(self._path):
+        with reading(self._path, self):
             self._conn.execute("SELECT 1 FROM counters").fetchone()
 
     def size_bytes(self) -> int:
