@@ -69,6 +69,11 @@ NON_DEFAULT = {
     "syslog_udp_port": "5515",
     "syslog_max_connections": "3",
     "syslog_buffer_bytes": "4096",
+    "max_topics": "23",
+    "max_offset": "29",
+    "subscriber_buffer_bytes": "65536",
+    "replay_cache_bytes": "131072",
+    "send_timeout_seconds": "6.5",
 }
 
 
