@@ -128,3 +128,17 @@ def test_an_app_name_that_breaks_the_topic_rule_is_sanitised(
     [event] = door.wait_events(topic, 1)
     assert event["payload"]["app_name"] == tag  # the original, as sent
     assert topic in door.http.get("/stats").json()["topics"]
+
+
+def test_a_tag_of_digits_is_no_topic_and_tagless_text_is_kept(door: Door) -> None:
+    """logger's TAG ``4242`` (a Cisco-style sequence number would make a topic per message),
+    and TAG-less lines without a timestamp that the decoder rejected before."""
+    logger(door, "-t", "4242", "--rfc3164", "numbered by logger")
+    door.send_tcp(b"<13>1 file copied\n<13>2024-01-01 backup done\n")
+
+    def messages() -> set[str]:
+        return {e["payload"]["message"] for e in door.events("syslog")}
+
+    wanted = {"4242: numbered by logger", "1 file copied", "2024-01-01 backup done"}
+    wait_for(lambda: wanted <= messages(), "the three lines under the topic syslog")
+    assert "4242" not in door.http.get("/stats").json()["topics"]

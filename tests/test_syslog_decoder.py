@@ -121,6 +121,56 @@ def test_rfc3164_without_hostname_with_pid_and_with_an_rfc3339_stamp() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "hostname", "message"),
+    [
+        # A sequence number, not a program (Cisco IOS): each would have been a topic.
+        ("<189>123: *Mar  1 18:46:11: %SYS-5-CONFIG_I: Configured", None, None),
+        ("<13>Nov 30 07:48:45 vm 12345: numbered", "vm", None),
+        ("<13>Nov 30 07:48:45 vm -- MARK --", "vm", None),  # no TAG at all
+        ("<13>Nov 30 07:48:45 -- MARK --", None, None),  # and no HOSTNAME either
+        # No stamp, and text that starts like one: was rejected as a bad RFC 3339 stamp.
+        ("<13>2024-01-01 backup done", None, None),
+        ("<13>1234-5678 job finished", None, None),
+        # "1 " is RFC 5424's version only when a "-" or a date follows: was rejected.
+        ("<13>1 file copied", None, None),
+    ],
+)
+def test_a_tag_without_a_letter_is_no_tag_and_the_text_is_kept_whole(
+    raw: str, hostname: str | None, message: str | None
+) -> None:
+    record = decode(raw)
+    fields = payload(record)
+    text = raw.split(">", 1)[1]
+    expected = message or (text if text[:1].isdigit() else text[16:])
+    if hostname:
+        expected = expected.removeprefix(hostname + " ")
+    assert (record.topic, fields["app_name"], fields["procid"]) == (DEFAULT_TOPIC, None, None)
+    assert (fields["format"], fields["hostname"], fields["message"]) == (
+        "rfc3164",
+        hostname,
+        expected,
+    )
+
+
+def test_a_tag_of_digits_with_a_pid_is_still_a_tag() -> None:
+    fields = payload(decode("<13>Nov 30 07:48:45 vm 4711[9]: numbered program"))
+    assert (fields["app_name"], fields["procid"], fields["message"]) == (
+        "4711",
+        "9",
+        "numbered program",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", ["<13>1 2026-13-01T00:00:00Z h a - - - x", "<13>1 - h a - - x", "<13>1 - h a"]
+)
+def test_a_broken_rfc5424_header_is_still_malformed(raw: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        decode(raw)
+    assert caught.value.error == "malformed"
+
+
+@pytest.mark.parametrize(
     ("stamp", "received", "expected"),
     [
         ("Dec 31 23:59:59", datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC), "2026-12-31T23:59:59Z"),
