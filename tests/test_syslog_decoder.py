@@ -314,6 +314,22 @@ def test_the_end_of_the_stream_truncates_a_counted_frame_and_ends_a_line() -> No
 def test_strip_frame_drops_one_lf_and_its_cr() -> None:
     assert strip_frame(b"<13>m\r\n") == b"<13>m"
     assert strip_frame(b"<13>m\n\n") == b"<13>m\n"
+    assert strip_frame(b"<13>m\x00") == b"<13>m"  # a NUL TRAILER, as over UDP
+
+
+def test_a_nul_ends_a_line_but_not_a_counted_frame() -> None:
+    """RFC 6587 3.4.2: some senders end each message with a NUL and no LF; they were read as
+    one message up to the next LF (or the size limit)."""
+    assert frames(b"<13>one\x00<13>two\x00\n<13>three\r\x00") == [
+        b"<13>one",
+        b"<13>two",
+        b"<13>three",
+    ]
+    assert frames(b"8 <13>a\x00b\n") == [b"<13>a\x00b"]  # counted: the NUL is the message's
+    assert frames(b"<13>" + b"y" * 150 + b"\x00<13>next\x00", max_bytes=100) == [
+        Problem.TOO_LARGE,
+        b"<13>next",
+    ]
 
 
 @settings(max_examples=300, deadline=None, database=None)

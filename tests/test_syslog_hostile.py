@@ -296,3 +296,40 @@ def test_a_connection_not_committed_within_the_grace_is_reset_not_closed(tmp_pat
             sock.recv(1)
         assert door.server.proc.wait(60) == 0
     assert rows(tmp_path, "grace-over") == 0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_args(request: pytest.FixtureRequest) -> list[str]:
+    if request.param == "postgres":
+        return ["--database-url", request.getfixturevalue("pg_url")]
+    return []
+
+
+def test_nul_bytes_and_invalid_utf8_are_stored_as_the_docs_say(
+    tmp_path: Path, store_args: list[str]
+) -> None:
+    """A NUL ends a newline-framed message (RFC 6587's other TRAILER: three NUL-ended messages
+    were stored as one); inside a counted frame or a datagram it is kept, as U+0000, in every
+    field, on both stores (PostgreSQL's text cannot hold a NUL: the store escapes it). Bytes that
+    are not UTF-8 become U+FFFD; the id hashes the bytes, so they stay two events."""
+    inner = b"<13>1 - ho\x00st nul-inside - - - a\x00b"
+    with syslog_server(tmp_path, *store_args) as door:
+        door.send_tcp(b"".join(line(f"nul-ended-{n}").rstrip(b"\n") + b"\x00" for n in range(3)))
+        door.send_tcp(b"%d %s" % (len(inner), inner))
+        door.send_udp(line("nul-udp").rstrip(b"\n") + b"\x00")
+        door.send_tcp(line("nul-udp"))  # the same message LF-ended: the same event
+        door.send_tcp(line("latin1", "caf\xe9").replace(b"\xc3\xa9", b"\xe9"))
+        door.send_tcp(line("latin1", "caf\xe8").replace(b"\xc3\xa8", b"\xe8"))
+        # (PostgreSQL's /events may show a commit a moment later: wait_events, not events.)
+        for n in range(3):
+            [ended] = door.wait_events(f"nul-ended-{n}", 1)
+            assert ended["payload"]["message"] == "fine"
+        [kept] = door.wait_events("nul-inside", 1)
+        assert (kept["source"], kept["payload"]["message"]) == ("ho\x00st", "a\x00b")
+        door.wait_events("nul-udp", 1)
+        wait_for(lambda: door.messages().get(("tcp", "duplicate")) == 1, "the LF-ended copy")
+        assert len(door.events("nul-udp")) == 1
+        latin1 = door.wait_events("latin1", 2)
+        assert sorted(e["payload"]["message"] for e in latin1) == ["caf\ufffd"] * 2
+        assert latin1[0]["event_id"] != latin1[1]["event_id"]
+        door.assert_healthy()
