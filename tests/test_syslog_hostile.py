@@ -59,7 +59,7 @@ def test_garbage_is_counted_and_the_next_line_is_read(door: Door) -> None:
         (b"<13>1 - host big - - - " + b"x" * (LIMIT * 3) + b"\n", "too_large"),
         (b"<13>1 - host big2 - - - " + b"\x01" * (LIMIT // 2) + b"\n", "too_large"),  # escaped
         (b"<999>1 - host pri - - - m\n", "malformed"),
-        (b"\xff\xfe\x00\x01\n", "malformed"),
+        (b"\xff\xfe\x02\x01\n", "malformed"),  # (a NUL would end the line)
     ],
     ids=["truncated-count", "huge-count", "long-line", "long-payload", "bad-pri", "binary"],
 )
@@ -277,6 +277,25 @@ def test_shutdown_closes_the_listeners_and_commits_what_was_read(tmp_path: Path)
         assert open_sock.recv(1) == b""  # closed by the server, after the commit
         open_sock.close()
     assert rows(tmp_path, "at-shutdown") == 50
+
+
+@pytest.mark.sqlite_only
+def test_a_server_killed_before_the_commit_resets_the_connection(tmp_path: Path) -> None:
+    """kill -9 with a line read and not committed: the kernel closed the dead process's socket
+    with a FIN, and a sender waiting for the close took its lost line for stored."""
+    with (
+        syslog_server(tmp_path) as door,
+        socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as sock,
+    ):
+        with store_locked(tmp_path):
+            sock.sendall(line("killed"))
+            sock.shutdown(socket.SHUT_WR)
+            wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "the line read")
+            door.server.proc.kill()
+            door.server.proc.wait(30)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+    assert rows(tmp_path, "killed") == 0
 
 
 @pytest.mark.sqlite_only

@@ -2,7 +2,8 @@
 
 One task per connection reads, frames and decodes; its committer (``syslog.py``) commits what was
 read. What it promises (docs/syslog.md): a message is stored at most once, and when the sender
-closes the connection, everything it sent is committed *before* the aggregator closes its side.
+closes the connection, everything it sent is committed *before* the aggregator closes its side
+(a FIN); every other end of the connection, the process's death included, is a reset.
 
 Hostile or broken peers cost little: at most ``max_connections`` are served (beyond that the
 listener stops accepting and the kernel's backlog holds the rest); a frame begun must be complete
@@ -154,27 +155,25 @@ async def _serve_connection(
     except OSError:  # already gone
         peer = "unknown"
     _keepalive(stream)
+    # Until everything read is committed, any close is a reset, not a FIN: also the one the
+    # kernel makes when the process dies (kill -9, OOM, a crash), which a sender waiting for
+    # our close would otherwise take for "stored".
+    _reset_on_close(stream, True)
     backlog = Backlog(door.limits.max_batch_events, door.max_bytes, door.pending)
     scope = trio.CancelScope()
     reading.add(scope)
     try:
         async with stream:
-            committed = False
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
-                    try:
-                        with scope:
-                            framer = Framer(door.limits.max_payload_bytes)
-                            await _read(stream, framer, backlog, peer, door)
-                    finally:
-                        backlog.close()  # the committer commits what is left, then we close
-                committed = True
-            finally:
-                if not committed:
-                    # Shutdown's grace ran out (or worse) before the commit: a reset, not a
-                    # FIN, so that a sender waiting for our close never takes it for "stored".
-                    _linger(stream, 0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
+                try:
+                    with scope:
+                        framer = Framer(door.limits.max_payload_bytes)
+                        await _read(stream, framer, backlog, peer, door)
+                finally:
+                    backlog.close()  # the committer commits what is left, then we close
+            # Committed: now a FIN. (Shutdown's grace over, or an error, leaves the reset.)
+            _reset_on_close(stream, False)
     finally:
         reading.discard(scope)
         slots.release()
@@ -221,9 +220,10 @@ def _count_cut(framer: Framer, door: SyslogDoor) -> None:
         door.count("tcp", problem.value, 1)
 
 
-def _linger(stream: trio.SocketStream, seconds: int) -> None:
+def _reset_on_close(stream: trio.SocketStream, reset: bool) -> None:
+    """SO_LINGER with a zero timeout: closing the socket sends a reset (RST), not a FIN."""
     with contextlib.suppress(OSError):
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", int(reset), 0))
 
 
 def _open_files_limit() -> str:
