@@ -1,6 +1,8 @@
-"""The syslog TCP listener against a server process with few file descriptors
-(``prlimit --nofile``): idle peers must never take the descriptors the rest of the server needs,
-and accept(2) failing with EMFILE must not end the listener (it ended the whole server)."""
+"""The syslog TCP listener's bounds, against real server processes: with few file descriptors
+(``prlimit --nofile``) idle peers must never take the descriptors the rest of the server needs,
+and accept(2) failing with EMFILE must not end the listener (it ended the whole server); peers
+that stall (mid-frame, after a length prefix, idle, still in the accept queue) must not hold up
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support import ServerProcess, wait_for
-from tests.syslog import Door, ports
+from tests.syslog import Door, ports, syslog_server
 
 
 @contextmanager
@@ -100,3 +103,29 @@ def answers(door: Door, path: str) -> object:
     except httpx.TransportError:
         return None
     return response.json() if response.status_code == 200 else None
+
+
+def test_sigterm_is_not_held_up_by_stalled_peers(tmp_path: Path) -> None:
+    """30 peers, 20 served: stalled inside a frame, after a bare length prefix, idle after a
+    whole line; 10 still in the accept queue. SIGTERM: the whole lines are committed, the served
+    peers get a FIN after that commit, the queued ones a reset (nothing of theirs was read), and
+    the server exits 0 long before its 30 s grace."""
+    flags = ("--shutdown-grace-seconds", "30", "--syslog-max-connections", "20")
+    with syslog_server(tmp_path, *flags) as door, ExitStack() as stack:
+        peers = []
+        for n in range(30):
+            peer = stack.enter_context(
+                socket.create_connection(("127.0.0.1", door.tcp), timeout=30)
+            )
+            peer.sendall((b"200 <13>1 - h stall - - - part", b"12345", line(f"whole-{n}"))[n % 3])
+            peers.append(peer)
+        wait_for(lambda: door.gauge("aggregator_syslog_connections") == 20, "20 served")
+        served = [n for n in range(20) if n % 3 == 2]
+        wait_for(lambda: all(door.events(f"whole-{n}") for n in served), "the whole lines")
+        door.server.proc.terminate()
+        assert door.server.proc.wait(20) == 0  # not the grace: nothing waits for the peers
+        for peer in peers[:20]:
+            assert peer.recv(10) == b""
+        for peer in peers[20:]:
+            with pytest.raises(ConnectionResetError):
+                peer.recv(10)
