@@ -47,6 +47,10 @@ class Framer:
         self._buffer = bytearray()
         self._skip_count = 0  # bytes of an oversized octet-counted frame still to discard
         self._skip_line = False  # discarding an oversized line up to its LF
+        # Bytes of the line begun at the buffer's start already searched for its end: a line
+        # arriving a byte at a time is scanned once, not once per byte (quadratic: 0.26 s of
+        # CPU for one 64 KiB line sent a byte at a time).
+        self._scanned = 0
 
     @property
     def partial(self) -> bool:
@@ -87,11 +91,14 @@ class Framer:
                 out.append(strip_frame(bytes(buffer[start : start + count])))
                 pos = start + count
                 continue
-            newline = _trailer(buffer, pos, end)
+            newline = _trailer(buffer, pos + self._scanned if pos == 0 else pos, end)
+            self._scanned = 0
             if newline < 0:
                 if end - pos > self._max:
                     out.append(Problem.TOO_LARGE)
                     self._skip_line, pos = True, end
+                else:
+                    self._scanned = end - pos
                 break
             if newline - pos > self._max:
                 out.append(Problem.TOO_LARGE)
@@ -106,6 +113,7 @@ class Framer:
         frame that did not arrive whole is ``TRUNCATED``."""
         rest = bytes(self._buffer)
         self._buffer.clear()
+        self._scanned = 0
         skipping = self._skip_count or self._skip_line
         self._skip_count, self._skip_line = 0, False
         if skipping or not rest:
@@ -117,6 +125,7 @@ class Framer:
         """The stream is cut (a stall, shutdown): a frame begun is ``TRUNCATED``."""
         begun = bool(self._buffer) and not (self._skip_count or self._skip_line)
         self._buffer.clear()
+        self._scanned = 0
         self._skip_count, self._skip_line = 0, False
         return [Problem.TRUNCATED] if begun else []
 
