@@ -58,10 +58,25 @@ def test_garbage_is_counted_and_the_next_line_is_read(door: Door) -> None:
         (b"999999999 " + b"x" * 70_000, "too_large"),
         (b"<13>1 - host big - - - " + b"x" * (LIMIT * 3) + b"\n", "too_large"),
         (b"<13>1 - host big2 - - - " + b"\x01" * (LIMIT // 2) + b"\n", "too_large"),  # escaped
+        (b"-5 <13>1 - host neg - - - m\n", "malformed"),  # no count: a line, not syslog
+        (b"12a <13>1 - host nondigit - - - m\n", "malformed"),
+        (b"1234567890 <13>1 - host ten - - - m\n", "malformed"),  # ten digits: no count
+        (b"4294967297 " + b"x" * 100, "malformed"),  # 2^32 + 1: no wrap-around to 1
         (b"<999>1 - host pri - - - m\n", "malformed"),
         (b"\xff\xfe\x02\x01\n", "malformed"),  # (a NUL would end the line)
     ],
-    ids=["truncated-count", "huge-count", "long-line", "long-payload", "bad-pri", "binary"],
+    ids=[
+        "truncated-count",
+        "huge-count",
+        "long-line",
+        "long-payload",
+        "negative-count",
+        "non-digit-count",
+        "ten-digit-count",
+        "wrapping-count",
+        "bad-pri",
+        "binary",
+    ],
 )
 def test_a_bad_frame_is_counted_and_nothing_is_stored(door: Door, data: bytes, result: str) -> None:
     before, counters = door.messages(), door.counters()
@@ -91,12 +106,22 @@ def test_udp_garbage_and_oversized_datagrams_are_counted(door: Door) -> None:
     }
 
 
-def test_a_peer_that_stalls_mid_frame_is_cut_and_costs_the_others_nothing(door: Door) -> None:
+@pytest.mark.parametrize(
+    "begun",
+    [b"200 <13>1 - host stalled - - - half of it", b"200", b"200 ", b"<13>1 - no newline"],
+    ids=["mid-frame", "bare-count", "count-and-space", "mid-line"],
+)
+def test_a_peer_that_stalls_mid_frame_is_cut_and_costs_the_others_nothing(
+    door: Door, begun: bytes
+) -> None:
+    """Slowloris: a frame begun (even a bare length prefix) must end within
+    --read-timeout-seconds."""
     before = door.messages()
     with socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as stalled:
-        stalled.sendall(b"200 <13>1 - host stalled - - - half of it")
-        door.send_tcp(line("while-stalled"))  # served meanwhile
-        assert len(door.events("while-stalled")) == 1
+        stalled.sendall(begun)
+        other = f"while-stalled-{len(begun)}"
+        door.send_tcp(line(other))  # served meanwhile
+        assert len(door.events(other)) == 1
         assert stalled.recv(100) == b""  # --read-timeout-seconds 1: the server closed it
     assert deltas(door, before) == {("tcp", "stored"): 1, ("tcp", "truncated"): 1}
     wait_for(lambda: door.gauge("aggregator_syslog_connections") == 0, "no connection open")
