@@ -4,6 +4,7 @@ with ``omfwd`` over TCP. Each test checks ``/stats``, ``/events`` and ``/metrics
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -142,3 +143,16 @@ def test_a_tag_of_digits_is_no_topic_and_tagless_text_is_kept(door: Door) -> Non
     wanted = {"4242: numbered by logger", "1 file copied", "2024-01-01 backup done"}
     wait_for(lambda: wanted <= messages(), "the three lines under the topic syslog")
     assert "4242" not in door.http.get("/stats").json()["topics"]
+
+
+def test_two_hosts_identical_lines_without_hostname_are_two_events(door: Door) -> None:
+    """No HOSTNAME: the peer's address is the source, and part of the id. Before, the second
+    host's line was counted a duplicate of the first's and lost."""
+    same = b"<13>Nov 30 10:00:00 nohost[1]: the same line from two hosts"
+    before = door.counters()
+    for address in ("127.0.0.2", "127.0.0.3", "127.0.0.3"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((address, 0))
+            sock.sendto(same, ("127.0.0.1", door.udp))
+    wait_for_counters(door, before, (3, 2, 1))
+    assert sorted(e["source"] for e in door.events("nohost")) == ["127.0.0.2", "127.0.0.3"]

@@ -217,6 +217,14 @@ def test_event_id_is_a_hash_of_the_bytes() -> None:
     assert decode(b"<13>1 - h a - - - \xe9").event_id != decode(b"<13>1 - h a - - - \xe8").event_id
 
 
+def test_without_hostname_the_peer_is_part_of_the_id() -> None:
+    bare = "<13>Nov 30 07:48:45 sshd[1]: the same line"
+    assert decode(bare, peer="10.0.0.1").event_id != decode(bare, peer="10.0.0.2").event_id
+    assert decode(bare, peer="10.0.0.1").event_id == decode(bare, peer="10.0.0.1").event_id
+    named = "<13>Nov 30 07:48:45 host sshd[1]: the same line"  # relayed: one event
+    assert decode(named, peer="10.0.0.1").event_id == decode(named, peer="10.0.0.2").event_id
+
+
 @pytest.mark.parametrize(
     ("raw", "why"),
     [

@@ -6,7 +6,8 @@ message, without its octet count and without a trailing LF. The mapping is docs/
 - ``topic`` ← APP-NAME (RFC 5424) or TAG (RFC 3164), with whitespace and control characters
   replaced by ``_`` and cut to 255 characters; ``syslog`` when the message has none;
 - ``event_id`` ← a hash of the message's bytes, so byte-identical messages are one event (a
-  relay's resend of the same line, logger run twice in the same microsecond);
+  relay's resend of the same line, logger run twice in the same microsecond); and of the
+  peer's address when the message names no HOSTNAME (the address is then its ``source``);
 - ``timestamp`` ← the message's, else the time of receipt; an RFC 3164 stamp has no year and no
   zone: UTC, in the year that puts it nearest to the time of receipt;
 - ``source`` ← HOSTNAME, else the peer's address;
@@ -74,10 +75,14 @@ def decode_syslog(frame: bytes, peer: str, received: datetime, limits: Limits) -
             f"{limits.max_payload_bytes} (AGGREGATOR_MAX_PAYLOAD_BYTES)",
         )
     hostname = fields["hostname"]
-    source = hostname[:MAX_TEXT] if hostname and not hostname.isspace() else peer
+    named = bool(hostname) and not hostname.isspace()
+    source = hostname[:MAX_TEXT] if named else peer
+    # Without a HOSTNAME the sender's address is part of the event (its source): two hosts'
+    # identical lines are two events, not one and a "duplicate".
+    hashed = frame if named else b"%s\x00%s" % (peer.encode(), frame)
     return EventRecord(
         topic(fields["app_name"]),
-        hashlib.blake2b(frame, digest_size=16).hexdigest(),
+        hashlib.blake2b(hashed, digest_size=16).hexdigest(),
         stamp or normalise_timestamp(received),
         source,
         payload.decode(),
