@@ -160,6 +160,7 @@ async def _serve_connection(
     # our close would otherwise take for "stored".
     _reset_on_close(stream, True)
     backlog = Backlog(door.limits.max_batch_events, door.max_bytes, door.pending)
+    framer = Framer(door.limits.max_payload_bytes)
     scope = trio.CancelScope()
     reading.add(scope)
     try:
@@ -168,12 +169,13 @@ async def _serve_connection(
                 await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
                 try:
                     with scope:
-                        framer = Framer(door.limits.max_payload_bytes)
                         await _read(stream, framer, backlog, peer, door)
                 finally:
                     backlog.close()  # the committer commits what is left, then we close
-            # Committed: now a FIN. (Shutdown's grace over, or an error, leaves the reset.)
-            _reset_on_close(stream, False)
+            # Committed: now a FIN, unless a frame was cut (the peer stalled, or closed, inside
+            # it; shutdown): a sender waiting for our close must not take that frame for stored.
+            # (Shutdown's grace over, or an error, leaves the reset too.)
+            _reset_on_close(stream, framer.truncated)
     finally:
         reading.discard(scope)
         slots.release()

@@ -51,6 +51,7 @@ class Framer:
         # arriving a byte at a time is scanned once, not once per byte (quadratic: 0.26 s of
         # CPU for one 64 KiB line sent a byte at a time).
         self._scanned = 0
+        self.truncated = False  # the stream ended or was cut inside a frame
 
     @property
     def partial(self) -> bool:
@@ -119,13 +120,17 @@ class Framer:
         if skipping or not rest:
             return []  # an oversized frame was reported when it started
         count, _ = _octet_count(rest, 0, len(rest))
-        return [Problem.TRUNCATED] if count is not None and count >= 0 else [strip_frame(rest)]
+        if count is not None and count >= 0:
+            self.truncated = True
+            return [Problem.TRUNCATED]
+        return [strip_frame(rest)]
 
     def cut(self) -> list[Problem]:
         """The stream is cut (a stall, shutdown): a frame begun is ``TRUNCATED``."""
         begun = bool(self._buffer) and not (self._skip_count or self._skip_line)
         self._buffer.clear()
         self._scanned = 0
+        self.truncated = self.truncated or begun
         self._skip_count, self._skip_line = 0, False
         return [Problem.TRUNCATED] if begun else []
 
