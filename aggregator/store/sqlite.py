@@ -8,6 +8,7 @@ dedup index in ``sqlite_keys.py``, retention's steps in ``sqlite_retention.py``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sqlite3
 import time
@@ -37,11 +38,12 @@ from aggregator.store.sqlite_reader import (
     describe,
     is_damage,
     reading,
+    wal_path,
 )
 from aggregator.store.sqlite_schema import KeyHash, identify, key_hash, migrate
 
 LOGGER = logging.getLogger(__name__)
-__all__ = ["SQLiteReader", "SQLiteStore", "describe", "wal_restart_pages"]
+__all__ = ["SQLiteReader", "SQLiteStore", "describe", "wal_path", "wal_restart_pages"]
 
 INSERT_EVENT = """INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at)
     VALUES (?, ?, ?, ?, ?, ?, ?)"""
@@ -78,6 +80,15 @@ RECENT_KEYS = 256_000
 
 def _identify(path: Path) -> int:
     if not path.stat().st_size:
+        # SQLite deletes the WAL of an empty file when it opens it: a WAL that holds a database
+        # (a truncated or half-restored file, another program's) would be lost without a word.
+        wal = wal_path(path)
+        if wal.exists() and wal.stat().st_size:
+            raise StoreMismatch(
+                f"{path} is empty but {wal} beside it holds {wal.stat().st_size} bytes of a "
+                "database's log (a truncated or half-restored file?); move both aside, or "
+                "delete the WAL too for a new store"
+            )
         return 0  # a new, empty file (the lock created it)
     conn = None
     try:
@@ -91,6 +102,31 @@ def _identify(path: Path) -> int:
     finally:
         if conn is not None:
             conn.close()
+
+
+def _read_only(path: Path) -> StoreUnavailable:
+    return StoreUnavailable(
+        f"{path} is read-only: the server must write its store; make the file and its "
+        "directory (and its file system) writable"
+    )
+
+
+def _check_writable(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a store SQLite opened read-only (a read-only file system or file): such a
+    server answered ``/health`` 200 until its first publish got 503. Only a write tells: a
+    read-only connection in WAL mode begins even an IMMEDIATE transaction. The write is rolled
+    back (one page: it never leaves the cache)."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            conn.execute(f"PRAGMA user_version = {int(version)}")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+            raise _read_only(path) from exc
+        # Busy, or another error: the writer meets it and reports it.
 
 
 class SQLiteStore:
@@ -119,12 +155,17 @@ class SQLiteStore:
         self._hash = hash_key
         self._recent_limit = recent_keys
         self._next_bucket = 0
-        self._wal = path.with_name(path.name + "-wal")
+        self._wal = wal_path(path)
         self._wal_bound = 2 * wal_pages * 4096  # one checkpoint's worth, at the most
         self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try
         self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
+            # SQLite opens a file it cannot write read-only, without a word, and without its
+            # -wal and -shm even a read fails: a server there would fail every publish.
+            real = Path(os.path.realpath(path))
+            if not (os.access(real, os.W_OK) and os.access(real.parent, os.W_OK)):
+                raise _read_only(path)
             # Checked on a read-only connection, so a foreign, newer or corrupt file is left as
             # it was: closing a writable one would checkpoint a WAL left beside it.
             version = _identify(path)
@@ -133,6 +174,7 @@ class SQLiteStore:
             self._lock.release()
             raise
         try:
+            _check_writable(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
