@@ -18,7 +18,7 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
-from tests.support import ROOT, event, running_server
+from tests.support import ROOT, ServerProcess, event, running_server
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -153,3 +153,55 @@ def test_a_read_only_store_is_refused_at_start_up(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in data.iterdir() if p.name in files} == files
     with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT event_id FROM events").fetchall() == [("before",)]
+
+
+def current_frames(wal: bytes) -> list[tuple[int, bool]]:
+    """The frames written since the WAL last started over (its header's salts), in order:
+    (offset, commits a transaction)."""
+    page_size = int.from_bytes(wal[8:12], "big")
+    frames, offset = [], 32
+    while offset + 24 + page_size <= len(wal):
+        if wal[offset + 8 : offset + 16] == wal[16:24]:
+            frames.append((offset, int.from_bytes(wal[offset + 4 : offset + 8], "big") > 0))
+        offset += 24 + page_size
+    return frames
+
+
+def test_a_damaged_frame_in_the_wal_is_not_recovered_around(tmp_path: Path) -> None:
+    """Recovery stops at the first WAL frame whose checksum fails and takes the rest for a torn
+    tail: one flipped byte dropped the acknowledged transactions after it, and the frames before
+    it (older versions of pages already checkpointed) were mixed into the file. Seen: /stats
+    950 and 993 rows after 1,000 events acknowledged, quick_check "ok", the server healthy."""
+    data = tmp_path / "data"
+    path = data / "aggregator.sqlite3"
+    server = ServerProcess(["--port", "0", "--data-dir", str(data)])
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            assert http.post("/publish", json=event("t", "first")).status_code == 200
+            # A reader's snapshot keeps the WAL from starting over: the commits below stay in it.
+            snapshot = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, isolation_level=None)
+            snapshot.execute("BEGIN")
+            snapshot.execute("SELECT count(*) FROM events").fetchone()
+            for i in range(20):
+                events = [event("t", f"{i}-{j}", payload={"x": "y" * 200}) for j in range(50)]
+                assert http.post("/publish", json=events).status_code == 200
+        server.kill()  # SIGKILL: the WAL stays as the crash left it
+        snapshot.close()
+    finally:
+        server.kill()
+    wal = data / "aggregator.sqlite3-wal"
+    frames = current_frames(wal.read_bytes())
+    commits = [i for i, (_, commit) in enumerate(frames) if commit]
+    assert len(commits) >= 10, commits
+    damaged = bytearray(wal.read_bytes())
+    damaged[frames[commits[4] + 1][0] + 24 + 100] ^= 0xFF  # in the page after the 5th commit
+    wal.write_bytes(damaged)
+    (data / "aggregator.sqlite3-shm").unlink()  # rebuilt from the WAL at start-up anyway
+    before = {p.name: p.read_bytes() for p in data.iterdir()}
+    result = start(data)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.startswith("aggregator: error: the store is damaged (its WAL is damaged")
+    assert "acknowledged transactions after it" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in data.iterdir() if p.name in before} == before

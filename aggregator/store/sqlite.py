@@ -18,12 +18,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from aggregator.messages import EventRecord
-from aggregator.store import sqlite_keys, sqlite_retention
+from aggregator.store import sqlite_keys, sqlite_retention, sqlite_wal
 from aggregator.store.base import (
     Clock,
     CommitResult,
     Retention,
     StoreBroken,
+    StoreDamaged,
     StoreMismatch,
     StoreUnavailable,
     Upkeep,
@@ -79,7 +80,7 @@ BUSY_TIMEOUT_MS = 5000
 RECENT_KEYS = 256_000
 
 
-def _identify(path: Path) -> int:
+def _identify(path: Path, *, check_wal: bool) -> int:
     if not path.stat().st_size:
         # SQLite deletes the WAL of an empty file when it opens it: a WAL that holds a database
         # (a truncated or half-restored file, another program's) would be lost without a word.
@@ -94,7 +95,7 @@ def _identify(path: Path) -> int:
     conn = None
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        return identify(conn, path)
+        version = identify(conn, path)  # its reads recovered the WAL into the -shm
     except sqlite3.DatabaseError as exc:
         # Damage or not, a file whose schema cannot be read may be another program's: refused.
         raise StoreMismatch(
@@ -103,6 +104,16 @@ def _identify(path: Path) -> int:
     finally:
         if conn is not None:
             conn.close()
+    # Only a WAL synced at every commit tells acknowledged frames from a torn tail.
+    dropped = sqlite_wal.dropped_commits(path) if check_wal else None
+    if dropped is not None:
+        frame, commits = dropped
+        raise StoreDamaged(
+            f"its WAL is damaged at frame {frame}: recovery would drop {commits} or more "
+            "acknowledged transactions after it and mix older pages into the file",
+            str(path),
+        )
+    return version
 
 
 def _read_only(path: Path) -> StoreUnavailable:
@@ -169,7 +180,7 @@ class SQLiteStore:
                 raise _read_only(path)
             # Checked on a read-only connection, so a foreign, newer or corrupt file is left as
             # it was: closing a writable one would checkpoint a WAL left beside it.
-            version = _identify(path)
+            version = _identify(path, check_wal=synchronous.lower() == "full")
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except BaseException:
             self._lock.release()
