@@ -92,7 +92,8 @@ class Config:
         "quick",
         "SQLite: check every page of the store in the background once the server is ready "
         "(quick: PRAGMA quick_check, 0.3–4 s per million events; full: integrity_check, which "
-        "also compares the indexes with the table; off); damage found stops the server",
+        "also compares the indexes and the dedup index with the events; off); damage found stops "
+        "the server",
         choices=INTEGRITY_CHECKS,
     )
     database_url: str = setting(

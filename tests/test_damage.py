@@ -19,6 +19,7 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import CheckInterrupted, IntegrityCheck, StoreDamaged, StoreUnavailable
+from aggregator.store.base import Retention
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import ServerProcess, event, running_server, wait_for
 
@@ -240,3 +241,48 @@ def test_a_reader_holding_a_snapshot_does_not_stall_the_writer_at_the_wal_bound(
     finally:
         reader.close()
         store.close()
+
+
+def test_the_full_check_compares_the_dedup_index_with_the_events(
+    intact: Path, tmp_path: Path
+) -> None:
+    """The dedup index is a table of its own, so no PRAGMA compares it with the events: with
+    one key row naming the neighbouring seq (one bit of a page changed), integrity_check passed
+    and a resend of that event was stored a second time. ``full`` now compares them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    path = database(data)
+    path.write_bytes(database(intact).read_bytes())
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        (h, seq) = conn.execute("SELECT h, seq FROM keys WHERE seq = 4645").fetchone()
+        conn.execute("UPDATE keys SET seq = seq - 1 WHERE h = ? AND seq = ?", (h, seq))
+    finally:
+        conn.close()
+    IntegrityCheck(path).run()  # quick_check cannot see it: the pages are sound
+    server = ServerProcess(["--port", "0", "--data-dir", str(data), "--integrity-check", "full"])
+    try:
+        server.wait_ready()
+        last = assert_stopped_on_damage(server, data)
+    finally:
+        server.kill()
+    assert "1 stored events have no row in the dedup index (keys)" in last
+    assert "; 2 problems listed" in last  # and a key row that names the wrong event
+
+
+def test_the_full_check_passes_a_store_whose_events_all_expired(tmp_path: Path) -> None:
+    """Keys of expired events stay until their bucket is swept: they are not damage."""
+    path = tmp_path / "aggregator.sqlite3"
+    store = SQLiteStore(path)
+    store.commit([[EventRecord("t", str(i), "2026-11-21T10:00:00Z", "s", "{}") for i in range(50)]])
+    store.close()  # the keys are in the table now
+    store = SQLiteStore(path)
+    assert store.maintain(Retention(max_bytes=1), 100, reclaim=True).expired == 50
+    store.close()
+    conn = sqlite3.connect(path)
+    keys, events = conn.execute(
+        "SELECT count(*), (SELECT count(*) FROM events) FROM keys"
+    ).fetchone()
+    assert keys > 0 and events == 0
+    conn.close()
+    IntegrityCheck(path, "full").run()

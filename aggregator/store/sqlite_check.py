@@ -15,11 +15,24 @@ import threading
 from pathlib import Path
 
 from aggregator.store.base import StoreDamaged, StoreUnavailable
+from aggregator.store.sqlite_keys import bucket_of
 from aggregator.store.sqlite_reader import damaged, describe, is_damage
+from aggregator.store.sqlite_schema import key_hash
 
 # The problems a check lists at most: the first names the damage, the count says how much.
 MAX_PROBLEMS = 100
 PRAGMAS = {"quick": "quick_check", "full": "integrity_check"}
+# The dedup index is a table of its own (``keys``, sqlite_keys.py), so no PRAGMA compares it with
+# the events: one byte changed in it passed integrity_check, and a resend of the event whose key
+# it held was stored twice. ``full`` compares them: every event whose bucket was merged past it
+# has its key row, and every key row of a stored event names an event with that hash.
+MISSING_KEYS = """SELECT count(*) FROM events AS e JOIN merged AS m
+    ON m.bucket = bucket_of(key_hash(e.topic, e.event_id)) AND e.seq <= m.upto
+    WHERE NOT EXISTS (
+        SELECT 1 FROM keys AS k WHERE k.h = key_hash(e.topic, e.event_id) AND k.seq = e.seq)"""
+WRONG_KEYS = """SELECT count(*) FROM keys AS k LEFT JOIN events AS e ON e.seq = k.seq
+    WHERE k.seq >= (SELECT coalesce(min(seq), (SELECT last_seq + 1 FROM counters)) FROM events)
+    AND (e.seq IS NULL OR key_hash(e.topic, e.event_id) != k.h)"""
 
 
 class CheckInterrupted(Exception):
@@ -59,6 +72,8 @@ class IntegrityCheck:
             if self._interrupted:
                 raise CheckInterrupted(self.pragma)
             rows = [row[0] for row in conn.execute(f"PRAGMA {self.pragma}({MAX_PROBLEMS})")]
+            if rows == ["ok"] and self.pragma == "integrity_check":
+                rows = _compare_keys(conn)
         except sqlite3.Error as exc:
             if is_damage(exc):
                 raise damaged(exc, self.path) from exc
@@ -89,3 +104,21 @@ def summary(rows: list[str]) -> str:
         return problems[0] if problems else "no detail"
     many = "or more " if len(problems) >= MAX_PROBLEMS else ""
     return f"{problems[0]}; {len(problems)} {many}problems listed"
+
+
+def _compare_keys(conn: sqlite3.Connection) -> list[str]:
+    """The dedup index against the events, in one snapshot: ``["ok"]`` or the problems."""
+    conn.create_function("key_hash", 2, key_hash, deterministic=True)
+    conn.create_function("bucket_of", 1, bucket_of, deterministic=True)
+    conn.execute("BEGIN")
+    try:
+        (missing,) = conn.execute(MISSING_KEYS).fetchone()
+        (wrong,) = conn.execute(WRONG_KEYS).fetchone()
+    finally:
+        conn.execute("COMMIT")
+    problems = []
+    if missing:
+        problems.append(f"{missing} stored events have no row in the dedup index (keys)")
+    if wrong:
+        problems.append(f"{wrong} rows of the dedup index (keys) name no event of their hash")
+    return problems or ["ok"]

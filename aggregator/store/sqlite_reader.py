@@ -3,6 +3,7 @@ the writer. Each is used by one thread at a time (the reader pool sees to that).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,6 +21,12 @@ PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two looks at the
 # The primary result codes that say the file itself is damaged (extended codes such as
 # SQLITE_CORRUPT_INDEX share them in their low byte): no retry can help.
 DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def wal_path(path: Path) -> Path:
+    """Where SQLite keeps the file's WAL: beside the file a symlink points to, not the link."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + "-wal")
 
 
 def describe(exc: sqlite3.Error) -> str:
@@ -131,11 +138,7 @@ class SQLiteReader:
 
     def size_bytes(self) -> int:
         """The database file and its WAL."""
-        return sum(
-            p.stat().st_size
-            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
-            if p.exists()
-        )
+        return sum(p.stat().st_size for p in (self._path, wal_path(self._path)) if p.exists())
 
     def close(self) -> None:
         self._conn.close()
