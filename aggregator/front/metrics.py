@@ -112,8 +112,17 @@ class Metrics:
         )
         self.rejected = Counter(
             "aggregator_publish_rejected",
-            "publish requests refused, by reason (the error kind of the response)",
-            ["reason"],
+            "publish requests refused, by reason (the error kind of the response) and by the "
+            "door (protocol) they came through",
+            ["reason", "protocol"],
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "aggregator_publish_events",
+            "events of acknowledged publish requests in this process, by the door (protocol) "
+            "they came through and result: stored, duplicate, refused (records an OTLP partial "
+            "success left out)",
+            ["protocol", "result"],
             registry=self.registry,
         )
         self.internal_errors = Counter(
@@ -153,6 +162,17 @@ class Metrics:
             "syslog messages read and not yet committed (TCP and UDP)",
             registry=self.registry,
         )
+
+    def count_rejected(self, protocol: str, reason: str) -> None:
+        """A refused publish request; ``protocol`` names its door (publish, otlp, loki, ...)."""
+        self.rejected.labels(reason, protocol).inc()
+
+    def count_published(
+        self, protocol: str, stored: int, duplicates: int, refused: int = 0
+    ) -> None:
+        """An acknowledged publish request of the door ``protocol``."""
+        for result, events in (("stored", stored), ("duplicate", duplicates), ("refused", refused)):
+            self.published.labels(protocol, result).inc(events)
 
     def count_syslog(self, transport: str, result: str, messages: int) -> None:
         if messages:

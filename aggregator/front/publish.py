@@ -79,7 +79,7 @@ class PublishRoute:
             )
             close = _declares_body(scope)  # left unread
         if isinstance(body, ErrorBody):
-            self._front.metrics.rejected.labels(body.error).inc()
+            self._front.metrics.count_rejected("publish", body.error)
         await _answer(send, status, body, close=close)
 
     async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
@@ -109,6 +109,7 @@ class PublishRoute:
         body = await self._read_body(receive, headers.get("content-length"))
         outcome = await self._front.submit(body, headers, decode_publish)
         if isinstance(outcome, Accepted):
+            self._front.metrics.count_published("publish", outcome.stored, outcome.duplicates)
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
             return 503, _unavailable(outcome)
