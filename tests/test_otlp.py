@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import gzip
 import logging
+import resource
+import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +38,7 @@ from opentelemetry.sdk._logs.export import (
 from opentelemetry.sdk.resources import Resource
 
 from tests.shippers import Door, shipper_server
+from tests.support import event, wait_for
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 NS = 1_796_000_000_123_456_789  # 2026-11-30T00:53:20.123456789Z: nanoseconds below the microsecond
@@ -45,6 +49,23 @@ def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     with shipper_server(tmp_path_factory.mktemp("otlp")) as door:
         yield door
         door.assert_healthy()
+
+
+class Keep(LogRecordExporter):
+    """Keeps the records the SDK made, sending nothing: a test sends them when it chooses."""
+
+    def __init__(self, into: list[ReadableLogRecord]) -> None:
+        self.into = into
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        self.into.extend(batch)
+        return LogRecordExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
 
 
 class Twice(LogRecordExporter):
@@ -298,3 +319,50 @@ def test_hostile_bodies_are_refused_whole_with_the_reason(door: Door) -> None:
     assert len(door.events("hostile")) == 20
     assert door.metric("aggregator_publish_rejected_total", reason="malformed", protocol="otlp") > 0
     door.assert_healthy()
+
+
+def test_the_sdk_retries_a_503_and_its_records_are_stored_once(tmp_path: Path) -> None:
+    """The disk fills up (the server's RLIMIT_FSIZE, lowered from outside as in test_faults.py):
+    the door answers 503 with Retry-After, the SDK's exporter waits and retries on its own, and
+    once space returns its records are stored, once each."""
+    with shipper_server(tmp_path, "--probe-seconds", "0.05") as door:
+        pid = door.server.proc.pid
+        hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
+        sizes = [p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("aggregator")]
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(sizes) + 256 * 1024, hard))
+        filler = {"text": "x" * 2000}
+        for i in range(400):  # fill the room left with /publish until the store refuses
+            batch = [event("filler", f"{i}-{j}", payload=filler) for j in range(50)]
+            if door.http.post("/publish", json=batch).status_code == 503:
+                break
+        else:
+            pytest.fail("the file size limit was never reached")
+        exporter = ProtobufExporter(endpoint=f"{door.url}/v1/logs", timeout=60)
+        outcome: list[LogRecordExportResult] = []
+        records: list[ReadableLogRecord] = []
+        # More bytes than the room left (under 256 KiB): this export cannot commit until then.
+        lines = [{"message": f"r{i} " + "y" * 4000} for i in range(100)]
+        log_through_sdk(Keep(records), "retried", lines)
+        sender = threading.Thread(target=lambda: outcome.append(exporter.export(records)))
+        sender.start()
+        try:
+            wait_for(
+                lambda: (
+                    door.metric(
+                        "aggregator_publish_rejected_total", reason="unavailable", protocol="otlp"
+                    )
+                    >= 1
+                ),
+                "the door to answer the SDK 503",
+            )
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+        sender.join(timeout=60)
+        assert outcome == [LogRecordExportResult.SUCCESS]
+        assert [e["payload"]["body"] for e in door.events("retried")] == [
+            line["message"] for line in lines
+        ]
+        assert door.metric(
+            "aggregator_publish_events_total", protocol="otlp", result="stored"
+        ) == len(lines)
+        door.assert_healthy()
