@@ -77,13 +77,18 @@ def decode_otlp(
             (v for k in _SOURCES if isinstance(v := resource.get(k), str) and v.strip()),
             DEFAULT_SOURCE,
         )
+        resource_topic = resource_topic or DEFAULT_TOPIC
+        # The same for every record of the resource: checked once.
+        unusable = text_problem("topic", resource_topic) or text_problem("source", source)
         for j, scope_logs in enumerate(resource_logs.scope_logs):
             scope = _scope(scope_logs)
             for k, record in enumerate(scope_logs.log_records):
-                where = f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]"
                 try:
+                    if unusable:
+                        raise _Refuse(unusable)
                     events.append(_event(record, resource, scope, resource_topic, source, limits))
                 except _Refuse as refusal:
+                    where = f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]"
                     refused.add(where, str(refusal))
     return events
 
@@ -96,7 +101,7 @@ def _event(
     record: Any,
     resource: dict[str, Any],
     scope: dict[str, Any],
-    topic: str | None,
+    topic: str,
     source: str,
     limits: Limits,
 ) -> EventRecord:
@@ -137,14 +142,10 @@ def _event(
         raise _Refuse(f"the attribute {UID} must be a string of 1–255 characters, not blank")
     else:
         event_id = uid
-    resolved_topic = topic or DEFAULT_TOPIC
-    for name, value in (("topic", resolved_topic), ("source", source)):
-        if problem := text_problem(name, value):
-            raise _Refuse(problem)
     text = encode_payload(payload, limits)
     if text is None:
         raise _Refuse(payload_too_large(limits))
-    return EventRecord(resolved_topic, event_id, timestamp, source, text)
+    return EventRecord(topic, event_id, timestamp, source, text)
 
 
 def _scope(scope_logs: Any) -> dict[str, Any]:
