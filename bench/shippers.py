@@ -93,7 +93,7 @@ def loki_pushes(count: int) -> list[PushRequest]:
     return out
 
 
-def _loki_json(push: PushRequest) -> bytes:
+def loki_json(push: PushRequest) -> bytes:
     streams = [
         {
             "stream": {"service_name": s.labels.split('"')[1], "host": "bench"},
@@ -131,7 +131,7 @@ ROWS: dict[str, tuple[str, str, dict[str, str], Callable[[int], list[bytes]]]] =
         "POST /loki/api/v1/push (JSON)",
         "/loki/api/v1/push",
         JSON,
-        lambda count: [_loki_json(p) for p in loki_pushes(count)],
+        lambda count: [loki_json(p) for p in loki_pushes(count)],
     ),
 }
 SETS = {

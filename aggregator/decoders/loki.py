@@ -168,6 +168,8 @@ def _json_streams(body: bytes) -> list[Stream]:
         raise Rejection(400, "malformed", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise Rejection(400, "malformed", "the body is nested too deeply to decode") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
+        raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
     return [(s.stream, list(_json_entries(i, s.values))) for i, s in enumerate(push.streams)]
 
 

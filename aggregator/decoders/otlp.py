@@ -199,13 +199,23 @@ def _parse_json(body: bytes) -> ExportLogsServiceRequest:
     base64; they are turned into base64 before protobuf's parser reads the rest."""
     try:
         document = _JSON.decode(body)
+        if not isinstance(document, dict):
+            raise json_format.ParseError("the body must be a JSON object")
         for resource_logs in _items(document, "resourceLogs", "resource_logs"):
             for scope_logs in _items(resource_logs, "scopeLogs", "scope_logs"):
                 for record in _items(scope_logs, "logRecords", "log_records"):
                     _hex_ids_to_base64(record)
         request = ExportLogsServiceRequest()
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
-    except (msgspec.DecodeError, json_format.ParseError, RecursionError) as exc:
+    # ValueError: invalid UTF-8 inside a string (msgspec), a value protobuf's parser cannot
+    # take; TypeError: a JSON type where the message wants another.
+    except (
+        msgspec.DecodeError,
+        json_format.ParseError,
+        RecursionError,
+        ValueError,
+        TypeError,
+    ) as exc:
         raise Rejection(
             400, "malformed", f"the body is not an OTLP/JSON ExportLogsServiceRequest: {exc}"
         ) from None
