@@ -116,7 +116,7 @@ def _event(
     text = encode_payload(payload, limits)
     if text is None:
         raise Rejection(400, "validation", f"stream {i} entry {j}: {payload_too_large(limits)}")
-    return EventRecord(topic, content_id([labels, ns, line]), timestamp, source, text)
+    return EventRecord(topic, content_id([labels, ns, line]), timestamp, source, text.decode())
 
 
 def _protobuf_streams(body: bytes, limits: Limits) -> list[Stream]:

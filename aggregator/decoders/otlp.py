@@ -28,7 +28,7 @@ from aggregator.decoders.content import decode_content, media_type, unsupported_
 from aggregator.decoders.shipper import (
     Refused,
     check_count,
-    content_id,
+    digest,
     encode_payload,
     ns_timestamp,
     payload_too_large,
@@ -135,17 +135,20 @@ def _event(
         payload["flags"] = record.flags
     if record.time_unix_nano and record.observed_time_unix_nano:
         payload["observed_time_unix_nano"] = record.observed_time_unix_nano
+    text = encode_payload(payload, limits)
+    if text is None:
+        raise _Refuse(payload_too_large(limits))
     uid = attributes.get(UID)
     if uid is None:
-        event_id = content_id([record.time_unix_nano, record.observed_time_unix_nano, payload])
+        # The record's content: both times (to the nanosecond) and the payload, which holds
+        # everything else of the record, its resource and its scope.
+        times = b"%d:%d:" % (record.time_unix_nano, record.observed_time_unix_nano)
+        event_id = digest(times + text)
     elif not isinstance(uid, str) or text_problem("event_id", uid):
         raise _Refuse(f"the attribute {UID} must be a string of 1–255 characters, not blank")
     else:
         event_id = uid
-    text = encode_payload(payload, limits)
-    if text is None:
-        raise _Refuse(payload_too_large(limits))
-    return EventRecord(topic, event_id, timestamp, source, text)
+    return EventRecord(topic, event_id, timestamp, source, text.decode())
 
 
 def _scope(scope_logs: Any) -> dict[str, Any]:
