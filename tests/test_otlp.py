@@ -6,6 +6,7 @@ override, the response shapes and hostile bodies, built with the same maintained
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import resource
 import threading
@@ -298,6 +299,14 @@ def test_hostile_bodies_are_refused_whole_with_the_reason(door: Door) -> None:
         400,
         "is not hex",
     )
+    json_type = {"Content-Type": "application/json"}
+    _assert_refused(door, b"5", json_type, 400, "must be a JSON object")  # was a 500
+    _assert_refused(
+        door, b'{"resourceLogs": [{"resource": {"attributes": [{"key": "k", "value": '
+        b'{"stringValue": "\xff"}}]}}]}', json_type, 400, "not an OTLP/JSON",
+    )  # fmt: skip
+    many = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{}] * 1001}]}]}
+    _assert_refused(door, json.dumps(many).encode(), json_type, 413, "the limit is 1000")
     _assert_refused(door, good, {"Content-Type": "text/plain"}, 415, "application/x-protobuf")
     bomb = gzip.compress(b"\0" * (5 * 1024 * 1024))
     _assert_refused(door, bomb, {**PROTOBUF, "Content-Encoding": "gzip"}, 413, "decompressed")

@@ -64,7 +64,7 @@ def decode_otlp(
         )
     topic = topic_override(headers, query_topic)
     body = decode_content(body, headers, limits.max_body_bytes)
-    request = _parse_json(body) if media == JSON else _parse_protobuf(body)
+    request = _parse_json(body, limits) if media == JSON else _parse_protobuf(body)
     check_count(
         sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs), limits
     )
@@ -197,17 +197,21 @@ def _parse_protobuf(body: bytes) -> ExportLogsServiceRequest:
     return request
 
 
-def _parse_json(body: bytes) -> ExportLogsServiceRequest:
+def _parse_json(body: bytes, limits: Limits) -> ExportLogsServiceRequest:
     """OTLP/JSON is protobuf's JSON mapping but for ``traceId``/``spanId``, which are hex, not
-    base64; they are turned into base64 before protobuf's parser reads the rest."""
+    base64; they are turned into base64 before protobuf's parser reads the rest. That parser is
+    pure Python: the record count is checked before it runs."""
     try:
         document = _JSON.decode(body)
         if not isinstance(document, dict):
             raise json_format.ParseError("the body must be a JSON object")
+        count = 0
         for resource_logs in _items(document, "resourceLogs", "resource_logs"):
             for scope_logs in _items(resource_logs, "scopeLogs", "scope_logs"):
                 for record in _items(scope_logs, "logRecords", "log_records"):
                     _hex_ids_to_base64(record)
+                    count += 1
+        check_count(count, limits)
         request = ExportLogsServiceRequest()
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     # ValueError: invalid UTF-8 inside a string (msgspec), a value protobuf's parser cannot
