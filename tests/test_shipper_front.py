@@ -1,6 +1,7 @@
-"""Both shipper doors under overload, in-process: with the ingest queue full they answer 429
-with ``Retry-After`` in their protocol's shape (OTLP: a ``google.rpc.Status``; Loki: a line of
-text), store nothing, and the same request sent again once the queue drains is stored once."""
+"""Both shipper doors in front of an in-process server: the publish token guards them, and with
+the ingest queue full they answer 429 with ``Retry-After`` in their protocol's shape (OTLP: a
+``google.rpc.Status``; Loki: a line of text), store nothing, and the same request sent again once
+the queue drains is stored once."""
 
 from __future__ import annotations
 
@@ -75,3 +76,25 @@ async def test_a_full_queue_is_429_with_retry_after_and_a_resend_is_stored_once(
                 assert pushed.status_code == 204
             stats = await server.stats()
     assert (stats["received"], stats["unique_processed"], stats["duplicate_dropped"]) == (6, 4, 2)
+
+
+async def test_the_publish_token_guards_both_doors(tmp_path: Path) -> None:
+    async with open_server(tmp_path / "data", publish_token="p-token", read_token="r") as server:
+        with trio.fail_after(30):
+            for path, body, ok in (
+                ("/v1/logs", otlp_body(), 200),
+                ("/loki/api/v1/push", loki_body(), 204),
+            ):
+                bare = await server.client.post(path, content=body, headers=PROTOBUF)
+                assert bare.status_code == 401
+                assert "AGGREGATOR_PUBLISH_TOKEN" in bare.json()["message"]
+                wrong = {**PROTOBUF, "Authorization": "Bearer r"}  # the read token
+                assert (
+                    await server.client.post(path, content=body, headers=wrong)
+                ).status_code == 401
+                right = {**PROTOBUF, "Authorization": "Bearer p-token"}
+                assert (
+                    await server.client.post(path, content=body, headers=right)
+                ).status_code == ok
+            stats = await server.client.get("/stats", headers={"Authorization": "Bearer r"})
+    assert stats.json()["unique_processed"] == 2
