@@ -13,6 +13,7 @@ import trio
 from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.integrity import IntegrityMonitor, run_integrity_check
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
 from aggregator.actors.syslog import SyslogDoor
@@ -34,9 +35,11 @@ from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.store import (
     Clock,
+    IntegrityCheck,
     Retention,
     WriteStore,
     describe_store,
+    open_integrity_check,
     open_reader,
     open_store,
     utc_now,
@@ -128,9 +131,13 @@ async def serve(
     started = time.perf_counter()
     store: WriteStore = await trio.to_thread.run_sync(partial(open_store, config, clock=clock))
     LOGGER.info("opened the store in %.3f s", time.perf_counter() - started)
+    check = open_integrity_check(config)
+    integrity = IntegrityMonitor(shutdown.set, checking=check is not None)
     try:
-        async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
-            await _run_pipeline(config, store, readers, shutdown, task_status)
+        pool = open_reader_pool(partial(open_reader, config), config.readers, integrity.damaged)
+        async with pool as readers:
+            await _run_pipeline(config, store, readers, shutdown, integrity, check, task_status)
+        integrity.raise_damage()  # a reader or the check found it: the process exits 1
     finally:
         store.close()
     LOGGER.info("stopped; the store is closed")
@@ -145,6 +152,21 @@ async def _stop_on_crash(shutdown: trio.Event) -> None:
         await shutdown.wait()
     finally:
         shutdown.set()
+
+
+async def _check_integrity(
+    check: IntegrityCheck, integrity: IntegrityMonitor, shutdown: trio.Event
+) -> None:
+    """The background integrity check, cut short when the server stops."""
+    async with trio.open_nursery() as nursery:
+
+        async def stop() -> None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop)
+        await run_integrity_check(check, integrity)
+        nursery.cancel_scope.cancel()
 
 
 async def _start_syslog(
@@ -173,6 +195,8 @@ async def _run_pipeline(
     store: WriteStore,
     readers: ReaderPool,
     shutdown: trio.Event,
+    integrity: IntegrityMonitor,
+    check: IntegrityCheck | None,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     monitor = WriterMonitor(config.stall_seconds)
@@ -238,9 +262,12 @@ async def _run_pipeline(
             config.heartbeat_seconds,
             config.max_subscribers,
             incidents,
+            integrity,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
         LOGGER.info("listening on %s (store %s)", url, describe_store(config))
         task_status.started(Running(url, port, monitor, hub, *syslog_ports))
+        if check is not None:  # after "ready": a large store takes seconds to check
+            nursery.start_soon(_check_integrity, check, integrity, shutdown)

@@ -50,6 +50,7 @@ NON_DEFAULT = {
     "shutdown_grace_seconds": "2.5",
     "cache_mib": "9",
     "readers": "2",
+    "integrity_check": "off",
     "database_url": "postgresql://u@h/db",
     "log_level": "debug",
     "heartbeat_seconds": "0.5",

@@ -44,6 +44,7 @@ MODULES = ("aggregator", "simulator", "tui", "bench", "mutation")
 KNOWN_MODULES = {"pytest", "pip"}
 # Tools the docs may show that are not ours: each is documented by its own project.
 KNOWN_TOOLS = {"curl", "createdb", "psql", "sudo", "logger", "rsyslogd", "pip", "export", "cd"}
+KNOWN_TOOLS |= {"sqlite3"}  # the store's own shell (docs/reliability.md, "A damaged store")
 SETTINGS = {
     "AGGREGATOR_": [env_name(f, "AGGREGATOR_") for f in dataclasses.fields(Config)],
     "SIMULATOR_": [env_name(f, SIMULATOR_PREFIX) for f in dataclasses.fields(SimulatorOptions)],

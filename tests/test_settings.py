@@ -26,7 +26,7 @@ import trio.testing
 
 from aggregator.config import Config
 from aggregator.service import Running, serve
-from aggregator.store import open_store
+from aggregator.store import open_integrity_check, open_store
 from tests.conftest import Server, open_server
 from tests.sse import open_stream
 from tests.support import ROOT, ServerProcess, event, wait_for
@@ -218,9 +218,21 @@ async def check_readers(tmp_path: Path) -> None:
 
     counts = []
     for readers in (1, 3):
-        async with open_server(tmp_path / str(readers), readers=readers) as server:
+        # No integrity check: its connection, open for a moment after start-up, would count.
+        settings = {"readers": readers, "integrity_check": "off"}
+        async with open_server(tmp_path / str(readers), **settings) as server:
             counts.append(connections(server.config.database_path))
     assert counts[1] - counts[0] == 2
+
+
+async def check_integrity_check(tmp_path: Path) -> None:
+    # Off: nothing checks the store and /readyz says so (by default: pending, running, passed).
+    async with open_server(tmp_path, integrity_check="off") as server:
+        ready = (await server.client.get("/readyz")).json()
+    assert ready == {"status": "ok", "integrity_check": "off"}
+    full = open_integrity_check(Config(data_dir=tmp_path, integrity_check="full"))
+    assert full is not None and full.pragma == "integrity_check"  # quick_check by default
+    await trio.to_thread.run_sync(full.run)  # the store passes it
 
 
 def _target(fd: Path) -> str:

@@ -25,7 +25,7 @@ from aggregator.actors.readers import ReaderPool
 from aggregator.actors.replay import ReplayCache
 from aggregator.actors.sse import Frame, encode_all
 from aggregator.incidents import Incidents
-from aggregator.store import ReadStore, StoreUnavailable
+from aggregator.store import ReadStore, StoreDamaged, StoreUnavailable
 
 LOGGER = logging.getLogger(__name__)
 TAIL_PAGE = 1000  # rows per tail read; a commit larger than this takes several reads
@@ -206,6 +206,8 @@ async def run_tail(
             try:
                 head = await _skip_unwatched(hub, readers, cursor)
                 cursor = head if head is not None else await _read_new(hub, readers, cursor)
+            except StoreDamaged:
+                pass  # reported by the reader pool: the server is stopping
             except Exception as exc:
                 incidents.record("tail", exc, f"reading the events after seq {cursor}")
 

@@ -21,6 +21,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.actors.hub import Hub
+from aggregator.actors.integrity import IntegrityMonitor
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
@@ -36,7 +37,7 @@ from aggregator.messages import (
     Submission,
     Unavailable,
 )
-from aggregator.store import StoreUnavailable
+from aggregator.store import StoreDamaged, StoreUnavailable
 
 LOGGER = logging.getLogger(__name__)
 MAX_PAGE = 1000
@@ -60,6 +61,7 @@ class Front:
     heartbeat_seconds: float
     max_subscribers: int
     incidents: Incidents
+    integrity: IntegrityMonitor | None = None  # None: no store check (tests of the routes)
 
     async def submit(
         self, body: bytes, headers: Mapping[str, str], decode: Decoder
@@ -198,8 +200,11 @@ def create_app(front: Front) -> QuartTrio:
     @app.get("/readyz")
     async def health() -> Response:
         writer = front.writer.statistics()
+        integrity = front.integrity.statistics() if front.integrity is not None else None
         reason = None
-        if not writer.running:
+        if integrity is not None and integrity.damage is not None:
+            reason = integrity.damage
+        elif not writer.running:
             reason = "the writer is not running"
         elif writer.last_error is not None:
             reason = f"the last transaction failed: {writer.last_error}"
@@ -213,13 +218,19 @@ def create_app(front: Front) -> QuartTrio:
                 await front.readers.run(lambda r: r.ping())
             except StoreUnavailable as exc:
                 reason = f"the store does not answer reads: {exc}"
+            except StoreDamaged as exc:
+                reason = str(exc)
+        # /readyz adds how the background integrity check stands (/health keeps its contract).
+        detail = {}
+        if integrity is not None and request.path == "/readyz":
+            detail = {"integrity_check": integrity.check}
         if reason is not None:
             return json_response(
-                {"status": "unavailable", "reason": reason},
+                {"status": "unavailable", "reason": reason, **detail},
                 503,
                 {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        return json_response({"status": "ok"})
+        return json_response({"status": "ok", **detail})
 
     document = msgspec.json.encode(openapi_document(__version__))
 
@@ -241,6 +252,11 @@ def create_app(front: Front) -> QuartTrio:
                 retry_after=RETRY_AFTER_SECONDS,
             )
         )
+
+    @app.errorhandler(StoreDamaged)
+    async def store_damaged(exc: StoreDamaged) -> Response:
+        # Not "retry later": the server is stopping, and no retry can read a damaged page.
+        return reject(Rejection(503, "store_damaged", f"{exc}; the server is stopping"))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(exc: RequestEntityTooLarge) -> Response:

@@ -132,6 +132,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
         size = await front.readers.run(lambda r: r.size_bytes())
         hub = front.hub.statistics()
         queue = front.ingest.statistics()
+        integrity = front.integrity.statistics() if front.integrity is not None else None
         snapshot = Snapshot(
             received=counters.received,
             stored=counters.unique_processed,
@@ -144,5 +145,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             subscribers_lagged=hub.lagged,
             tail_reads=hub.tail_reads,
             database_bytes=size,
+            integrity_check=integrity.check if integrity is not None else "off",
+            integrity_seconds=integrity.seconds if integrity is not None else None,
         )
         return Response(front.metrics.render(snapshot), content_type=CONTENT_TYPE)

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aggregator.actors.integrity import STATES
 from aggregator.actors.syslog import RESULTS, TRANSPORTS
 from aggregator.incidents import STAGES
 from aggregator.messages import EventRecord
@@ -43,6 +44,8 @@ class Snapshot:
     subscribers_lagged: int
     tail_reads: int
     database_bytes: int
+    integrity_check: str = "off"  # the background check's state, one of STATES
+    integrity_seconds: float | None = None  # how long it took, once finished
 
 
 class _SnapshotCollector(Collector):
@@ -97,6 +100,21 @@ class _SnapshotCollector(Collector):
             "disk space of the store (SQLite: file and WAL; PostgreSQL: the database)",
             value=s.database_bytes,
         )
+        check = GaugeMetricFamily(
+            "aggregator_store_integrity_check",
+            "the store's background integrity check (PRAGMA quick_check): 1 for its state now; "
+            "damaged stops the server",
+            labels=["state"],
+        )
+        for state in STATES:
+            check.add_metric([state], 1 if state == s.integrity_check else 0)
+        yield check
+        if s.integrity_seconds is not None:
+            yield GaugeMetricFamily(
+                "aggregator_store_integrity_check_seconds",
+                "how long the finished integrity check took",
+                value=s.integrity_seconds,
+            )
 
 
 class Metrics:

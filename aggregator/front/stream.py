@@ -35,7 +35,7 @@ from aggregator.actors.sse import (
     internal_error,
 )
 from aggregator.incidents import Incidents
-from aggregator.store import StoreUnavailable
+from aggregator.store import StoreDamaged, StoreUnavailable
 
 REPLAY_PAGE = 1000
 
@@ -85,6 +85,10 @@ async def _stream(
                     frames, cursor, ended = await _replay(hub, readers, topic, cursor)
                 except StoreUnavailable:
                     yield STORE_UNAVAILABLE
+                    return
+                except StoreDamaged as exc:  # reported by the reader pool: the server stops
+                    reason = str(exc).replace("\n", " ")
+                    yield f": {reason}; the server is stopping\n\n".encode()
                     return
                 if frames:
                     yield b"".join(frame.data for frame in frames)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,13 @@ from aggregator.store.base import (
 )
 from aggregator.store.checkpointer import Checkpointer
 from aggregator.store.lock import StoreLock
-from aggregator.store.sqlite_reader import SQLiteReader, describe
+from aggregator.store.sqlite_reader import (
+    SQLiteReader,
+    damaged,
+    describe,
+    is_damage,
+    reading,
+)
 from aggregator.store.sqlite_schema import KeyHash, identify, key_hash, migrate
 
 LOGGER = logging.getLogger(__name__)
@@ -57,6 +64,14 @@ def wal_restart_pages(max_bytes: int) -> int:
     return min(WAL_RESTART_PAGES, max(MIN_WAL_RESTART_PAGES, max_bytes // 8 // 4096))
 
 
+# A reader's snapshot older than the WAL's end (the integrity check holds one for seconds on a
+# large store) makes a RESTART checkpoint wait the whole busy timeout, and fail: the WAL bound
+# waits this long for readers, and after a failure lets this much time pass before it tries again.
+BOUND_WAIT_MS = 100
+BOUND_RETRY_SECONDS = 1.0
+BUSY_TIMEOUT_MS = 5000
+
+
 # Recent keys kept in memory before buckets of them are merged into the keys table (~100 B each).
 RECENT_KEYS = 256_000
 
@@ -69,6 +84,7 @@ def _identify(path: Path) -> int:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         return identify(conn, path)
     except sqlite3.DatabaseError as exc:
+        # Damage or not, a file whose schema cannot be read may be another program's: refused.
         raise StoreMismatch(
             f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
         ) from exc
@@ -105,6 +121,7 @@ class SQLiteStore:
         self._next_bucket = 0
         self._wal = path.with_name(path.name + "-wal")
         self._wal_bound = 2 * wal_pages * 4096  # one checkpoint's worth, at the most
+        self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try
         self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
@@ -121,12 +138,14 @@ class SQLiteStore:
             conn.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
             conn.execute("PRAGMA wal_autocheckpoint = 0")  # the Checkpointer's thread does it
             conn.execute(f"PRAGMA journal_size_limit = {wal_pages * 4096}")
-            conn.execute("PRAGMA busy_timeout = 5000")
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             migrate(conn, path, version)
             self._recent = sqlite_keys.load(conn, hash_key)
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._lock.release()
+            if is_damage(exc):  # identified as ours above: damaged, not foreign
+                raise damaged(exc, path) from exc
             raise StoreMismatch(
                 f"{path} cannot be opened as the aggregator's store: {describe(exc)}"
             ) from exc
@@ -139,7 +158,9 @@ class SQLiteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable)."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on an SQLite error (StoreUnavailable;
+        StoreDamaged when the file is damaged)."""
+        self._checkpointer.raise_damage()
         with self._checkpointer.pause:
             cur = self._conn.cursor()
             committing = False
@@ -151,6 +172,8 @@ class SQLiteStore:
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback(exc)
+                if is_damage(exc):
+                    raise damaged(exc, self.path) from exc
                 # An error at COMMIT (an I/O error while syncing) may come after the frames
                 # reached the WAL: recovery may then bring the transaction back.
                 raise StoreUnavailable(describe(exc), maybe_stored=committing) from exc
@@ -162,13 +185,24 @@ class SQLiteStore:
     def _bound_wal(self, cur: sqlite3.Cursor) -> None:
         """If the checkpointer fell behind (starved of CPU, or readers held old snapshots) and
         the WAL grew past twice its restart size, checkpoint it here and let it start over: a
-        size limit holds within one checkpoint's worth whatever the threads do."""
+        size limit holds within one checkpoint's worth whatever the threads do — but a reader
+        that holds a snapshot for seconds (the integrity check) holds the WAL too: then the
+        transactions go on, waiting ``BOUND_WAIT_MS`` once per ``BOUND_RETRY_SECONDS`` at most,
+        not the busy timeout each."""
+        if time.monotonic() < self._bound_retry_at:
+            return
         try:
             size = self._wal.stat().st_size
         except FileNotFoundError:
             return
         if size > self._wal_bound:
-            cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            cur.execute(f"PRAGMA busy_timeout = {BOUND_WAIT_MS}")
+            try:
+                busy, _, _ = cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            if busy:
+                self._bound_retry_at = time.monotonic() + BOUND_RETRY_SECONDS
 
     def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
         received_at = utc_text(self._clock())
@@ -213,6 +247,11 @@ class SQLiteStore:
         """A retention step when one is due (first: it frees space), then the merge of one
         bucket of recent keys into the index when they are many, or when its keys of expired
         events are: each in a short transaction of its own."""
+        with reading(self.path):  # its reads outside a transaction; damage is fatal here too
+            return self._maintain(retention, max_events, reclaim=reclaim)
+
+    def _maintain(self, retention: Retention, max_events: int, *, reclaim: bool) -> Upkeep:
+        self._checkpointer.raise_damage()  # met on its thread: the writer's upkeep reports it
         expired, now = 0, self._clock()
         # With a size limit, the disk's free space is part of it: below a reserve of two
         # checkpoints' worth, the oldest events go as if the limit were reached.
@@ -241,6 +280,10 @@ class SQLiteStore:
             if self._conn.in_transaction:  # SQLite may have rolled back already (e.g. FULL)
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error as exc:
+            if isinstance(cause, sqlite3.Error) and is_damage(cause):
+                raise damaged(cause, self.path) from exc
+            if is_damage(exc):
+                raise damaged(exc, self.path) from exc
             reason = describe(cause) if isinstance(cause, sqlite3.Error) else repr(cause)
             raise StoreBroken(f"rollback after {reason} failed: {describe(exc)}") from exc
 

@@ -9,9 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aggregator.messages import StoredEvent
-from aggregator.store.base import Counters, StoreUnavailable, TopicCounts
+from aggregator.store.base import Counters, StoreDamaged, StoreUnavailable, TopicCounts
 
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
+# The primary result codes that say the file itself is damaged (extended codes such as
+# SQLITE_CORRUPT_INDEX share them in their low byte): no retry can help.
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
 def describe(exc: sqlite3.Error) -> str:
@@ -19,11 +22,23 @@ def describe(exc: sqlite3.Error) -> str:
     return f"{exc} ({name})" if name else str(exc)
 
 
+def is_damage(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in DAMAGE_CODES
+
+
+def damaged(exc: sqlite3.Error, path: Path) -> StoreDamaged:
+    return StoreDamaged(describe(exc), str(path))
+
+
 @contextmanager
-def _reading() -> Iterator[None]:
+def reading(path: Path) -> Iterator[None]:
+    """SQLite errors as the store's: ``StoreDamaged`` (fatal) or ``StoreUnavailable``."""
     try:
         yield
     except sqlite3.Error as exc:
+        if is_damage(exc):
+            raise damaged(exc, path) from exc
         raise StoreUnavailable(describe(exc)) from exc
 
 
@@ -40,7 +55,7 @@ class SQLiteReader:
         )
 
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with _reading():
+        with reading(self._path):
             return self._events(topic, after, limit, offset)
 
     def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
@@ -58,7 +73,7 @@ class SQLiteReader:
         return [StoredEvent(*row) for row in rows]
 
     def counters(self) -> Counters:
-        with _reading():
+        with reading(self._path):
             return self._counters()
 
     def _counters(self) -> Counters:
@@ -79,7 +94,7 @@ class SQLiteReader:
         return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
-        with _reading():
+        with reading(self._path):
             return [
                 TopicCounts(*row)
                 for row in self._conn.execute(
@@ -88,12 +103,12 @@ class SQLiteReader:
             ]
 
     def head(self) -> int:
-        with _reading():
+        with reading(self._path):
             (head,) = self._conn.execute("SELECT last_seq FROM counters").fetchone()
         return int(head)
 
     def ping(self) -> None:
-        with _reading():
+        with reading(self._path):
             self._conn.execute("SELECT 1 FROM counters").fetchone()
 
     def size_bytes(self) -> int:
