@@ -198,6 +198,10 @@ def test_hostile_pushes_are_refused_whole_with_loki_shaped_errors(door: Door) ->
     )
     _assert_refused(door, b'{"streams": 1}', json_headers, 400, "Loki's shape")
     _assert_refused(door, _push(), {"Content-Type": "text/plain"}, 415, "application/x-protobuf")
+    over = door.http.post(
+        "/loki/api/v1/push", content=b"\0" * (4 * 1024 * 1024 + 1), headers=PROTOBUF
+    )
+    assert over.status_code == 413  # refused as it arrives, before the route reads it
     assert door.events("hostile") == []
     assert door.http.post("/loki/api/v1/push", content=_push(), headers=PROTOBUF).status_code == 204
     door.assert_healthy()
