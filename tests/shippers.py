@@ -3,7 +3,8 @@ the per-door metrics, read over HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import resource
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ServerProcess, running_server
+from tests.support import ServerProcess, event, running_server
 
 COUNTED = ("received", "unique_processed", "duplicate_dropped")
 
@@ -60,3 +61,25 @@ def shipper_server(data: Path, *args: str) -> Iterator[Door]:
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
         yield Door(server, http)
+
+
+def fill_disk(door: Door, data: Path) -> Callable[[], None]:
+    """Fill the server's disk: its ``RLIMIT_FSIZE``, lowered from outside (as in
+    ``test_faults.py``) to leave under 256 KiB, then used up by ``/publish`` until the store
+    answers 503. The result gives the space back."""
+    pid = door.server.proc.pid
+    hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
+    sizes = [p.stat().st_size for p in data.iterdir() if p.name.startswith("aggregator")]
+    resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(sizes) + 256 * 1024, hard))
+    filler = {"text": "x" * 2000}
+    for i in range(400):
+        batch = [event("filler", f"{i}-{j}", payload=filler) for j in range(50)]
+        if door.http.post("/publish", json=batch).status_code == 503:
+            break
+    else:
+        raise AssertionError("the file size limit was never reached")
+
+    def give_back() -> None:
+        resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+
+    return give_back

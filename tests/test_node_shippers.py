@@ -10,11 +10,12 @@ import json
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.shippers import Door, shipper_server
-from tests.support import ROOT
+from tests.shippers import Door, fill_disk, shipper_server
+from tests.support import ROOT, wait_for
 
 NODE_DIR = ROOT / "tests" / "node"
 
@@ -90,3 +91,43 @@ def test_winston_loki_pushes_are_stored_once(
     assert first["payload"]["labels"] == {"level": "info", "job": mode, "host": "node-host"}
     assert second["payload"]["labels"]["extra"] == "x"
     assert first["payload"]["line"].startswith("first")
+
+
+def test_winston_loki_keeps_a_refused_push_and_sends_it_once_space_returns(
+    node: str, tmp_path: Path
+) -> None:
+    """The disk is full: the push is answered 503; winston-loki keeps the batch, and sends it
+    again when it is closed after space returned. Each entry is stored once."""
+    with shipper_server(tmp_path, "--probe-seconds", "0.05") as door:
+        give_back = fill_disk(door, tmp_path)
+        with subprocess.Popen(
+            [node, str(NODE_DIR / "clients.cjs"), "winston-loki-retry", door.url, "retried"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as client:
+            assert client.stdout is not None and client.stdin is not None
+            try:
+                assert client.stdout.readline().strip() == "refused"
+                refused = door.metric(
+                    "aggregator_publish_rejected_total", reason="unavailable", protocol="loki"
+                )
+                assert refused >= 1
+                assert door.events("retried") == []  # a refused push stores nothing
+                give_back()
+                wait_for(lambda: door.http.get("/health").status_code == 200, "space to return")
+                client.stdin.write("go\n")
+                client.stdin.flush()
+                said = json.loads(client.stdout.readline())
+                assert client.wait(timeout=60) == 0
+            finally:
+                client.kill()
+        assert said["refusals"] >= 1
+        events = door.events("retried")
+        assert sorted(e["payload"]["line"].split()[1] for e in events) == sorted(
+            str(i) for i in range(20)
+        )
+        assert (
+            door.metric("aggregator_publish_events_total", protocol="loki", result="duplicate") == 0
+        )
+        door.assert_healthy()

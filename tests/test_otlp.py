@@ -8,7 +8,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import resource
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -38,8 +37,8 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from tests.shippers import Door, shipper_server
-from tests.support import event, wait_for
+from tests.shippers import Door, fill_disk, shipper_server
+from tests.support import wait_for
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
 NS = 1_796_000_000_123_456_789  # 2026-11-30T00:53:20.123456789Z: nanoseconds below the microsecond
@@ -335,17 +334,7 @@ def test_the_sdk_retries_a_503_and_its_records_are_stored_once(tmp_path: Path) -
     the door answers 503 with Retry-After, the SDK's exporter waits and retries on its own, and
     once space returns its records are stored, once each."""
     with shipper_server(tmp_path, "--probe-seconds", "0.05") as door:
-        pid = door.server.proc.pid
-        hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)[1]
-        sizes = [p.stat().st_size for p in tmp_path.iterdir() if p.name.startswith("aggregator")]
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(sizes) + 256 * 1024, hard))
-        filler = {"text": "x" * 2000}
-        for i in range(400):  # fill the room left with /publish until the store refuses
-            batch = [event("filler", f"{i}-{j}", payload=filler) for j in range(50)]
-            if door.http.post("/publish", json=batch).status_code == 503:
-                break
-        else:
-            pytest.fail("the file size limit was never reached")
+        give_back = fill_disk(door, tmp_path)
         exporter = ProtobufExporter(endpoint=f"{door.url}/v1/logs", timeout=60)
         outcome: list[LogRecordExportResult] = []
         records: list[ReadableLogRecord] = []
@@ -365,7 +354,7 @@ def test_the_sdk_retries_a_503_and_its_records_are_stored_once(tmp_path: Path) -
                 "the door to answer the SDK 503",
             )
         finally:
-            resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+            give_back()
         sender.join(timeout=60)
         assert outcome == [LogRecordExportResult.SUCCESS]
         assert [e["payload"]["body"] for e in door.events("retried")] == [

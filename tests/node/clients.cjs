@@ -75,7 +75,36 @@ async function winstonLoki (json) {
   process.exit(errors.length === 0 ? 0 : 1)
 }
 
+async function winstonLokiRetry () {
+  // Pushes while the server refuses (the test has filled its disk): winston-loki keeps the
+  // refused batch and sends it again. Says "refused" once a push failed, then waits for a line
+  // on stdin (space is back) and closes the transport, which sends what it kept.
+  const winston = require('winston')
+  const LokiTransport = require('winston-loki')
+  const errors = []
+  let refused
+  const firstRefusal = new Promise((resolve) => { refused = resolve })
+  const transport = new LokiTransport({
+    host: url,
+    labels: { job: name, host: 'node-host' },
+    replaceTimestamp: false,
+    interval: 0.05,
+    onConnectionError: (err) => { errors.push(String(err)); refused() }
+  })
+  const logger = winston.createLogger({ transports: [transport] })
+  for (let i = 0; i < 20; i++) {
+    logger.info({ message: `kept ${i} ` + 'y'.repeat(20000), timestamp: '2026-11-30T10:00:00.123Z' })
+  }
+  await firstRefusal
+  console.log('refused')
+  await new Promise((resolve) => process.stdin.once('data', resolve))
+  await transport.close()
+  console.log(JSON.stringify({ refusals: errors.length }))
+  process.exit(0)
+}
+
 const modes = {
+  'winston-loki-retry': () => winstonLokiRetry(),
   'otlp-http': () => otlp('http'),
   'otlp-proto': () => otlp('proto'),
   'winston-loki-proto': () => winstonLoki(false),
