@@ -28,7 +28,9 @@ from aggregator.front.auth import BearerAuth, Tokens
 from aggregator.front.elastic import ElasticRoute
 from aggregator.front.guard import Guard
 from aggregator.front.live import SubscribeLimit, observe_request, register_live_routes
+from aggregator.front.loki import register_loki_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
+from aggregator.front.otlp import register_otlp_routes
 from aggregator.front.publish import PublishRoute
 from aggregator.front.server import HttpServer
 from aggregator.incidents import Incidents
@@ -88,6 +90,8 @@ def create_routes(front: Front, config: Config) -> QuartTrio:
     """Every Quart route of the front; ``POST /publish`` is ``PublishRoute``, in front of it."""
     quart_app = create_app(front)
     register_live_routes(quart_app, front)
+    register_otlp_routes(quart_app, front)
+    register_loki_routes(quart_app, front)
     quart_app.config["BODY_TIMEOUT"] = config.read_timeout_seconds  # the whole body: 408 after
     return quart_app
 

@@ -63,6 +63,8 @@ def test_every_server_setting_is_in_the_operating_page(field: str) -> None:
     "route",
     [
         "POST /publish",
+        "POST /v1/logs",
+        "POST /loki/api/v1/push",
         "GET /events",
         "GET /stats",
         "GET /health",

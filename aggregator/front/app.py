@@ -31,7 +31,6 @@ from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body
 from aggregator.incidents import Incidents, internal_message
 from aggregator.messages import (
-    Accepted,
     Decoder,
     Detail,
     PublishOutcome,
@@ -114,10 +113,10 @@ class Front:
     streams: StreamCount = field(default_factory=StreamCount)
 
     async def submit(
-        self, body: bytes, headers: Mapping[str, str], decode: Decoder, protocol: str = "publish"
+        self, body: bytes, headers: Mapping[str, str], decode: Decoder
     ) -> PublishOutcome:
         """Hand a request to the workers and wait for its outcome; 429 when the queue is full.
-        ``protocol`` names the front door in the metrics."""
+        Each door counts its outcome in the metrics under its own ``protocol``."""
         reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
         if self.intake.cutoff.is_set():
             return Unavailable("the server is shutting down")
@@ -136,10 +135,7 @@ class Front:
             return Unavailable("the server is shutting down")
         with self.intake.hold():
             async with reply_recv:
-                outcome = await reply_recv.receive()
-        if isinstance(outcome, Accepted):
-            self.metrics.count_published(protocol, outcome.stored, outcome.duplicates)
-        return outcome
+                return await reply_recv.receive()
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

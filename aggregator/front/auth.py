@@ -24,7 +24,7 @@ import msgspec
 
 LOGGER = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/health", "/livez", "/readyz", "/openapi.json"})
-PUBLISH_PATHS = frozenset({"/publish"})
+PUBLISH_PATHS = frozenset({"/publish", "/v1/logs", "/loki/api/v1/push"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,8 +103,12 @@ class ElasticRoute:
                 break
         answers = BulkItems()
         decode = partial(decode_bulk, url_index=index, out=answers)
-        outcome = await self._front.submit(body, headers, decode, PROTOCOL)
+        outcome = await self._front.submit(body, headers, decode)
         if isinstance(outcome, Accepted):
+            refused = sum(item.event is None for item in answers.items)
+            self._front.metrics.count_published(
+                PROTOCOL, outcome.stored, outcome.duplicates, refused
+            )
             took = round((time.perf_counter() - started) * 1000)
             if answers.actions:
                 return 200, _usual_items(answers.actions, answers.events, outcome, took)
@@ -119,7 +123,7 @@ class ElasticRoute:
         else:
             status, reason = outcome.status, outcome.message
             kind = _ERROR_TYPES.get(outcome.error, outcome.error)
-        self._front.metrics.rejected.labels(PROTOCOL, kind).inc()
+        self._front.metrics.count_rejected(PROTOCOL, kind)
         return status, _error(status, kind, reason)
 
     def _items(self, items: list[Item], outcome: Accepted, took: int) -> bytes:
@@ -128,7 +132,6 @@ class ElasticRoute:
         flags = outcome.stored_flags
         out = []
         errors = False
-        refused = 0
         heads: dict[tuple[str, str | None], bytes] = {}  # (action, index) -> encoded
         for item in items:
             key = (item.action, item.index)
@@ -143,7 +146,6 @@ class ElasticRoute:
                 error = _ENCODE({"type": item.error, "reason": item.reason})
                 out.append(head + b',"status":%d,"error":%s}}' % (item.status, error))
                 errors = True
-                refused += 1
             elif flags[item.event]:
                 out.append(head + _CREATED)
             elif item.action == "create":
@@ -151,8 +153,6 @@ class ElasticRoute:
                 errors = True
             else:  # index of a stored key: nothing is written, and the answer says so
                 out.append(head + _NOOP)
-        if refused:
-            self._front.metrics.published.labels(PROTOCOL, "refused").inc(refused)
         return b'{"took":%d,"errors":%s,"items":[%s]}' % (
             took,
             b"true" if errors else b"false",

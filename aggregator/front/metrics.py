@@ -117,6 +117,10 @@ class _SnapshotCollector(Collector):
             )
 
 
+# The publish route of each front door with a fixed path, and its ``protocol`` label.
+DOORS = {"/publish": "publish", "/v1/logs": "otlp", "/loki/api/v1/push": "loki"}
+
+
 class Metrics:
     """The service's own registry and the metrics observed as things happen."""
 
@@ -136,8 +140,9 @@ class Metrics:
         )
         self.published = Counter(
             "aggregator_publish_events",
-            "events of acknowledged publish requests, by front door (protocol) and result "
-            "(stored, duplicate; refused: an item a bulk request refused alone)",
+            "events of acknowledged publish requests, by front door (protocol) and result: "
+            "stored, duplicate, refused (an item a bulk request refused alone, or a record an "
+            "OTLP partial success left out)",
             ["protocol", "result"],
             registry=self.registry,
         )
@@ -179,6 +184,17 @@ class Metrics:
             registry=self.registry,
         )
 
+    def count_rejected(self, protocol: str, reason: str) -> None:
+        """A refused publish request; ``protocol`` names its door (publish, otlp, loki, ...)."""
+        self.rejected.labels(protocol, reason).inc()
+
+    def count_published(
+        self, protocol: str, stored: int, duplicates: int, refused: int = 0
+    ) -> None:
+        """An acknowledged publish request of the door ``protocol``."""
+        for result, events in (("stored", stored), ("duplicate", duplicates), ("refused", refused)):
+            self.published.labels(protocol, result).inc(events)
+
     def count_syslog(self, transport: str, result: str, messages: int) -> None:
         if messages:
             self._syslog[transport, result].inc(messages)
@@ -189,18 +205,11 @@ class Metrics:
     def count_syslog_pending(self, delta: int) -> None:
         self.syslog_pending.inc(delta)
 
-    def count_published(self, protocol: str, stored: int, duplicates: int) -> None:
-        if stored:
-            self.published.labels(protocol, "stored").inc(stored)
-        if duplicates:
-            self.published.labels(protocol, "duplicate").inc(duplicates)
-
     def count_unauthorized(self, path: str) -> None:
         """A 401: counted as a refused publish when its path is a front door's publish route."""
-        if path == "/publish":
-            self.rejected.labels("publish", "unauthorized").inc()
-        elif path.endswith("/_bulk"):
-            self.rejected.labels("elasticsearch", "unauthorized").inc()
+        door = DOORS.get(path, "elasticsearch" if path.endswith("/_bulk") else None)
+        if door is not None:
+            self.count_rejected(door, "unauthorized")
 
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()

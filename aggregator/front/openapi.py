@@ -54,6 +54,28 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 
 READ_ERRORS = {"401": error("401"), "422": error("422"), "503": error("503")}
+
+
+def shipper_door(summary: str, success: dict[str, Any], media: list[str]) -> dict[str, Any]:
+    """A door that speaks a log shipper's protocol (docs/otlp.md, docs/loki.md): its bodies
+    and answers are that protocol's, so they are described, not modelled, here."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    described = {"description": "in the protocol's own shape (see the summary's page)"}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"publishToken": []}, {}],
+            "requestBody": {"required": True, "content": dict.fromkeys(media, binary)},
+            "responses": {
+                **success,
+                **{s: described for s in ("400", "413", "415", "500")},
+                "401": error("401"),
+                **{s: {**described, "headers": RETRY_AFTER} for s in ("429", "503")},
+            },
+        }
+    }
+
+
 PATHS: dict[str, Any] = {
     "/publish": {
         "post": {
@@ -74,6 +96,16 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/logs": shipper_door(
+        "OpenTelemetry logs, OTLP/HTTP (docs/otlp.md); 200 with partial_success once committed",
+        {"200": {"description": "an ExportLogsServiceResponse, in the request's encoding"}},
+        ["application/x-protobuf", JSON],
+    ),
+    "/loki/api/v1/push": shipper_door(
+        "Loki push, protobuf + snappy or JSON (docs/loki.md); 204 once committed",
+        {"204": {"description": "every entry is committed or was already stored"}},
+        ["application/x-protobuf", JSON],
+    ),
     "/events": {
         "get": {
             "summary": "Stored events ordered by seq, paged by cursor",

@@ -87,7 +87,7 @@ class PublishRoute:
         self, send: Any, status: int, body: PublishResult | ErrorBody, close: bool
     ) -> None:
         if isinstance(body, ErrorBody):
-            self._front.metrics.rejected.labels("publish", body.error).inc()
+            self._front.metrics.count_rejected("publish", body.error)
         await _answer(send, status, body, close=close)
 
     async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
@@ -121,6 +121,7 @@ class PublishRoute:
         held.enter_context(self._front.intake.hold())
         outcome = await self._front.submit(body, headers, decode_publish)
         if isinstance(outcome, Accepted):
+            self._front.metrics.count_published("publish", outcome.stored, outcome.duplicates)
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
             return 503, _unavailable(outcome)
