@@ -24,6 +24,7 @@ COUNTED = ("received", "unique_processed", "duplicate_dropped")
 FAULTY_LAUNCHER = """
 import os, sys
 from aggregator.__main__ import main
+from aggregator.decoders.elastic import decode_bulk
 from aggregator.front.app import Front
 from aggregator.messages import Rejection, Unavailable
 from aggregator.store import StoreUnavailable, sqlite
@@ -32,8 +33,9 @@ plan = [s for s in os.environ.get("AGGREGATOR_TEST_BULK_FAULTS", "").split(",") 
 fail_after_commit = []
 submit = Front.submit
 
-async def faulty(self, body, headers, decode, protocol="publish"):
-    if protocol == "elasticsearch" and plan:
+async def faulty(self, body, headers, decode):
+    bulk = getattr(decode, "func", None) is decode_bulk  # the bulk door's requests only
+    if bulk and plan:
         step = plan.pop(0)
         print("FAULT-PLAN", step, flush=True, file=sys.stderr)
         if step == "429":
@@ -42,7 +44,7 @@ async def faulty(self, body, headers, decode, protocol="publish"):
             return Unavailable("the test's fault plan says 503")
         if step == "stored-503":
             fail_after_commit.append(step)
-    return await submit(self, body, headers, decode, protocol)
+    return await submit(self, body, headers, decode)
 
 commit = sqlite.SQLiteStore.commit
 
