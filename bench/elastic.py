@@ -32,9 +32,9 @@ import httpx
 import msgspec
 import trio
 
+from bench.http import drive_http
 from bench.syslog import BATCH, TOPICS, publish_bodies
 from simulator.procs import running
-from simulator.rawhttp import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 _ENCODE = msgspec.json.Encoder().encode
@@ -61,29 +61,18 @@ def bulk_bodies(count: int, *, with_id: bool) -> list[bytes]:
     return out
 
 
+def _all_created(path: str, content: bytes) -> None:
+    if path != "/publish" and b'"errors":false' not in content[:40]:
+        raise RuntimeError(f"{path}: an item was not created: {content[:300]!r}")
+
+
 async def drive(url: str, path: str, pool: list[bytes], clients: int, seconds: float) -> float:
     """Acknowledged events per second over ``seconds``."""
-    acked = 0
-    queue = iter(pool)
     media = "application/json" if path == "/publish" else "application/x-ndjson"
-
-    async def client() -> None:
-        nonlocal acked
-        async with RawClient(url, 60) as http:
-            for body in queue:
-                response = await http.post(path, content=body, headers={"Content-Type": media})
-                if response.status_code != 200:
-                    raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
-                if path != "/publish" and b'"errors":false' not in response.content[:40]:
-                    raise RuntimeError(f"{path}: an item was not created: {response.text[:300]}")
-                acked += BATCH
-
-    started = time.perf_counter()
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(client)
-    return acked / (time.perf_counter() - started)
+    return await drive_http(
+        url, path, pool, per_body=BATCH, clients=clients, seconds=seconds,
+        headers={"Content-Type": media}, check=_all_created,
+    )  # fmt: skip
 
 
 ROWS = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -34,9 +33,9 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from aggregator.decoders.proto.loki_push_pb2 import EntryAdapter, PushRequest, StreamAdapter
+from bench.http import drive_http
 from bench.syslog import BATCH, TOPICS, publish_bodies
 from simulator.procs import running
-from simulator.rawhttp import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = 1_796_000_000_000_000_000
@@ -145,24 +144,10 @@ async def drive(
     url: str, path: str, headers: dict[str, str], pool: list[bytes], clients: int, seconds: float
 ) -> float:
     """Acknowledged records per second over ``seconds``."""
-    acked = 0
-    queue = iter(pool)
-
-    async def client() -> None:
-        nonlocal acked
-        async with RawClient(url, 60) as http:
-            for body in queue:
-                response = await http.post(path, content=body, headers=headers)
-                if response.status_code not in (200, 204):
-                    raise RuntimeError(f"{path}: {response.status_code} {response.text[:200]}")
-                acked += BATCH
-
-    started = time.perf_counter()
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(client)
-    return acked / (time.perf_counter() - started)
+    return await drive_http(
+        url, path, pool, per_body=BATCH, clients=clients, seconds=seconds, headers=headers,
+        ok=(200, 204),
+    )  # fmt: skip
 
 
 def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int]:
