@@ -66,8 +66,15 @@ class Refused(Exception):
 
 
 def content_id(document: bytes) -> str:
-    """The BLAKE2b-128 hex digest of the document's canonical JSON (keys sorted, compact)."""
-    canonical = _CANONICAL.encode(_ANY.decode(document))
+    """The BLAKE2b-128 hex digest of the document's canonical JSON (keys sorted, compact).
+    Refused for a number no double holds (``1e400``): it has no canonical form here."""
+    try:
+        canonical = _CANONICAL.encode(_ANY.decode(document))
+    except msgspec.ValidationError as exc:  # a number out of range (a 500 before)
+        raise Refused(
+            f"the document has no content id ({exc}): numbers must fit a 64-bit float; "
+            "give the action an _id to store it as received"
+        ) from None
     return hashlib.blake2b(canonical, digest_size=ID_DIGEST_BYTES).hexdigest()
 
 

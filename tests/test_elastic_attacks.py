@@ -1,0 +1,47 @@
+"""Attacks on the Elasticsearch door (issue 13), each against a real server process: what a
+specialist tried that the door got wrong, kept as regression tests. A bad item is a per-item
+400 naming the rule, never a 5xx; a refused request stores nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.elastic import Door, elastic_server
+
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture(scope="module")
+def door(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    with elastic_server(tmp_path_factory.mktemp("attacks")) as door:
+        yield door
+        door.assert_healthy()
+
+
+def bulk(door: Door, body: bytes, path: str = "/_bulk", **headers: str) -> httpx.Response:
+    return door.http.post(path, content=body, headers={**NDJSON, **headers})
+
+
+def statuses(answer: Any) -> list[tuple[str, int]]:
+    return [(name, item["status"]) for entry in answer["items"] for name, item in entry.items()]
+
+
+def test_a_number_no_double_holds_is_refused_alone_not_a_500(door: Door) -> None:
+    """``1e400`` without an ``_id``: the content hash could not decode it, and the request got
+    a 500 (to rsyslog, a cut answer: it resent the poison batch for ever)."""
+    body = (
+        b'{"create":{}}\n{"n":1e400}\n'
+        b'{"create":{"_id":"kept"}}\n{"n":1e400}\n'  # with an _id: stored as received
+        b'{"create":{}}\n{"n":1}\n'
+    )
+    response = bulk(door, body, "/huge-number/_bulk")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert statuses(answer) == [("create", 400), ("create", 201), ("create", 201)]
+    reason = answer["items"][0]["create"]["error"]["reason"]
+    assert "64-bit float" in reason and "_id" in reason
+    assert [e["payload"] for e in door.events("huge-number")] == [{"n": 1e400}, {"n": 1}]
