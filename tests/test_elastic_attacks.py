@@ -4,13 +4,16 @@ specialist tried that the door got wrong, kept as regression tests. A bad item i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.elastic import Door, elastic_server
+from tests.test_stopping import faulty_server, publish_in_background, wait_for_stall
 
 NDJSON = {"Content-Type": "application/x-ndjson"}
 
@@ -45,3 +48,22 @@ def test_a_number_no_double_holds_is_refused_alone_not_a_500(door: Door) -> None
     reason = answer["items"][0]["create"]["error"]["reason"]
     assert "64-bit float" in reason and "_id" in reason
     assert [e["payload"] for e in door.events("huge-number")] == [{"n": 1e400}, {"n": 1}]
+
+
+def test_cat_health_says_red_when_health_does(tmp_path: Path) -> None:
+    """``/_cat/health`` (rsyslog's check before it resends) looked at the last transaction's
+    error alone: with the store's call hung it said green while ``/health`` said 503, and rsyslog
+    resumed into a store that could not commit."""
+    args = ("--stall-seconds", "0.2", "--shutdown-grace-seconds", "0.5")
+    with (
+        faulty_server(tmp_path, *args) as server,
+        httpx.Client(base_url=server.url, timeout=10) as http,
+    ):
+        assert http.get("/_cat/health").status_code == 200
+        publish_in_background(server.url, "hang")
+        reason = json.loads(wait_for_stall(server.url))["reason"]
+        health = http.get("/_cat/health")
+        head = http.head("/_cat/health")
+    assert health.status_code == 503 and head.status_code == 503
+    assert " red " in health.text and reason in health.text
+    assert health.headers["retry-after"] == "1"

@@ -70,11 +70,14 @@ class ElasticRoute:
         if path == "/" and method in ("GET", "HEAD"):
             await _answer(scope, send, 200, _version_document(scope), head=method == "HEAD")
         elif path == "/_cat/health" and method in ("GET", "HEAD"):
-            # rsyslog's omelasticsearch asks this (GET) before it resumes after a failure.
-            healthy = self._front.writer.statistics().last_error is None
-            color = "green" if healthy else "red"
-            line = f"{int(time.time())} aggregator {color} 1 1\n".encode()
-            await _answer_text(send, 200 if healthy else 503, line, head=method == "HEAD")
+            # rsyslog's omelasticsearch asks this (GET) before it resumes after a failure; it
+            # says what /health says (it said green while the store had stalled or was damaged).
+            reason = await self._front.unhealthy()
+            line = f"{int(time.time())} aggregator green 1 1\n"
+            if reason is not None:
+                line = f"{int(time.time())} aggregator red 1 1 {reason}\n"
+            status = 200 if reason is None else 503
+            await _answer_text(send, status, line.encode(), head=method == "HEAD")
         elif not bulk:
             await self._app(scope, receive, send)
         elif method in ("POST", "PUT"):
