@@ -67,3 +67,15 @@ def test_cat_health_says_red_when_health_does(tmp_path: Path) -> None:
     assert health.status_code == 503 and head.status_code == 503
     assert " red " in health.text and reason in health.text
     assert health.headers["retry-after"] == "1"
+
+
+def test_an_integer_id_is_its_text_as_elasticsearch_reads_it(door: Door) -> None:
+    """The Python client's helpers send ``{"_id": 5}`` as a number; the whole batch was a 400
+    ("not a valid action line"), where Elasticsearch takes it as the id "5"."""
+    body = (
+        b'{"index":{"_id":5}}\n{"n":1}\n{"create":{"_id":"5"}}\n{"n":2}\n{"index":{"_id":0}}\n{}\n'
+    )
+    answer = bulk(door, body, "/int-id/_bulk").json()
+    assert statuses(answer) == [("index", 201), ("create", 409), ("index", 201)]
+    assert [item["index"]["_id"] for item in answer["items"][::2]] == ["5", "0"]
+    assert [e["event_id"] for e in door.events("int-id")] == ["5", "0"]

@@ -56,7 +56,9 @@ class _Meta(msgspec.Struct, gc=False):
     """An action's metadata; other keys (``_type``, ``routing``, ``pipeline``…) are ignored."""
 
     index: str | None = msgspec.field(name="_index", default=None)
-    id: str | None = msgspec.field(name="_id", default=None)
+    # An integer _id is its decimal text, as Elasticsearch reads it (the Python client's
+    # helpers send {"_id": 5} as a number; a whole batch was refused for it).
+    id: str | int | None = msgspec.field(name="_id", default=None)
 
 
 class _Usual(msgspec.Struct, gc=False, forbid_unknown_fields=True):
@@ -139,7 +141,7 @@ def decode_bulk(
                     "limit is that many (AGGREGATOR_MAX_BATCH_EVENTS); nothing was stored",
                 )
             index = meta.index or url_index
-            item = Item(action, index, meta.id or None)
+            item = Item(action, index, _id_text(meta.id))
             items.append(item)
             if action == "delete":
                 _refuse(item, "events are immutable: delete is not supported")
@@ -199,7 +201,10 @@ def _usual(
             if document[:1] != b"{" or document[-1:] != b"}" or len(document) > max_payload:
                 return None  # surrounding whitespace, or not an object: the general path
             doc = TYPED_DOC.decode(document)
-            event_id = meta.id
+            given = meta.id
+            if given.__class__ is int:
+                return None  # its text: the general path
+            event_id = given if isinstance(given, str) else ""
             if not event_id:
                 event_id = content_id(document)
             elif len(event_id) > MAX_TEXT or event_id[0].isspace():
@@ -226,6 +231,13 @@ def _usual(
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, Refused):
         return None  # msgspec's ValidationError is a DecodeError
     return records, actions
+
+
+def _id_text(value: str | int | None) -> str | None:
+    """The event id an action's ``_id`` gives; None for none or an empty one (rsyslog's)."""
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
 
 
 def _action(line: bytes, number: int) -> tuple[str, _Meta]:
