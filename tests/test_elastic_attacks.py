@@ -79,3 +79,21 @@ def test_an_integer_id_is_its_text_as_elasticsearch_reads_it(door: Door) -> None
     assert statuses(answer) == [("index", 201), ("create", 409), ("index", 201)]
     assert [item["index"]["_id"] for item in answer["items"][::2]] == ["5", "0"]
     assert [e["event_id"] for e in door.events("int-id")] == ["5", "0"]
+
+
+def test_a_compatible_with_version_not_served_is_refused_by_name(door: Door) -> None:
+    """``compatible-with=10`` was read as "1": the answer claimed ``compatible-with=1``."""
+    body = b'{"index":{"_id":"v10"}}\n{"n":1}\n'
+    ten = "application/vnd.elasticsearch+x-ndjson; compatible-with=10"
+    refused = bulk(door, body, "/compat/_bulk", **{"Content-Type": ten})
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/json"
+    assert refused.json()["error"]["type"] == "media_type_header_exception"
+    assert "compatible-with=10" in refused.json()["error"]["reason"]
+    assert door.events("compat") == []  # nothing stored
+    accept = {"Accept": "application/vnd.elasticsearch+json; compatible-with=10"}
+    assert door.http.get("/", headers=accept).status_code == 400
+    nine = "application/vnd.elasticsearch+json; compatible-with=9"
+    served = door.http.get("/", headers={"Accept": nine})
+    assert served.headers["content-type"] == nine
+    seven = bulk(door, body, "/compat/_bulk", **{"Content-Type": ten.replace("10", "7")})
+    assert statuses(seven.json()) == [("index", 201)]
