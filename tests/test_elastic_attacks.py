@@ -97,3 +97,19 @@ def test_a_compatible_with_version_not_served_is_refused_by_name(door: Door) -> 
     assert served.headers["content-type"] == nine
     seven = bulk(door, body, "/compat/_bulk", **{"Content-Type": ten.replace("10", "7")})
     assert statuses(seven.json()) == [("index", 201)]
+
+
+def test_epoch_milliseconds_as_text_are_ascii_digits(door: Door) -> None:
+    """``"١٢٣"`` (Arabic-Indic digits) passed ``str.isdigit()`` and was stored as 123 ms after
+    1970; a negative count as text was refused while the same number was taken."""
+    stamps = [b'"\\u0661\\u0662\\u0663"', b'"-1000"', b"-1000", b'"1796032800123"', b'"\\u00b2"']
+    body = b"".join(b'{"index":{}}\n{"@timestamp":%s}\n' % stamp for stamp in stamps)
+    answer = bulk(door, body, "/epoch-text/_bulk").json()
+    assert statuses(answer) == [("index", 400), ("index", 201), ("index", 201), ("index", 201),
+                                ("index", 400)]  # fmt: skip
+    assert "epoch milliseconds" in answer["items"][0]["index"]["error"]["reason"]
+    assert [e["timestamp"] for e in door.events("epoch-text")] == [
+        "1969-12-31T23:59:59Z",
+        "1969-12-31T23:59:59Z",
+        "2026-11-30T10:00:00.123000Z",
+    ]
