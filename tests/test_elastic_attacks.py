@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from elasticsearch import AuthenticationException, Elasticsearch, helpers
 
 from tests.elastic import Door, elastic_server
 from tests.test_stopping import faulty_server, publish_in_background, wait_for_stall
@@ -113,3 +114,21 @@ def test_epoch_milliseconds_as_text_are_ascii_digits(door: Door) -> None:
         "1969-12-31T23:59:59Z",
         "2026-11-30T10:00:00.123000Z",
     ]
+
+
+def test_the_clients_id_and_key_form_of_api_key(tmp_path: Path) -> None:
+    """``Elasticsearch(api_key=(id, key))`` sends ``ApiKey base64(id:key)``; with the publish
+    token as the key it got a 401, though the docs promise the clients' ``api_key``."""
+    token = "s3cret"
+    with elastic_server(tmp_path, token=token) as door:
+        client = Elasticsearch(door.url, api_key=("shipper", token))
+        actions = [{"_index": "api-key", "_id": "1", "_source": {"n": 1}}]
+        assert helpers.bulk(client, actions) == (1, [])
+        wrong = Elasticsearch(door.url, api_key=("shipper", "not-it"))
+        with pytest.raises(AuthenticationException):
+            helpers.bulk(wrong, [{"_index": "api-key", "_id": "2", "_source": {"n": 2}}])
+        for header in ("ApiKey c2hpcHBlcjo=", "ApiKey " + "x" * 8, "Basic " + "czNjcmV0"):
+            # base64("shipper:") with no key; another token; base64("s3cret"): no password
+            answer = door.http.post("/_bulk", content=b"{}", headers={"Authorization": header})
+            assert answer.status_code == 401, header
+        assert [e["event_id"] for e in door.events("api-key")] == ["1"]
