@@ -13,6 +13,7 @@ import httpx
 import pytest
 from elasticsearch import AuthenticationException, Elasticsearch, helpers
 
+from aggregator.decoders.elastic_document import content_id
 from tests.elastic import Door, elastic_server
 from tests.test_stopping import faulty_server, publish_in_background, wait_for_stall
 
@@ -132,3 +133,20 @@ def test_the_clients_id_and_key_form_of_api_key(tmp_path: Path) -> None:
             answer = door.http.post("/_bulk", content=b"{}", headers={"Authorization": header})
             assert answer.status_code == 401, header
         assert [e["event_id"] for e in door.events("api-key")] == ["1"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "one"),
+    [
+        (b'{"a":1,"b":2}', b'{ "b": 2, "a": 1 }\r', True),
+        (b'{"m":"\\u00e9"}', '{"m":"\u00e9"}'.encode(), True),
+        (b'{"n":1e2}', b'{"n":100.0}', True),
+        (b'{"n":1}', b'{"n":1.0}', False),
+        (b'{"n":0.0}', b'{"n":-0.0}', False),
+        ('{"m":"\u00e9"}'.encode(), '{"m":"e\u0301"}'.encode(), False),
+        (b'{"n":1,"n":2}', b'{"n":2}', True),  # the last of a key given twice counts
+    ],
+)
+def test_the_content_id_table_of_the_docs(first: bytes, second: bytes, one: bool) -> None:
+    """docs/elasticsearch.md, "The content id": which documents are one event."""
+    assert (content_id(first.strip()) == content_id(second.strip())) is one
