@@ -150,3 +150,22 @@ def test_the_clients_id_and_key_form_of_api_key(tmp_path: Path) -> None:
 def test_the_content_id_table_of_the_docs(first: bytes, second: bytes, one: bool) -> None:
     """docs/elasticsearch.md, "The content id": which documents are one event."""
     assert (content_id(first.strip()) == content_id(second.strip())) is one
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"index":{}}\n{"a":1}\n\n{"index":{}}\n{"a":2}\n\n{"index":{}\n{"a":3}\n',
+         "line 7 is not a valid action line"),
+        (b'{"index":{}}\n{"a":1}\n\n{"index":{}}\n', "line 4 (index) has no document line"),
+        (b'\n\n{"nope":{}}\n{"a":1}\n', "line 3: an action line names exactly one of"),
+    ],
+)  # fmt: skip
+def test_a_refusal_names_the_line_of_the_body(door: Door, body: bytes, words: str) -> None:
+    """Lines were counted from 0 among the non-blank ones: in rsyslog's bodies (a blank line
+    after each document) "line 4" was the body's seventh line."""
+    before = door.counters()
+    response = bulk(door, body, "/lines/_bulk")
+    assert response.status_code == 400
+    assert words in response.json()["error"]["reason"], response.text
+    assert door.counters() == before and door.events("lines") == []

@@ -131,7 +131,7 @@ def decode_bulk(
     try:
         while position < len(lines):
             number = position  # the action's line among the non-blank lines, 0-based
-            action, meta = _action(lines[position], number)
+            action, meta = _action(lines[position], body, number)
             position += 1
             if len(items) >= limits.max_batch_events:
                 raise Rejection(
@@ -148,7 +148,8 @@ def decode_bulk(
                 continue
             if position >= len(lines):
                 raise _bad_body(
-                    f"line {number} ({action}) has no document line after it; each "
+                    f"line {_line_of(body, number)} ({action}) has no document line after "
+                    "it; each "
                     "create, index and update action is followed by its document"
                 )
             document = lines[position].strip()
@@ -240,20 +241,36 @@ def _id_text(value: str | int | None) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _action(line: bytes, number: int) -> tuple[str, _Meta]:
+def _line_of(body: bytes, nonblank: int) -> int:
+    """The line of ``body`` (1-based, as an editor and Elasticsearch count) that is its
+    ``nonblank``-th non-blank line (0-based): messages counted non-blank lines from 0, which
+    pointed elsewhere in rsyslog's bodies (a blank line after each document)."""
+    seen = -1
+    lines = body.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if line.strip():
+            seen += 1
+            if seen == nonblank:
+                return number
+    return len(lines)
+
+
+def _action(line: bytes, body: bytes, nonblank: int) -> tuple[str, _Meta]:
     try:
         action = _ACTION.decode(line)
     except msgspec.DecodeError as exc:  # ValidationError too: its metadata has the wrong shape
         raise _bad_body(
-            f"line {number} is not a valid action line ({exc}); expected e.g. "
+            f"line {_line_of(body, nonblank)} is not a valid action line ({exc}); expected e.g. "
             '{"create":{"_index":"logs","_id":"1"}}; nothing was stored'
         ) from None
     except UnicodeDecodeError as exc:
+        number = _line_of(body, nonblank)
         raise _bad_body(f"line {number} is not valid UTF-8: {exc}; nothing was stored") from None
     if len(action) == 1:
         [(name, meta)] = action.items()
         if name in ACTIONS:
             return name, meta
+    number = _line_of(body, nonblank)
     raise _bad_body(
         f"line {number}: an action line names exactly one of {', '.join(ACTIONS)}; "
         f"got {', '.join(map(repr, action)) or 'none'}; nothing was stored"
