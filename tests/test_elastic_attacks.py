@@ -5,7 +5,9 @@ specialist tried that the door got wrong, kept as regression tests. A bad item i
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,25 @@ def test_a_refusal_names_the_line_of_the_body(door: Door, body: bytes, words: st
     assert response.status_code == 400
     assert words in response.json()["error"]["reason"], response.text
     assert door.counters() == before and door.events("lines") == []
+
+
+def test_one_key_raced_by_concurrent_requests_is_created_once(door: Door) -> None:
+    """Forty requests at once, each with the same ``create`` key, the same ``index`` key and the
+    same id-less document (so they share group commits): one ``created`` for each, whatever
+    wins; the rest 409 / noop. Held when tried; kept as a guard of per-item truth."""
+
+    def send(n: int) -> Any:
+        body = (
+            b'{"create":{"_id":"c"}}\n{"n":%d}\n{"index":{"_id":"i"}}\n{"n":%d}\n'
+            b'{"create":{}}\n{"same":true}\n' % (n, n)
+        )
+        with httpx.Client(base_url=door.url, timeout=60) as http:
+            return http.post("/race/_bulk", content=body, headers=NDJSON).json()
+
+    with ThreadPoolExecutor(40) as pool:
+        answers = list(pool.map(send, range(40)))
+    seen = Counter(pair for answer in answers for pair in statuses(answer))
+    assert seen == {
+        ("create", 201): 2, ("create", 409): 78, ("index", 201): 1, ("index", 200): 39
+    }  # fmt: skip
+    assert len(door.events("race")) == 3
