@@ -42,6 +42,7 @@ from aggregator.decoders.publish import MAX_TEXT, _text_problem, normalise_times
 from aggregator.messages import EventRecord, Limits, Rejection
 
 ACTIONS = ("create", "index", "update", "delete")
+LINES_PER_ITEM = 4  # lines of the body read per item allowed: 2, and as many blank
 MEDIA_TYPES = (
     "",
     "application/json",
@@ -115,6 +116,17 @@ def decode_bulk(
     if media not in MEDIA_TYPES:
         raise unsupported_media_type(media, "'Content-Type: application/x-ndjson'")
     body = decode_content(body, headers, limits.max_body_bytes)
+    # Lines are counted before they are split: 4 MiB of newlines took the event loop 0.4 s to
+    # split and skip, 25 times what 4 MiB of documents takes.
+    lines_read = LINES_PER_ITEM * limits.max_batch_events
+    if (newlines := body.count(b"\n")) > lines_read:
+        raise Rejection(
+            413,
+            "too_large",
+            f"the bulk body has {newlines} lines; at most {lines_read} are read "
+            f"({LINES_PER_ITEM} per item of AGGREGATOR_MAX_BATCH_EVENTS: an action, its document "
+            "and blank lines between); nothing was stored",
+        )
     # Blank lines are skipped, as rsyslog sends one after each document.
     lines = [line for line in body.split(b"\n") if line.strip()]
     if not lines:
