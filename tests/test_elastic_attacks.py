@@ -209,3 +209,17 @@ def test_a_flood_of_blank_lines_is_refused_before_it_is_split(door: Door) -> Non
     full = bulk(door, b"".join(rsyslog % n for n in range(1000)), "/flood/_bulk")
     assert full.status_code == 200 and full.json()["errors"] is False
     assert door.counters()[1] == before[1] + 1000
+
+
+def test_a_document_nested_too_deeply_is_refused_alone(door: Door) -> None:
+    """1,000 nested arrays in one document (2 kB) refused the whole request, the valid items
+    beside it too: "not atomic per request" holds for this item as for any other."""
+    deep = b'{"a":' + b"[" * 1000 + b"]" * 1000 + b"}"
+    body = b'{"index":{"_id":"ok"}}\n{"a":1}\n{"index":{}}\n%s\n{"index":{"_id":"d"}}\n%s\n' % (
+        deep,
+        deep,
+    )
+    answer = bulk(door, body, "/deep/_bulk").json()
+    assert statuses(answer) == [("index", 201), ("index", 400), ("index", 400)]
+    assert "nested too deeply" in answer["items"][1]["index"]["error"]["reason"]
+    assert [e["event_id"] for e in door.events("deep")] == ["ok"]

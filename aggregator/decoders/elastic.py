@@ -20,6 +20,7 @@ receipt; source ← ``host.name``, ``host.hostname``, ``host`` (a string), ``ser
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -301,7 +302,13 @@ def _record(
         return _event(item, document, limits, received, topics)
     except Refused as refused:
         _refuse(item, refused.reason, refused.error)
-        return None
+    except RecursionError:  # this item alone: it refused the whole request before
+        reason = (
+            "the document is nested too deeply to decode (at most about "
+            f"{sys.getrecursionlimit()} levels of objects and arrays)"
+        )
+        _refuse(item, reason, "document_parsing_exception")
+    return None
 
 
 def _event(
