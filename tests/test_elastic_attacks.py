@@ -4,6 +4,7 @@ specialist tried that the door got wrong, kept as regression tests. A bad item i
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -223,3 +224,15 @@ def test_a_document_nested_too_deeply_is_refused_alone(door: Door) -> None:
     assert statuses(answer) == [("index", 201), ("index", 400), ("index", 400)]
     assert "nested too deeply" in answer["items"][1]["index"]["error"]["reason"]
     assert [e["event_id"] for e in door.events("deep")] == ["ok"]
+
+
+def test_gzip_with_trailing_bytes_says_where_the_gzip_ended(door: Door) -> None:
+    """Trailing bytes after a whole gzip member were "incorrect header check", which names
+    neither the trailing bytes nor where they begin. Nothing is stored."""
+    member = gzip.compress(b'{"index":{"_id":"g"}}\n{"n":1}\n')
+    for tail in (b"garbage", b"\0" * 8):
+        response = bulk(door, member + tail, "/gz-tail/_bulk", **{"Content-Encoding": "gzip"})
+        assert response.status_code == 400
+        reason = response.json()["error"]["reason"]
+        assert f"{len(member)} bytes of gzip, then {len(tail)} bytes" in reason, reason
+    assert door.events("gz-tail") == []

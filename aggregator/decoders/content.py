@@ -54,5 +54,13 @@ def decode_content(body: bytes, headers: Mapping[str, str], limit: int) -> bytes
                 raise Rejection(400, "malformed", "the gzip body is truncated")
             rest = stream.unused_data
     except zlib.error as exc:
+        if out and len(rest) < len(body):  # what follows a whole member is not another one
+            where = len(body) - len(rest)
+            raise Rejection(
+                400,
+                "malformed",
+                f"the body is not valid gzip: {where} bytes of gzip, then {len(rest)} bytes "
+                f"that are not another gzip member ({exc}); send the gzip data alone",
+            ) from None
         raise Rejection(400, "malformed", f"the body is not valid gzip: {exc}") from None
     return bytes(out)
