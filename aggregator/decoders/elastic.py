@@ -63,11 +63,19 @@ class _Meta(msgspec.Struct, gc=False):
     id: str | int | None = msgspec.field(name="_id", default=None)
 
 
+class _UsualMeta(msgspec.Struct, gc=False):
+    """The usual request's metadata: a string ``_id`` (an integer one takes the general path;
+    the union cost the fast path a tenth of its time)."""
+
+    index: str | None = msgspec.field(name="_index", default=None)
+    id: str | None = msgspec.field(name="_id", default=None)
+
+
 class _Usual(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """An action line of the usual request: ``create`` or ``index`` (checked after decoding)."""
 
-    create: _Meta | None = None
-    index: _Meta | None = None
+    create: _UsualMeta | None = None
+    index: _UsualMeta | None = None
 
 
 _ACTION = msgspec.json.Decoder(dict[str, _Meta])
@@ -215,10 +223,7 @@ def _usual(
             if document[:1] != b"{" or document[-1:] != b"}" or len(document) > max_payload:
                 return None  # surrounding whitespace, or not an object: the general path
             doc = TYPED_DOC.decode(document)
-            given = meta.id
-            if given.__class__ is int:
-                return None  # its text: the general path
-            event_id = given if isinstance(given, str) else ""
+            event_id = meta.id
             if not event_id:
                 event_id = content_id(document)
             elif len(event_id) > MAX_TEXT or event_id[0].isspace():
