@@ -236,3 +236,12 @@ def test_gzip_with_trailing_bytes_says_where_the_gzip_ended(door: Door) -> None:
         reason = response.json()["error"]["reason"]
         assert f"{len(member)} bytes of gzip, then {len(tail)} bytes" in reason, reason
     assert door.events("gz-tail") == []
+
+
+def test_a_byte_order_mark_before_the_first_action_is_skipped(door: Door) -> None:
+    """A UTF-8 BOM (PowerShell's ``-Encoding utf8`` writes one) made the whole request a 400:
+    "line 0 is not a valid action line (invalid character (byte 0))"."""
+    body = b'\xef\xbb\xbf{"index":{"_id":"bom"}}\n{"n":1}\n'
+    answer = bulk(door, body, "/bom/_bulk").json()
+    assert statuses(answer) == [("index", 201)]
+    assert [e["payload"] for e in door.events("bom")] == [{"n": 1}]

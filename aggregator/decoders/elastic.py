@@ -124,7 +124,8 @@ def decode_bulk(
     media = media_type(headers)
     if media not in MEDIA_TYPES:
         raise unsupported_media_type(media, "'Content-Type: application/x-ndjson'")
-    body = decode_content(body, headers, limits.max_body_bytes)
+    # A UTF-8 byte order mark (Windows tools write one) is not part of the first action line.
+    body = decode_content(body, headers, limits.max_body_bytes).removeprefix(b"\xef\xbb\xbf")
     # Lines are counted before they are split: 4 MiB of newlines took the event loop 0.4 s to
     # split and skip, 25 times what 4 MiB of documents takes.
     lines_read = LINES_PER_ITEM * limits.max_batch_events
