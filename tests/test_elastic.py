@@ -129,7 +129,7 @@ def test_items_that_break_a_rule_are_refused_alone() -> None:
         (b'{"a":1}\n{"a":1}\n', 400, "not a valid action line"),
         (b'{"a":{}}\n{"a":1}\n', 400, "exactly one of"),
         (b'{"index":{},"create":{}}\n{"a":1}\n', 400, "exactly one of"),
-        (b'{"index":{"_id":1}}\n{"a":1}\n', 400, "not a valid action line"),
+        (b'{"index":{"_id":1.5}}\n{"a":1}\n', 400, "not a valid action line"),
         (b'{"index":{}}\n{"a":1}\n' * 51, 413, "AGGREGATOR_MAX_BATCH_EVENTS"),
         (b"[" * 100_000 + b"\n{}\n", 400, "action line"),
     ],
@@ -298,7 +298,7 @@ _actions = st.fixed_dictionaries(
     {},
     optional={
         "_index": st.sampled_from(["a", "a", "a", "b c", ""]),
-        "_id": st.sampled_from(["1", "2", "", "", " "]),
+        "_id": st.sampled_from(["1", "2", "", "", " ", 1, 0]),
     },
 )
 _pairs = st.lists(

@@ -52,9 +52,10 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     pieces of ``GZIP_FEED`` bytes, each copy is bounded, and so is the number of members."""
     out = bytearray()
     view = memoryview(body)
-    offset = members = 0
+    offset = members = start = 0  # start: where the member being read began
     try:
         while offset < len(body):  # a gzip file may hold several members
+            start = offset
             members += 1
             if members > MAX_GZIP_MEMBERS:
                 raise Rejection(
@@ -80,5 +81,13 @@ def _gunzip(body: bytes, limit: int) -> bytes:
                 # Under the limit zlib took the whole piece, but what follows the member's end.
                 offset += len(piece) - len(stream.unused_data)
     except zlib.error as exc:
+        if start > 0:  # what follows a whole member is not another one
+            raise Rejection(
+                400,
+                "malformed",
+                f"the body is not valid gzip: {start} bytes of gzip, then "
+                f"{len(body) - start} bytes "
+                f"that are not another gzip member ({exc}); send the gzip data alone",
+            ) from None
         raise Rejection(400, "malformed", f"the body is not valid gzip: {exc}") from None
     return bytes(out)

@@ -4,6 +4,7 @@ its source, and its content id when the action gives no ``_id``."""
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,6 +56,8 @@ TYPED_DOC = msgspec.json.Decoder(TypedDoc)
 _ANY = msgspec.json.Decoder()
 _STAMP = msgspec.json.Decoder(datetime)
 _CANONICAL = msgspec.json.Encoder(order="sorted")
+# Epoch milliseconds as text: ASCII digits only (str.isdigit() took "١٢٣", Arabic-Indic digits).
+_EPOCH_TEXT = re.compile(r"-?[0-9]+")
 
 
 class Refused(Exception):
@@ -66,8 +69,15 @@ class Refused(Exception):
 
 
 def content_id(document: bytes) -> str:
-    """The BLAKE2b-128 hex digest of the document's canonical JSON (keys sorted, compact)."""
-    canonical = _CANONICAL.encode(_ANY.decode(document))
+    """The BLAKE2b-128 hex digest of the document's canonical JSON (keys sorted, compact).
+    Refused for a number no double holds (``1e400``): it has no canonical form here."""
+    try:
+        canonical = _CANONICAL.encode(_ANY.decode(document))
+    except msgspec.ValidationError as exc:  # a number out of range (a 500 before)
+        raise Refused(
+            f"the document has no content id ({exc}): numbers must fit a 64-bit float; "
+            "give the action an _id to store it as received"
+        ) from None
     return hashlib.blake2b(canonical, digest_size=ID_DIGEST_BYTES).hexdigest()
 
 
@@ -89,7 +99,7 @@ def timestamp_of(doc: TypedDoc | Doc) -> str | None:
                 stamp: str = msgspec.to_builtins(value)
                 return stamp
             return normalise_timestamp(value)
-        if isinstance(value, str) and not value.isdigit():
+        if isinstance(value, str) and not _EPOCH_TEXT.fullmatch(value):
             moment = _STAMP.decode(msgspec.json.encode(value))
         elif isinstance(value, (int, float, str)) and not isinstance(value, bool):
             moment = datetime.fromtimestamp(float(value) / 1000, UTC)  # epoch milliseconds

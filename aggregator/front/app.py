@@ -137,6 +137,31 @@ class Front:
             async with reply_recv:
                 return await reply_recv.receive()
 
+    async def unhealthy(self) -> str | None:
+        """Why the store cannot take writes now (``/health``'s reason); None when it can.
+        Every door's health check asks this, so that none says healthy when another does not."""
+        writer = self.writer.statistics()
+        integrity = self.integrity.statistics() if self.integrity is not None else None
+        if integrity is not None and integrity.damage is not None:
+            return integrity.damage
+        if not writer.running:
+            return "the writer is not running"
+        if writer.last_error is not None:
+            return f"the last transaction failed: {writer.last_error}"
+        if (stalled := self.writer.stalled()) is not None:
+            return (
+                f"the store has not answered the writer for {stalled:.0f} s "
+                "(AGGREGATOR_STALL_SECONDS)"
+            )
+        try:
+            # A reader of its own: long reads on the others cannot make the probe wait.
+            await (self.probes or self.readers).run(lambda r: r.ping())
+        except StoreUnavailable as exc:
+            return f"the store does not answer reads: {exc}"
+        except StoreDamaged as exc:
+            return str(exc)
+        return None
+
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -259,28 +284,8 @@ def create_app(front: Front) -> QuartTrio:
     @app.get("/health")
     @app.get("/readyz")
     async def health() -> Response:
-        writer = front.writer.statistics()
         integrity = front.integrity.statistics() if front.integrity is not None else None
-        reason = None
-        if integrity is not None and integrity.damage is not None:
-            reason = integrity.damage
-        elif not writer.running:
-            reason = "the writer is not running"
-        elif writer.last_error is not None:
-            reason = f"the last transaction failed: {writer.last_error}"
-        elif (stalled := front.writer.stalled()) is not None:
-            reason = (
-                f"the store has not answered the writer for {stalled:.0f} s "
-                "(AGGREGATOR_STALL_SECONDS)"
-            )
-        else:
-            try:
-                # A reader of its own: long reads on the others cannot make the probe wait.
-                await (front.probes or front.readers).run(lambda r: r.ping())
-            except StoreUnavailable as exc:
-                reason = f"the store does not answer reads: {exc}"
-            except StoreDamaged as exc:
-                reason = str(exc)
+        reason = await front.unhealthy()
         # /readyz adds how the background integrity check stands (/health keeps its contract).
         detail = {}
         if integrity is not None and request.path == "/readyz":

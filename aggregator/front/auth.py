@@ -6,8 +6,9 @@ publish token, every other route the read token, except the probes
 orchestrator and a client generator need no secret).
 New routes are guarded by the read token unless listed in ``OPEN_PATHS``. An empty token turns
 its check off. Tokens are compared in constant time and never logged. A token is accepted as
-``Authorization: Bearer <token>``, ``ApiKey <token>`` or as the password of ``Basic`` (any user
-name): what log shippers can be told to send.
+``Authorization: Bearer <token>``, ``ApiKey <token>`` (or ``ApiKey`` of the base64 of
+``id:token``, the Elasticsearch clients' ``(id, key)`` form) or as the password of ``Basic`` (any
+user name): what log shippers can be told to send.
 """
 
 from __future__ import annotations
@@ -41,22 +42,28 @@ class Tokens:
         return (self.read, "AGGREGATOR_READ_TOKEN") if self.read else None
 
 
-def presented_token(headers: list[tuple[bytes, bytes]]) -> bytes | None:
-    """The token of an ``Authorization`` header (``Bearer`` or ``ApiKey <token>``, or the password
-    of ``Basic``); None without one."""
+def presented_tokens(headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """What an ``Authorization`` header may carry as the token (``Bearer <token>``, the password
+    of ``Basic``, ``ApiKey <token>`` or ``ApiKey base64(id:token)``, as the Elasticsearch clients
+    send an ``(id, key)`` pair); empty without one."""
     for name, value in headers:
         if name.lower() == b"authorization":
             scheme, _, token = value.strip().partition(b" ")
             token = token.strip()
-            if scheme.lower() == b"basic" and token:
-                try:
-                    token = base64.b64decode(token, validate=True).partition(b":")[2]
-                except binascii.Error:
-                    return None
-            elif scheme.lower() not in (b"bearer", b"apikey"):
-                return None
-            return token or None
-    return None
+            scheme = scheme.lower()
+            if not token or scheme not in (b"basic", b"bearer", b"apikey"):
+                return []
+            if scheme == b"bearer":
+                return [token]
+            try:
+                pair = base64.b64decode(token, validate=True)
+            except binascii.Error:
+                pair = b""
+            secret = pair.partition(b":")[2]
+            if scheme == b"basic":
+                return [secret] if secret else []
+            return [token, secret] if secret else [token]
+    return []
 
 
 class BearerAuth:
@@ -74,11 +81,14 @@ class BearerAuth:
             required = self._tokens.required(scope["path"])
             if required is not None:
                 token, setting = required
-                presented = presented_token(scope["headers"])
-                if presented is None or not hmac.compare_digest(presented, token.encode()):
+                presented = presented_tokens(scope["headers"])
+                expected = token.encode()
+                # Every candidate is compared, in constant time each.
+                matches = [hmac.compare_digest(candidate, expected) for candidate in presented]
+                if not any(matches):
                     if self._refused is not None:
                         self._refused(scope["path"])
-                    await _unauthorized(send, scope["path"], setting, presented is not None)
+                    await _unauthorized(send, scope["path"], setting, bool(presented))
                     return
         await self._app(scope, receive, send)
 

@@ -30,6 +30,9 @@ PROTOCOL = "elasticsearch"
 BULK = "/_bulk"
 # The version a client is told: the major it asked for with compatible-with (8 or 9), else 8.
 VERSIONS = {"8": "8.19.0", "9": "9.1.0"}
+# compatible-with values answered (7: Elasticsearch 8 serves 7's REST compatibility too).
+COMPATIBLE = ("7", "8", "9")
+DOOR_PATHS = ("/", "/_cat/health")
 # What the clients read of an item is its status (and error); "_shards" and "_seq_no" are left
 # out (half the answer's bytes), "_version" is 1 as events are never updated.
 _CREATED = b',"_version":1,"result":"created","status":201}}'
@@ -67,14 +70,26 @@ class ElasticRoute:
             return
         path, method = scope["path"], scope["method"]
         bulk, index = bulk_index(path)
-        if path == "/" and method in ("GET", "HEAD"):
+        major = _compatible_with(scope)
+        if major is not None and major not in COMPATIBLE and (bulk or path in DOOR_PATHS):
+            # Elasticsearch's answer to a version it does not serve; answered without echoing it.
+            message = (
+                f"compatible-with={major or '(none)'} is not served here; send "
+                f"compatible-with={' or '.join(COMPATIBLE)} in Accept and Content-Type"
+            )
+            scope = {**scope, "headers": _without_compatible(scope["headers"])}
+            await _answer(scope, send, 400, _error(400, "media_type_header_exception", message))
+        elif path == "/" and method in ("GET", "HEAD"):
             await _answer(scope, send, 200, _version_document(scope), head=method == "HEAD")
         elif path == "/_cat/health" and method in ("GET", "HEAD"):
-            # rsyslog's omelasticsearch asks this (GET) before it resumes after a failure.
-            healthy = self._front.writer.statistics().last_error is None
-            color = "green" if healthy else "red"
-            line = f"{int(time.time())} aggregator {color} 1 1\n".encode()
-            await _answer_text(send, 200 if healthy else 503, line, head=method == "HEAD")
+            # rsyslog's omelasticsearch asks this (GET) before it resumes after a failure; it
+            # says what /health says (it said green while the store had stalled or was damaged).
+            reason = await self._front.unhealthy()
+            line = f"{int(time.time())} aggregator green 1 1\n"
+            if reason is not None:
+                line = f"{int(time.time())} aggregator red 1 1 {reason}\n"
+            status = 200 if reason is None else 503
+            await _answer_text(send, status, line.encode(), head=method == "HEAD")
         elif not bulk:
             await self._app(scope, receive, send)
         elif method in ("POST", "PUT"):
@@ -224,8 +239,13 @@ def _compatible_with(scope: Any) -> str | None:
         value: str = headers.get(name, b"").decode("latin-1").lower()
         _, found, rest = value.partition("compatible-with=")
         if found:
-            return rest[:1]
+            # The whole number: "10" was read as "1" and answered as compatible-with=1.
+            return rest[: len(rest) - len(rest.lstrip("0123456789"))]
     return None
+
+
+def _without_compatible(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name not in (b"accept", b"content-type")]
 
 
 def _version_document(scope: Any) -> dict[str, Any]:
