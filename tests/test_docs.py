@@ -45,6 +45,7 @@ KNOWN_MODULES = {"pytest", "pip"}
 # Tools the docs may show that are not ours: each is documented by its own project.
 KNOWN_TOOLS = {"curl", "createdb", "psql", "sudo", "logger", "rsyslogd", "pip", "export", "cd"}
 KNOWN_TOOLS |= {"sqlite3"}  # the store's own shell (docs/reliability.md, "A damaged store")
+KNOWN_TOOLS |= {"git"}  # docs/operating.md, timing a migration
 SETTINGS = {
     "AGGREGATOR_": [env_name(f, "AGGREGATOR_") for f in dataclasses.fields(Config)],
     "SIMULATOR_": [env_name(f, SIMULATOR_PREFIX) for f in dataclasses.fields(SimulatorOptions)],
@@ -181,6 +182,10 @@ def check_command(words: list[str]) -> None:
         if module not in KNOWN_MODULES:
             assert module.split(".")[0] in MODULES, f"python -m {module}: not ours"
             flags_known(words[3:], (sys.executable, "-m", module))
+    elif tool in ("python", "python3") and words[1:2] and words[1].endswith(".py"):
+        script = ROOT / words[1]
+        assert script.exists() and script.parts[len(ROOT.parts)] in MODULES, f"no script {script}"
+        flags_known(words[2:], (sys.executable, str(script)))
     elif tool in PROGRAMS:
         flags_known(words[1:], tuple(PROGRAMS[tool]))
     elif tool in ("docker", "docker-compose"):
