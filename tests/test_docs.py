@@ -60,6 +60,19 @@ def test_every_server_setting_is_in_the_operating_page(field: str) -> None:
     assert f"`{Config.flag_name(field)}`" in OPERATING
 
 
+@pytest.mark.parametrize("field", dataclasses.fields(Config), ids=lambda f: f.name)
+def test_the_operating_page_gives_each_setting_its_real_default(field: dataclasses.Field) -> None:  # type: ignore[type-arg]
+    row = re.search(
+        rf"^\| `{Config.flag_name(field.name)}` \| `[A-Z_]+` \| ([^|]+) \|", OPERATING, re.M
+    )
+    assert row, f"no row for {field.name}"
+    documented = row.group(1).strip()
+    if field.default == "":
+        assert documented.startswith(("(empty)", "empty")), f"{field.name}: {documented}"
+    else:
+        assert documented.split()[0] == f"`{field.default}`", f"{field.name}: {documented}"
+
+
 @pytest.mark.parametrize(
     "route",
     [
