@@ -150,3 +150,11 @@ def test_the_readme_has_a_line_for_every_package() -> None:
         if prefix.count(".") == 1 and not prefix.endswith(("__main__", "service")):
             path = prefix.replace(".", "/") + "/"
             assert any(row.startswith(f"| `{path}`") for row in rows), f"no line for {path}"
+
+
+def test_the_development_page_names_every_module_of_the_server() -> None:
+    page = (ROOT / "docs" / "development.md").read_text().partition("## Layout")[2]
+    block = page.partition("```\n")[2].partition("```")[0]
+    for path in sorted((ROOT / "aggregator").rglob("*.py")):
+        if path.name != "__init__.py":
+            assert f" {path.name} " in f" {block} ".replace("\n", " "), f"{path} not in the page"
