@@ -51,6 +51,15 @@ def test_bad_option_exits_2() -> None:
     assert "--dup-ratio" in done.stderr
 
 
+def test_a_url_without_its_scheme_exits_2_in_one_line() -> None:
+    done = simulate("127.0.0.1:8080")  # it used to be tried, and fail as "is it running?"
+    assert done.returncode == 2
+    assert done.stderr == (
+        "aggregator-sim: error: --url must be an http:// or https:// URL, such as "
+        "http://127.0.0.1:8080; got '127.0.0.1:8080'\n"
+    )
+
+
 def test_an_unreachable_aggregator_is_one_line_and_exit_2() -> None:
     with socket.socket() as closed:  # a port nobody listens on: bound, never listening
         closed.bind(("127.0.0.1", 0))
