@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from aggregator.config import Config
-from aggregator.settings import env_name
+from aggregator.settings import env_name, flag_name
 from simulator.config import ENV_PREFIX as SIMULATOR_PREFIX
 from simulator.config import Options as SimulatorOptions
 from tests.support import ROOT, running_server
@@ -71,6 +71,22 @@ def test_the_operating_page_gives_each_setting_its_real_default(field: dataclass
         assert documented.startswith(("(empty)", "empty")), f"{field.name}: {documented}"
     else:
         assert documented.split()[0] == f"`{field.default}`", f"{field.name}: {documented}"
+
+
+SIMULATOR_PAGE = (ROOT / "docs" / "simulator.md").read_text()
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(SimulatorOptions), ids=lambda f: f.name)
+def test_the_simulator_page_gives_each_option_its_flag_variable_and_default(
+    field: dataclasses.Field,  # type: ignore[type-arg]
+) -> None:
+    flag = flag_name(field.name)
+    row = re.search(rf"^\| `{flag}` \| `([A-Z_]+)` \| `([^`]*)` \|", SIMULATOR_PAGE, re.M)
+    assert row, f"no row for {flag}"
+    assert row.group(1) == env_name(field, SIMULATOR_PREFIX)
+    value = field.default
+    shown = str(value).lower() if isinstance(value, bool) else str(value)
+    assert row.group(2) == (shown or "none"), f"{flag}: {row.group(2)} but {value!r}"
 
 
 @pytest.mark.parametrize(
