@@ -315,3 +315,20 @@ def test_every_metric_the_server_exports_is_in_the_api_page(tmp_path: Path) -> N
         stem, _, last = base.rpartition("_")
         spelled = (family, base, f"{stem}_{{", f"/ `_{last}`")
         assert any(s in API for s in spelled), f"{family} is not in docs/api.md"
+
+
+PATH_NAMED = re.compile(
+    r"\b((?:aggregator|tests|simulator|bench|tui|fuzz|mutation|containers)/[\w/.-]+"
+    r"\.(?:py|sh|md|yaml|svg|mjs))(?:::(\w+))?"
+)
+
+
+@pytest.mark.parametrize(
+    "page", [p for p in PAGES if p.name != "CHANGELOG.md"], ids=lambda p: p.name
+)
+def test_every_file_and_test_a_page_names_exists(page: Path) -> None:
+    # The CHANGELOG is left out: its older entries name files as they were then.
+    for path, test in PATH_NAMED.findall(page.read_text()):
+        assert (ROOT / path).exists(), f"{page.name}: no file {path}"
+        if test:
+            assert f"def {test}(" in (ROOT / path).read_text(), f"{page.name}: no {path}::{test}"
