@@ -86,6 +86,13 @@ def setting(
     )
 
 
+def http_url_rule(url: str) -> str | None:
+    """The rule of a client's server URL (the simulator's, the dashboard's)."""
+    if not url.startswith(("http://", "https://")):
+        return f"must be an http:// or https:// URL, such as http://127.0.0.1:8080; got {url!r}"
+    return None
+
+
 def env_name(field: dataclasses.Field[Any], prefix: str) -> str:
     name: str | None = field.metadata["env"]
     return name or prefix + field.name.upper()

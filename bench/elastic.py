@@ -106,9 +106,27 @@ def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        metavar="N",
+        type=int,
+        default=3,
+        help="rounds; the table shows medians (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=float,
+        default=8.0,
+        help="seconds each row sends (default %(default)s)",
+    )
+    parser.add_argument(
+        "--clients",
+        metavar="N",
+        type=int,
+        default=50,
+        help="concurrent clients of each door (default %(default)s)",
+    )
     args = parser.parse_args()
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
     cpus: dict[str, list[float]] = {row: [] for row in ROWS}

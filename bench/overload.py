@@ -270,12 +270,48 @@ async def run_phases(
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=60, help="overload phase length")
-    parser.add_argument("--factor", type=float, default=2.0, help="offered / capacity")
-    parser.add_argument("--capacity-seconds", type=float, default=10)
-    parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--subscriber-seconds", type=float, default=15)
-    parser.add_argument("--connections", type=int, default=512, help="client connection cap")
+    parser.add_argument(
+        "--seconds",
+        metavar="SECONDS",
+        type=float,
+        default=60,
+        help="seconds of the overload phase (default %(default)s)",
+    )
+    parser.add_argument(
+        "--factor",
+        metavar="X",
+        type=float,
+        default=2.0,
+        help="load offered, as a multiple of the capacity measured (default %(default)s)",
+    )
+    parser.add_argument(
+        "--capacity-seconds",
+        metavar="SECONDS",
+        type=float,
+        default=10,
+        help="seconds of the capacity phase" + " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscribers",
+        metavar="N",
+        type=int,
+        default=100,
+        help="live /subscribe streams in the last phase" + " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--subscriber-seconds",
+        metavar="SECONDS",
+        type=float,
+        default=15,
+        help="seconds of each subscriber phase" + " (default %(default)s)",
+    )
+    parser.add_argument(
+        "--connections",
+        metavar="N",
+        type=int,
+        default=512,
+        help="client connection cap (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 

@@ -46,9 +46,23 @@ def run(data: Path, retention_bytes: int, duration: float, seed: int) -> tuple[f
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.retention", description=__doc__)
-    parser.add_argument("--events", type=int, default=500_000, help="pre-filled per store")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load per run")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--events",
+        metavar="N",
+        type=int,
+        default=500_000,
+        help="events pre-filled per store (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=float,
+        default=15.0,
+        help="seconds of load per run (default %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds", metavar="N", type=int, default=3, help="rounds of runs (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     rows, ratios = [], []
     for index in range(args.rounds):

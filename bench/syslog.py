@@ -136,9 +136,27 @@ ROWS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        metavar="N",
+        type=int,
+        default=3,
+        help="rounds; the table shows medians (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=float,
+        default=8.0,
+        help="seconds each row sends (default %(default)s)",
+    )
+    parser.add_argument(
+        "--clients",
+        metavar="N",
+        type=int,
+        default=50,
+        help="publishers, and connections of the many-connection row" + " (default %(default)s)",
+    )
     args = parser.parse_args()
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
     ratios: dict[str, list[float]] = {row: [] for row in ROWS if row != "publish"}

@@ -1,4 +1,5 @@
-"""``python -m fuzz.decoders``: coverage-guided fuzzing (atheris, libFuzzer) of every decoder.
+"""``python -m fuzz.decoders``: coverage-guided fuzzing (atheris, libFuzzer) of each decoder in
+``fuzz/targets.py``.
 
 For each target of ``fuzz.targets`` it writes the checked-in seeds and regressions into a
 working corpus, runs ``python -m fuzz.harness`` for ``--seconds`` or ``--runs`` inputs with a

@@ -124,7 +124,12 @@ async def _run(
         try:
             before = await fetch_stats(control) if options.verify else None
         except httpx.HTTPError as exc:
-            err.print(f"aggregator-sim: cannot read {options.url}/stats: {exc!r}; is it running?")
+            err.print(
+                f"aggregator-sim: cannot read {options.url}/stats: {exc!r}; is it running?",
+                markup=False,  # the error's text is not Rich markup, and one line, not wrapped
+                highlight=False,
+                soft_wrap=True,
+            )
             return 2
         tally = Tally()
         async with trio.open_nursery() as nursery:

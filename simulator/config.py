@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aggregator.settings import SettingError, flag_name, load, setting
+from aggregator.settings import SettingError, flag_name, http_url_rule, load, setting
 from aggregator.settings import parser as settings_parser
 
 ENV_PREFIX = "SIMULATOR_"
@@ -28,7 +28,7 @@ OptionsError = SettingError  # the simulator's name for it
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Options:
-    url: str = setting("http://127.0.0.1:8080", "the aggregator's base URL")
+    url: str = setting("http://127.0.0.1:8080", "the aggregator's base URL", rule=http_url_rule)
     events: int = setting(
         10_000,
         "events to send, distinct and re-sent together; 0: no count, use --duration",

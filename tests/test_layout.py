@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import ROOT
 
-PACKAGES = ("aggregator", "simulator", "tui", "bench", "mutation")
+PACKAGES = ("aggregator", "simulator", "tui", "bench", "fuzz", "mutation")
 # The floors of aggregator/, top down: a module may import only from floors below its own, or
 # from its own package (a package's modules may import each other, without a cycle).
 FLOORS = {
@@ -31,6 +31,7 @@ OUTSIDE = {
     "tui": ("aggregator.settings",),
     "simulator": ("aggregator.",),
     "bench": ("aggregator.", "simulator."),
+    "fuzz": ("aggregator.", "simulator."),
     "mutation": (),  # it edits and runs the tree; it imports none of it
 }
 
@@ -136,3 +137,24 @@ def test_programs_take_only_what_the_layout_allows(program: str) -> None:
             continue
         for target in targets:
             assert target == program or target.startswith(allowed), f"{module} imports {target}"
+
+
+def test_the_readme_has_a_line_for_every_package() -> None:
+    layout = (ROOT / "README.md").read_text().partition("## Layout")[2]
+    rows = [line for line in layout.splitlines() if line.startswith("| `")]
+    for package in PACKAGES:
+        if package == "aggregator":
+            continue  # one line per subpackage of the server, checked by the floors above
+        assert any(row.startswith(f"| `{package}/`") for row in rows), f"no line for {package}/"
+    for prefix in FLOORS:
+        if prefix.count(".") == 1 and not prefix.endswith(("__main__", "service")):
+            path = prefix.replace(".", "/") + "/"
+            assert any(row.startswith(f"| `{path}`") for row in rows), f"no line for {path}"
+
+
+def test_the_development_page_names_every_module_of_the_server() -> None:
+    page = (ROOT / "docs" / "development.md").read_text().partition("## Layout")[2]
+    block = page.partition("```\n")[2].partition("```")[0]
+    for path in sorted((ROOT / "aggregator").rglob("*.py")):
+        if path.name != "__init__.py":
+            assert f" {path.name} " in f" {block} ".replace("\n", " "), f"{path} not in the page"

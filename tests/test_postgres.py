@@ -3,6 +3,7 @@ database, kill -9 of one of them. The contract suite runs on PostgreSQL too (``[
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -59,6 +60,18 @@ def test_start_up_migrates_once_and_reopening_keeps_everything(pg_url: str) -> N
     with pg.admin(pg_url) as conn:
         assert conn.execute("SELECT version FROM aggregator_schema").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+def test_a_new_store_is_created_at_the_current_version_in_one_step(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aggregator.store.pg_schema")
+    with stores(pg_url, 2):  # the second finds the schema made: it logs nothing
+        pass
+    assert [r.getMessage().split(" at ")[-1] for r in caplog.records] == [
+        f"schema version {SCHEMA_VERSION}"
+    ]
+    assert "migrated" not in caplog.text
 
 
 def test_commit_dedups_within_and_across_batches_first_copy_wins(pg_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -260,6 +261,36 @@ def test_a_foreign_database_stops_start_up_with_a_clear_error(tmp_path: Path) ->
     )
     assert result.returncode == 1
     assert "another program" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "kind", "scheme"),
+    [
+        ("--port", socket.SOCK_STREAM, ""),
+        ("--syslog-tcp-port", socket.SOCK_STREAM, "tcp://"),
+        ("--syslog-udp-port", socket.SOCK_DGRAM, "udp://"),
+    ],
+)
+def test_a_taken_port_names_the_address_and_the_flag(
+    tmp_path: Path, flag: str, kind: socket.SocketKind, scheme: str
+) -> None:
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if kind == socket.SOCK_STREAM:
+            taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--port": "0", flag: str(port)}  # the HTTP port free unless it is the one taken
+        result = subprocess.run(
+            [sys.executable, "-m", "aggregator", "--data-dir", str(tmp_path),
+             *(word for pair in ports.items() for word in pair)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last == (
+        f"aggregator: error: [Errno 98] cannot listen on {scheme}127.0.0.1:{port}: "
+        f"Address already in use ({flag})"
+    )
 
 
 def test_a_second_server_on_the_same_store_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,26 @@ def test_bad_option_exits_2() -> None:
     done = simulate("http://127.0.0.1:9", "--dup-ratio", "1.5")
     assert done.returncode == 2
     assert "--dup-ratio" in done.stderr
+
+
+def test_a_url_without_its_scheme_exits_2_in_one_line() -> None:
+    done = simulate("127.0.0.1:8080")  # it used to be tried, and fail as "is it running?"
+    assert done.returncode == 2
+    assert done.stderr == (
+        "aggregator-sim: error: --url must be an http:// or https:// URL, such as "
+        "http://127.0.0.1:8080; got '127.0.0.1:8080'\n"
+    )
+
+
+def test_an_unreachable_aggregator_is_one_line_and_exit_2() -> None:
+    with socket.socket() as closed:  # a port nobody listens on: bound, never listening
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        done = simulate(url, "--events", "10", env={"COLUMNS": "60"})
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr  # not wrapped at the terminal's width
+    assert done.stderr.startswith(f"aggregator-sim: cannot read {url}/stats: ConnectError(")
+    assert done.stderr.rstrip().endswith("is it running?")
 
 
 PUBLISH_TOKEN = "pub-7f3a9c"

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from aggregator.settings import SettingError, load, setting
+from aggregator.settings import SettingError, http_url_rule, load, setting
 from tui.app.app import DashboardApp
 
 ENV_PREFIX = "AGGREGATOR_TUI_"
@@ -21,7 +21,12 @@ DESCRIPTION = "A live dashboard for a running aggregator."
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Options:
-    url: str = setting("http://127.0.0.1:8080", "the aggregator's base URL", env="AGGREGATOR_URL")
+    url: str = setting(
+        "http://127.0.0.1:8080",
+        "the aggregator's base URL",
+        env="AGGREGATOR_URL",
+        rule=http_url_rule,
+    )
     interval: float = setting(1.0, "seconds between refreshes", minimum=0.05, metavar="SECONDS")
     tail_size: int = setting(100, "how many of the newest events the tail keeps", minimum=1)
     token: str = setting("", "bearer token for the server's AGGREGATOR_READ_TOKEN", secret=True)

@@ -54,7 +54,11 @@ async def serve_syslog_tcp(
 ) -> None:
     """Listen on ``door.host:port`` until ``shutdown``; reports the bound port. Then stop
     accepting and reading, commit what was read (within the grace period) and return."""
-    listeners = await trio.open_tcp_listeners(port, host=door.host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=door.host)
+    except OSError as exc:
+        problem = f"cannot listen on tcp://{door.host}:{port}: {exc.strerror} (--syslog-tcp-port)"
+        raise OSError(exc.errno, problem) from exc
     bound = listeners[0].socket.getsockname()[1]
     max_connections = connection_limit(door.max_connections)
     slots = trio.Semaphore(max_connections)

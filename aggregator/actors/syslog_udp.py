@@ -34,7 +34,12 @@ async def serve_syslog_udp(
     )[0]
     backlog = Backlog(door.limits.max_batch_events, door.max_bytes, door.pending)
     with trio.socket.socket(family, kind, proto) as sock:
-        await sock.bind(address)
+        try:
+            await sock.bind(address)
+        except OSError as exc:
+            where = f"udp://{door.host}:{port}"
+            problem = f"cannot listen on {where}: {exc.strerror} (--syslog-udp-port)"
+            raise OSError(exc.errno, problem) from exc
         bound = sock.getsockname()[1]
         async with trio.open_nursery() as nursery:
             await nursery.start(run_committer, backlog, writer, "udp", door)

@@ -103,7 +103,11 @@ class HttpServer:
         connection has ended (``abort`` ends them)."""
         state: dict[str, Any] = {}
         lifespan = Lifespan(self._app, self._config, state)
-        sockets = self._config.create_sockets()
+        try:
+            sockets = self._config.create_sockets()
+        except OSError as exc:  # the bare errno would not say which address, or what to change
+            where = ", ".join(self._config.bind)
+            raise OSError(exc.errno, f"cannot listen on {where}: {exc.strerror} (--port)") from exc
         listeners = []
         binds = []
         for sock in sockets.insecure_sockets:

@@ -166,4 +166,7 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> None:
             for statement in MIGRATIONS[target - 1]:
                 conn.execute(statement)
             conn.execute("UPDATE aggregator_schema SET version = %s", (target,))
-            LOGGER.info("migrated %s to schema version %d", where, target)
+            if version:  # a new store is one transaction: one line, as SQLite's says
+                LOGGER.info("migrated %s to schema version %d", where, target)
+        if not version:
+            LOGGER.info("created %s at schema version %d", where, SCHEMA_VERSION)

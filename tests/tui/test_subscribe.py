@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from aggregator.front.responses import ErrorBody
+from aggregator.settings import SettingError
 from tests.tui.fake import FakeAggregator, encoded, run
 from tests.tui.test_app import NEVER, SIZE, refreshed, started
 from tui.__main__ import parse_args
@@ -339,3 +340,16 @@ def test_token_from_the_flag_or_the_environment() -> None:
     assert parse_args([], {}).token == ""
     assert parse_args([], {"AGGREGATOR_TUI_TOKEN": "t1"}).token == "t1"
     assert parse_args(["--token", "t2"], {"AGGREGATOR_TUI_TOKEN": "t1"}).token == "t2"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "origin"),
+    [(["--url", "localhost:8080"], {}, "--url"), ([], {"AGGREGATOR_URL": "foo"}, "AGGREGATOR_URL")],
+)
+def test_a_url_without_its_scheme_is_refused_up_front(
+    argv: list[str], env: dict[str, str], origin: str
+) -> None:
+    # It used to be taken, and every request then failed with httpx's UnsupportedProtocol.
+    with pytest.raises(SettingError, match=f"^{origin} must be an http:// or https:// URL"):
+        parse_args(argv, env)
+    assert parse_args(["--url", "https://logs.example"], {}).url == "https://logs.example"
