@@ -73,6 +73,10 @@ def decode_loki(
             "'Content-Type: application/json'",
         )
     topic = topic_override(headers, query_topic)
+    if media == PROTOBUF and headers.get("content-encoding", "").strip().lower() == "snappy":
+        # The protobuf body is snappy-compressed anyway; some shippers (Vector) say so in
+        # Content-Encoding, and Loki takes that as a no-op (grafana/loki#3407): so do we.
+        headers = {k: v for k, v in headers.items() if k != "content-encoding"}
     body = decode_content(body, headers, limits.max_body_bytes)
     streams = _json_streams(body) if media == JSON else _protobuf_streams(body, limits)
     check_count(sum(len(entries) for _, entries in streams), limits)
