@@ -9,6 +9,7 @@ import gzip
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,27 @@ def test_the_compiled_push_proto_is_what_its_source_generates(tmp_path: Path) ->
     checked_in = (proto / "loki_push_pb2.py").read_text()
     serialized = [line for line in generated.splitlines() if "AddSerializedFile" in line]
     assert serialized and serialized[0] in checked_in.splitlines()
+
+
+def test_entries_are_counted_before_they_are_built(door: Door) -> None:
+    """A 140 KiB snappy push of 1.5 million empty entries took 4.3 s of CPU to build before its
+    count was checked; now the count is read from the decoded message first."""
+    many = PushRequest(streams=[StreamAdapter(labels='{job="many"}')])
+    many.streams[0].entries.extend(EntryAdapter() for _ in range(1_500_000))
+    body = bytes(cramjam.snappy.compress_raw(many.SerializeToString()))
+    started = time.monotonic()
+    _assert_refused(door, body, PROTOBUF, 413, "1500000 records; the limit is 1000")
+    assert time.monotonic() - started < 2.5  # was 4.3 s unloaded; the count alone is ~0.1 s
+    values = b'["1","x"],' * 200_000
+    as_json = b'{"streams":[{"stream":{"job":"many"},"values":[%s["2","y"]]}]}' % values
+    _assert_refused(door, as_json, {"Content-Type": "application/json"}, 413, "200001 records")
+    door.assert_healthy()
+
+
+def test_a_label_named_twice_refuses_the_push(door: Door) -> None:
+    """``{a="1", a="2"}`` was taken as ``{a="2"}``: its entries one event with that stream's."""
+    twice = _push(StreamAdapter(labels='{job="dup-label", a="1", a="2"}', entries=[_entry("x")]))
+    _assert_refused(door, twice, PROTOBUF, 400, "duplicate label name 'a'")
+    once = _push(StreamAdapter(labels='{job="dup-label", a="2"}', entries=[_entry("x")]))
+    assert door.http.post("/loki/api/v1/push", content=once, headers=PROTOBUF).status_code == 204
+    assert len(door.events("dup-label")) == 1
