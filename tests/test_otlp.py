@@ -250,9 +250,27 @@ def test_topic_comes_from_the_query_then_the_header_then_service_name(door: Door
     assert "whitespace" in Status.FromString(bad.content).message
 
 
-def _assert_refused(
-    door: Door, body: bytes, headers: dict[str, str], status: int, words: str
-) -> None:
+def test_a_utf8_topic_header_is_the_topic_of_the_query(door: Door) -> None:
+    """The header's bytes are UTF-8, as the query's: 'café' was stored as the topic 'cafÃ©'."""
+    body = _request(_record("accented"), service="ignored").SerializeToString()
+    header = [("Content-Type", "application/x-protobuf"), ("X-Aggregator-Topic", "café-ü")]
+    encoded = [(k, v.encode()) for k, v in header]
+    by_header = door.http.post("/v1/logs", content=body, headers=encoded)
+    assert by_header.status_code == 200
+    assert [e["payload"]["body"] for e in door.events("café-ü")] == ["accented"]
+    assert "cafÃ©-Ã¼" not in door.http.get("/stats").json()["topics"]
+    latin1 = [(b"Content-Type", b"application/x-protobuf"), (b"X-Aggregator-Topic", b"caf\xe9")]
+    _assert_refused(door, body, latin1, 400, "X-Aggregator-Topic header is not valid UTF-8")
+    loki = door.http.post(
+        "/loki/api/v1/push",
+        json={"streams": [{"stream": {"job": "x"}, "values": [["1", "accented"]]}]},
+        headers=[(b"X-Aggregator-Topic", "café-ü".encode())],
+    )
+    assert loki.status_code == 204
+    assert [e["payload"].get("line") for e in door.events("café-ü")] == [None, "accented"]
+
+
+def _assert_refused(door: Door, body: bytes, headers: Any, status: int, words: str) -> None:
     before = door.counters()
     response = door.http.post("/v1/logs", content=body, headers=headers)
     assert response.status_code == status, response.text
