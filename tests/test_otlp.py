@@ -6,6 +6,7 @@ override, the response shapes and hostile bodies, built with the same maintained
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import threading
@@ -174,6 +175,75 @@ def _request(*records: LogRecord, service: str | None = "built") -> ExportLogsSe
 
 def _record(body: str, ns: int = NS, **fields: Any) -> LogRecord:
     return LogRecord(time_unix_nano=ns, body=AnyValue(string_value=body), **fields)
+
+
+def test_values_that_share_a_json_form_are_different_records(door: Door) -> None:
+    """Bytes are stored as base64, NaN, infinities and an unset value as null: bytes and the
+    string of their base64, or NaN and +inf, were one event (the second dropped as a
+    duplicate). Their ids now tell the types apart, in both encodings alike."""
+    nan, inf = float("nan"), float("inf")
+    bodies = {
+        "bytes": AnyValue(bytes_value=b"abc"),
+        "its base64": AnyValue(string_value="YWJj"),
+        "nan": AnyValue(double_value=nan),
+        "inf": AnyValue(double_value=inf),
+        "-inf": AnyValue(double_value=-inf),
+        "unset": AnyValue(),
+    }
+    records = [LogRecord(time_unix_nano=NS, body=body) for body in bodies.values()]
+    records += [
+        LogRecord(time_unix_nano=NS, attributes=[KeyValue(key="k", value=value)])
+        for value in (AnyValue(bytes_value=b"abc"), AnyValue(string_value="YWJj"))
+    ]
+    nested = AnyValue()
+    nested.array_value.values.add(bytes_value=b"abc")
+    records.append(LogRecord(time_unix_nano=NS, body=nested))
+    request = _request(*records, service="lossy-values")
+    before = door.counters()
+    response = door.http.post("/v1/logs", content=request.SerializeToString(), headers=PROTOBUF)
+    assert response.status_code == 200
+    assert door.delta(before) == [9, 9, 0]
+    stored = door.events("lossy-values")
+    assert [e["payload"].get("body") for e in stored[:6]] == [
+        "YWJj",
+        "YWJj",
+        None,
+        None,
+        None,
+        None,
+    ]
+    # The same records as OTLP/JSON (NaN and the infinities as protobuf's JSON names them).
+    scalar = [
+        {"bytesValue": "YWJj"},
+        {"stringValue": "YWJj"},
+        {"doubleValue": "NaN"},
+        {"doubleValue": "Infinity"},
+        {"doubleValue": "-Infinity"},
+        {},
+    ]
+    as_json = [{"timeUnixNano": str(NS), "body": body} for body in scalar]
+    as_json += [
+        {"timeUnixNano": str(NS), "attributes": [{"key": "k", "value": value}]}
+        for value in scalar[:2]
+    ]
+    as_json.append(
+        {"timeUnixNano": str(NS), "body": {"arrayValue": {"values": [{"bytesValue": "YWJj"}]}}}
+    )
+    resource = {"attributes": [{"key": "service.name", "value": {"stringValue": "lossy-values"}}]}
+    body = {"resourceLogs": [{"resource": resource, "scopeLogs": [{"logRecords": as_json}]}]}
+    before = door.counters()
+    assert door.http.post("/v1/logs", json=body).status_code == 200
+    assert door.delta(before) == [9, 0, 9]
+    # A record without such values keeps the id of its payload, as docs/otlp.md says.
+    plain = _request(_record("plain", attributes=[KeyValue(key="n", value=AnyValue(int_value=7))]))
+    response = door.http.post(
+        "/v1/logs?topic=plain-id", content=plain.SerializeToString(), headers=PROTOBUF
+    )
+    assert response.status_code == 200
+    [event] = door.events("plain-id")
+    text = json.dumps(event["payload"], sort_keys=True, separators=(",", ":")).encode()
+    expected = hashlib.blake2b(b"%d:0:" % NS + text, digest_size=16).hexdigest()
+    assert event["event_id"] == expected
 
 
 def test_partial_success_counts_the_records_that_cannot_be_events(door: Door) -> None:

@@ -15,7 +15,9 @@ body that cannot be decoded is refused whole (400).
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -26,6 +28,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from aggregator.decoders.content import decode_content, media_type, unsupported_media_type
 from aggregator.decoders.shipper import (
+    CANONICAL,
     Refused,
     check_count,
     digest,
@@ -70,7 +73,8 @@ def decode_otlp(
     )
     events: list[EventRecord] = []
     for i, resource_logs in enumerate(request.resource_logs):
-        resource = _attributes(resource_logs.resource.attributes)
+        resource_seen = _Seen()
+        resource = _attributes(resource_logs.resource.attributes, resource_seen)
         service = resource.get("service.name")
         resource_topic = topic or (service if isinstance(service, str) and service else None)
         source = next(
@@ -81,12 +85,14 @@ def decode_otlp(
         # The same for every record of the resource: checked once.
         unusable = text_problem("topic", resource_topic) or text_problem("source", source)
         for j, scope_logs in enumerate(resource_logs.scope_logs):
-            scope = _scope(scope_logs)
+            scope_seen = _Seen(resource_seen.lossy)
+            scope = _scope(scope_logs, scope_seen)
+            context = _Context(resource_logs.resource, scope_logs.scope, scope, scope_seen.lossy)
             for k, record in enumerate(scope_logs.log_records):
                 try:
                     if unusable:
                         raise _Refuse(unusable)
-                    events.append(_event(record, resource, scope, resource_topic, source, limits))
+                    events.append(_event(record, resource, context, resource_topic, source, limits))
                 except _Refuse as refusal:
                     where = f"resource_logs[{i}].scope_logs[{j}].log_records[{k}]"
                     refused.add(where, str(refusal))
@@ -97,10 +103,30 @@ class _Refuse(Exception):
     """One record that cannot be an event; the others go on."""
 
 
+class _Seen:
+    """Whether a value met so far has a JSON form another value shares: bytes (base64, as a
+    string), a double that is not finite and an unset value (all three null). Such a record's
+    id is taken of its typed form (``_typed``), or two different records were one event; the
+    others keep the id of their payload, as before."""
+
+    def __init__(self, lossy: bool = False) -> None:
+        self.lossy = lossy
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """A scope's records share: the messages (for the typed form) and the scope's JSON."""
+
+    resource: Any
+    scope_message: Any
+    scope: dict[str, Any]
+    lossy: bool
+
+
 def _event(
     record: Any,
     resource: dict[str, Any],
-    scope: dict[str, Any],
+    context: _Context,
     topic: str,
     source: str,
     limits: Limits,
@@ -111,10 +137,12 @@ def _event(
     timestamp = ns_timestamp(ns)
     if timestamp is None:
         raise _Refuse(f"the record's time {ns} ns is outside years 1–9999")
-    attributes = _attributes(record.attributes)
+    seen = _Seen(context.lossy)
+    attributes = _attributes(record.attributes, seen)
+    scope = context.scope
     payload: dict[str, Any] = {}
     if record.HasField("body"):
-        payload["body"] = _any(record.body)
+        payload["body"] = _any(record.body, seen)
     if record.severity_number:
         payload["severity_number"] = record.severity_number
     if record.severity_text:
@@ -143,7 +171,7 @@ def _event(
         # The record's content: both times (to the nanosecond) and the payload, which holds
         # everything else of the record, its resource and its scope.
         times = b"%d:%d:" % (record.time_unix_nano, record.observed_time_unix_nano)
-        event_id = digest(times + text)
+        event_id = digest(times + (_typed(record, payload, context) if seen.lossy else text))
     elif not isinstance(uid, str) or text_problem("event_id", uid):
         raise _Refuse(f"the attribute {UID} must be a string of 1–255 characters, not blank")
     else:
@@ -151,24 +179,25 @@ def _event(
     return EventRecord(topic, event_id, timestamp, source, text.decode())
 
 
-def _scope(scope_logs: Any) -> dict[str, Any]:
+def _scope(scope_logs: Any, seen: _Seen) -> dict[str, Any]:
     scope: dict[str, Any] = {}
     if scope_logs.scope.name:
         scope["name"] = scope_logs.scope.name
     if scope_logs.scope.version:
         scope["version"] = scope_logs.scope.version
     if scope_logs.scope.attributes:
-        scope["attributes"] = _attributes(scope_logs.scope.attributes)
+        scope["attributes"] = _attributes(scope_logs.scope.attributes, seen)
     return scope
 
 
-def _attributes(pairs: Any) -> dict[str, Any]:
+def _attributes(pairs: Any, seen: _Seen) -> dict[str, Any]:
     """OTLP key-value pairs as a JSON object (a key given twice keeps its last value)."""
-    return {pair.key: _any(pair.value) for pair in pairs}
+    return {pair.key: _any(pair.value, seen) for pair in pairs}
 
 
-def _any(value: AnyValue) -> Any:
-    """An OTLP ``AnyValue`` as JSON: bytes as base64, an unset value as null."""
+def _any(value: AnyValue, seen: _Seen) -> Any:
+    """An OTLP ``AnyValue`` as JSON: bytes as base64, an unset value and a double that is not
+    finite as null (what JSON has); ``seen`` learns of those."""
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -177,14 +206,53 @@ def _any(value: AnyValue) -> Any:
     if kind == "int_value":
         return value.int_value
     if kind == "double_value":
+        if not math.isfinite(value.double_value):
+            seen.lossy = True
         return value.double_value
     if kind == "array_value":
-        return [_any(item) for item in value.array_value.values]
+        return [_any(item, seen) for item in value.array_value.values]
     if kind == "kvlist_value":
-        return _attributes(value.kvlist_value.values)
+        return _attributes(value.kvlist_value.values, seen)
+    seen.lossy = True
     if kind == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
     return None
+
+
+def _typed(record: Any, payload: dict[str, Any], context: _Context) -> bytes:
+    """What the id of a record holding bytes, an unset value or a double that is not finite is
+    taken of: its payload with every OTLP value tagged with its type, so that bytes and the
+    string of their base64, or NaN and an unset value, are not the same record."""
+    typed = dict(payload)
+    if "body" in payload:
+        typed["body"] = _typed_any(record.body)
+    if "attributes" in payload:
+        typed["attributes"] = _typed_attributes(record.attributes)
+    if "resource" in payload:
+        typed["resource"] = _typed_attributes(context.resource.attributes)
+    if "attributes" in context.scope:
+        scope_attributes = _typed_attributes(context.scope_message.attributes)
+        typed["scope"] = {**context.scope, "attributes": scope_attributes}
+    return b"typed:" + CANONICAL.encode(typed)
+
+
+def _typed_attributes(pairs: Any) -> dict[str, Any]:
+    return {pair.key: _typed_any(pair.value) for pair in pairs}
+
+
+def _typed_any(value: AnyValue) -> dict[str, Any]:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return {}
+    if kind == "array_value":
+        return {kind: [_typed_any(item) for item in value.array_value.values]}
+    if kind == "kvlist_value":
+        return {kind: _typed_attributes(value.kvlist_value.values)}
+    if kind == "bytes_value":
+        return {kind: base64.b64encode(value.bytes_value).decode()}
+    if kind == "double_value" and not math.isfinite(value.double_value):
+        return {kind: repr(value.double_value)}  # 'nan', 'inf', '-inf': JSON has no such number
+    return {kind: getattr(value, kind)}
 
 
 def _parse_protobuf(body: bytes) -> ExportLogsServiceRequest:

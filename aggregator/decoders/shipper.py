@@ -23,7 +23,7 @@ from aggregator.messages import Limits, Rejection
 TOPIC_HEADER = "x-aggregator-topic"
 MAX_TEXT = 255
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CANONICAL = msgspec.json.Encoder(order="sorted")
+CANONICAL = msgspec.json.Encoder(order="sorted")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Refused:
 
 def content_id(record: Any) -> str:
     """A 32-hex-digit id of ``record`` (JSON-able), from its canonical JSON (keys sorted)."""
-    return digest(_CANONICAL.encode(record))
+    return digest(CANONICAL.encode(record))
 
 
 def digest(data: bytes) -> str:
@@ -121,7 +121,7 @@ def topic_override(headers: Mapping[str, str], query_topic: str | None) -> str |
 def encode_payload(payload: dict[str, Any], limits: Limits) -> bytes | None:
     """The payload's canonical JSON text (keys sorted: a hash of it does not depend on the
     order fields arrived in); None when it is over the payload limit."""
-    text = _CANONICAL.encode(payload)
+    text = CANONICAL.encode(payload)
     if len(text) > limits.max_payload_bytes:
         return None
     return text
