@@ -6,6 +6,7 @@ and Alloy send them; then Loki's response shapes and hostile bodies."""
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import subprocess
 import sys
@@ -261,3 +262,19 @@ def test_a_label_named_twice_refuses_the_push(door: Door) -> None:
     once = _push(StreamAdapter(labels='{job="dup-label", a="2"}', entries=[_entry("x")]))
     assert door.http.post("/loki/api/v1/push", content=once, headers=PROTOBUF).status_code == 204
     assert len(door.events("dup-label")) == 1
+
+
+def test_json_label_names_follow_the_label_set_rule(door: Door) -> None:
+    """A JSON stream took any key as a label name ("", "a b", "1a"), which a protobuf label
+    set cannot hold: the two encodings refuse the same streams."""
+    headers = {"Content-Type": "application/json"}
+    for name in ("", "a b", "1a", "é"):
+        push = {"streams": [{"stream": {"job": "names", name: "x"}, "values": [["1", "x"]]}]}
+        _assert_refused(door, json.dumps(push).encode(), headers, 400, "is not a label name")
+        as_proto = _push(
+            StreamAdapter(labels=f'{{job="names", {name}="x"}}', entries=[_entry("x")])
+        )
+        _assert_refused(door, as_proto, PROTOBUF, 400, "not a label set")
+    fine = {"streams": [{"stream": {"job": "names", "_a.b9": "x"}, "values": [["1", "x"]]}]}
+    assert door.http.post("/loki/api/v1/push", json=fine).status_code == 204
+    assert len(door.events("names")) == 1

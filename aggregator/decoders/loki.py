@@ -42,6 +42,7 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # One `name="value"` of a Prometheus label set; values are Go-quoted strings.
 _PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_.]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\})')
+_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.]*")  # a label name, as the label set's pattern reads it
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
 
@@ -177,6 +178,16 @@ def _json_streams(body: bytes, limits: Limits) -> list[Stream]:
     except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
         raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
     check_count(sum(len(s.values) for s in push.streams), limits)
+    for i, s in enumerate(push.streams):
+        # The names a protobuf push's label set can hold, and no others: JSON took "a b" and "".
+        for name in s.stream:
+            if not _NAME.fullmatch(name):
+                raise Rejection(
+                    400,
+                    "validation",
+                    f"stream {i}: label name {name[:80]!r} is not a label name "
+                    "(a letter or _, then letters, digits, _ or .)",
+                )
     return [(s.stream, list(_json_entries(i, s.values))) for i, s in enumerate(push.streams)]
 
 
