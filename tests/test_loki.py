@@ -278,3 +278,31 @@ def test_json_label_names_follow_the_label_set_rule(door: Door) -> None:
     fine = {"streams": [{"stream": {"job": "names", "_a.b9": "x"}, "values": [["1", "x"]]}]}
     assert door.http.post("/loki/api/v1/push", json=fine).status_code == 204
     assert len(door.events("names")) == 1
+
+
+def test_streams_without_entries_are_not_read(door: Door) -> None:
+    """No event comes of a stream without entries, so its labels are not parsed: a 63 KiB
+    snappy push of 105,000 empty streams (small enough to be decoded on the event loop) held
+    /health for 1 s parsing them. Such a stream's labels are not checked either, in either
+    encoding; a stream with entries is checked as ever."""
+    empty = [StreamAdapter(labels="{") for _ in range(105_000)]
+    body = _push(*empty, StreamAdapter(labels='{job="empty-streams"}', entries=[_entry("kept")]))
+    assert len(body) < 64 * 1024
+    before = door.counters()
+    assert door.http.post("/loki/api/v1/push", content=body, headers=PROTOBUF).status_code == 204
+    assert door.delta(before) == [1, 1, 0]
+    as_json = {"streams": [{"stream": {"a b": ""}, "values": []}] * 3}
+    assert door.http.post("/loki/api/v1/push", json=as_json).status_code == 204
+    bad = _push(StreamAdapter(labels="{not a label set", entries=[_entry("x")]))
+    _assert_refused(door, bad, PROTOBUF, 400, "stream 0: labels")
+    second = {
+        "streams": [{"stream": {}, "values": []}, {"stream": {"a b": "x"}, "values": [["1", "x"]]}]
+    }
+    _assert_refused(
+        door,
+        json.dumps(second).encode(),
+        {"Content-Type": "application/json"},
+        400,
+        "stream 1: label name",
+    )
+    door.assert_healthy()
