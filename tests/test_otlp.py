@@ -527,3 +527,14 @@ def test_the_sdk_retries_a_503_and_its_records_are_stored_once(tmp_path: Path) -
             "aggregator_publish_events_total", protocol="otlp", result="stored"
         ) == len(lines)
         door.assert_healthy()
+
+
+def test_a_body_over_the_limit_as_received_is_counted_under_its_door(door: Door) -> None:
+    """Refused while it arrives, before the door's route runs: it was missing from /metrics."""
+    name = "aggregator_publish_rejected_total"
+    for path, protocol in (("/v1/logs", "otlp"), ("/loki/api/v1/push", "loki")):
+        before = door.metric(name, protocol=protocol, reason="too_large")
+        response = door.http.post(path, content=b"\0" * (4 * 1024 * 1024 + 1), headers=PROTOBUF)
+        assert response.status_code == 413
+        assert "AGGREGATOR_MAX_BODY_BYTES" in response.json()["message"]
+        assert door.metric(name, protocol=protocol, reason="too_large") == before + 1
