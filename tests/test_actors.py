@@ -490,3 +490,32 @@ async def test_the_writer_goes_on_when_a_requester_is_gone(tmp_path: Path) -> No
             assert await write(send, [rec("t", "3")]) == Accepted(1, 1, 0)
             await send.aclose()
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (3, 3, 0)  # committed regardless
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "snappy", " GZIP "])
+async def test_a_compressed_body_is_decoded_off_the_event_loop_however_small(
+    encoding: str,
+) -> None:
+    """A small compressed body can inflate to the body limit (a 9 KiB gzip body of OTLP/JSON
+    held the event loop, and /health, for 1.3 s): its size says nothing of its cost."""
+    threads: list[threading.Thread] = []
+
+    def decode(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        threads.append(threading.current_thread())
+        return [rec("t", body.decode())]
+
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            for headers in ({"content-encoding": encoding}, {}):
+                reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+                await ingest_send.send(Submission(b"small", headers, decode, reply_send))
+                request = await write_recv.receive()
+                request.reply.send_nowait(Accepted(1, 1, 0))
+                assert isinstance(await reply_recv.receive(), Accepted)
+            await ingest_send.aclose()
+    compressed, plain = threads
+    assert compressed is not threading.main_thread()
+    assert plain is threading.main_thread()  # a small plain body stays on the loop: cheap

@@ -23,7 +23,7 @@ from aggregator.messages import Limits, Rejection
 TOPIC_HEADER = "x-aggregator-topic"
 MAX_TEXT = 255
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CANONICAL = msgspec.json.Encoder(order="sorted")
+CANONICAL = msgspec.json.Encoder(order="sorted")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Refused:
 
 def content_id(record: Any) -> str:
     """A 32-hex-digit id of ``record`` (JSON-able), from its canonical JSON (keys sorted)."""
-    return digest(_CANONICAL.encode(record))
+    return digest(CANONICAL.encode(record))
 
 
 def digest(data: bytes) -> str:
@@ -99,9 +99,19 @@ def text_problem(name: str, value: str) -> str | None:
 def topic_override(headers: Mapping[str, str], query_topic: str | None) -> str | None:
     """The topic a request names for all its records (query ``topic``, then the header), or
     None; a 400 when it breaks the topic rule, since every record would."""
-    topic = query_topic if query_topic is not None else headers.get(TOPIC_HEADER)
+    topic = query_topic
     if topic is None:
-        return None
+        header = headers.get(TOPIC_HEADER)
+        if header is None:
+            return None
+        # The server hands header values over as latin-1 (HTTP's old default); a topic is
+        # UTF-8, as in the query: taken as they came, 'café' became the topic 'cafÃ©'.
+        try:
+            topic = header.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            raise Rejection(
+                400, "validation", "the X-Aggregator-Topic header is not valid UTF-8"
+            ) from None
     problem = text_problem("topic", topic)
     if problem:
         raise Rejection(400, "validation", f"the request's {problem}")
@@ -111,7 +121,7 @@ def topic_override(headers: Mapping[str, str], query_topic: str | None) -> str |
 def encode_payload(payload: dict[str, Any], limits: Limits) -> bytes | None:
     """The payload's canonical JSON text (keys sorted: a hash of it does not depend on the
     order fields arrived in); None when it is over the payload limit."""
-    text = _CANONICAL.encode(payload)
+    text = CANONICAL.encode(payload)
     if len(text) > limits.max_payload_bytes:
         return None
     return text

@@ -207,9 +207,14 @@ class Metrics:
 
     def count_unauthorized(self, path: str) -> None:
         """A 401: counted as a refused publish when its path is a front door's publish route."""
+        self.count_refused_before_route(path, "unauthorized")
+
+    def count_refused_before_route(self, path: str, reason: str) -> None:
+        """A request refused before its route ran (401, a body over the limit as received):
+        counted under its door when ``path`` is a front door's publish route."""
         door = DOORS.get(path, "elasticsearch" if path.endswith("/_bulk") else None)
         if door is not None:
-            self.count_rejected(door, "unauthorized")
+            self.count_rejected(door, reason)
 
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()

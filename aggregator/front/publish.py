@@ -54,6 +54,8 @@ class PublishRoute:
             try:
                 receive = await self._with_whole_body(scope, receive)
             except Rejection as rejection:  # the body was not read to its end
+                # The door's route never runs: counted here under its door (OTLP, Loki, bulk).
+                self._front.metrics.count_refused_before_route(scope["path"], rejection.error)
                 await _answer(send, rejection.status, error_body(rejection), close=True)
                 return
             except _Disconnected:
