@@ -8,7 +8,7 @@ ended that nursery, and the whole server with it. Here each connection runs hype
 ``TCPServer`` inside a guard: what it raises is logged once as an incident (stage
 ``connection``), that connection alone is closed, and the server goes on.
 
-Each connection's stream also bounds how long one send may wait for the peer
+Each connection's stream also bounds how long a send may wait for the peer to take any data
 (``AGGREGATOR_SEND_TIMEOUT_SECONDS``): hypercorn sends shielded from cancellation, so a client
 that stops reading (a stalled ``/subscribe``) used to hold its task, its memory and the server's
 shutdown for ever. And at the end of shutdown ``abort`` closes every connection still open, which
@@ -47,10 +47,25 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         return self._inner.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        # Inside hypercorn's shield: this scope's own deadline still applies.
-        with trio.move_on_after(self._send_timeout):
-            await self._inner.send_all(data)
-            return
+        # Inside hypercorn's shield: this scope's own deadline still applies. The deadline is
+        # for the peer taking *no* data: it starts again whenever the socket takes some, so a
+        # client reading slowly but steadily (a large event at a few hundred KB/s) is not cut.
+        sock = self._inner.socket
+        with memoryview(data) as view:
+            sent = 0
+            while True:
+                with trio.move_on_after(self._send_timeout):
+                    try:
+                        if sent == len(view):
+                            await trio.lowlevel.checkpoint()
+                            return
+                        sent += await sock.send(view[sent:])
+                    except OSError as exc:
+                        if sock.fileno() == -1:
+                            raise trio.ClosedResourceError("the connection was closed") from None
+                        raise trio.BrokenResourceError(f"the peer is gone: {exc}") from exc
+                    continue
+                break
         self.abort()
         raise trio.BrokenResourceError(
             f"the peer took no data for {self._send_timeout} s "
