@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.support import event, running_server, wait_for
+from tests.support import ServerProcess, event, running_server, wait_for
 from tests.test_connections import assert_serving, connect, metric
 
 
@@ -84,3 +85,69 @@ def test_a_slow_but_reading_subscriber_is_not_cut_by_the_send_timeout(tmp_path: 
             tail = chunk[-2:]
             time.sleep(0.005)  # sleep-ok: paces a slow reader (a few hundred KB/s), never stops
         assert_serving(server)
+
+
+BAD_REQUESTS = [
+    # (what is sent, the status, words the message must have)
+    (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+        400,
+        "Content-Length",
+    ),
+    (b"GET /health HTTP/1.1\r\n\r\n", 400, "Host"),
+    (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+        431,
+        "16384 bytes, the limit",
+    ),
+    (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        501,
+        "Transfer-Encoding",
+    ),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 50, 400, "HTTP/1.1"),
+]
+
+
+def test_requests_hypercorn_refuses_get_an_answer_that_names_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """h11's refusals (a request head it cannot parse, conflicting Content-Length, no Host, a head
+    over hypercorn's 16 KiB, a Transfer-Encoding other than chunked) were answered by hypercorn
+    with an empty body: now JSON naming what is wrong and the limit, the connection closed."""
+    with running_server(tmp_path) as server:
+        for sent, status, words in BAD_REQUESTS:
+            with connect(server.url) as client:
+                client.sendall(sent)
+                head, _, rest = read_all(client).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 %d" % status), (sent[:60], head)
+            assert b"connection: close" in head.lower(), head
+            refusal = json.loads(rest)
+            assert words in refusal["message"], (sent[:60], refusal)
+        assert httpx.get(f"{server.url}/stats").json()["received"] == 0
+        assert_serving(server)
+
+
+def test_out_of_file_descriptors_is_logged_once_not_ten_times_a_second(tmp_path: Path) -> None:
+    """Under a file limit of 64 and 150 idle connections, trio's accept loop logged an ERROR with
+    a traceback every 0.1 s until the keep-alive timeout freed descriptors (about 50 in 5 s):
+    now one line, then at most one a minute; the server serves again meanwhile."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+    )
+    clients = []
+    try:
+        server.wait_ready()
+        for _ in range(150):  # the backlog (100) holds what the server cannot accept
+            clients.append(connect(server.url))
+        wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+        # Served once the keep-alive timeout (5 s) has closed idle connections.
+        assert httpx.get(f"{server.url}/health", timeout=60).status_code == 200
+        log = server.log()
+        assert log.count("Too many open files") == 1, log
+        assert "Traceback" not in log, log
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()

@@ -123,7 +123,7 @@ def _only(exc: BaseException, kind: type[Exception]) -> bool:
 
 
 def _ambiguous(scope: Any) -> bool:
-    names = {name for name, _ in scope["headers"]}
+    names = {name for name, _ in scope.get("headers", ())}
     return b"transfer-encoding" in names and b"content-length" in names
 
 

@@ -13,22 +13,33 @@ Each connection's stream also bounds how long a send may wait for the peer to ta
 that stops reading (a stalled ``/subscribe``) used to hold its task, its memory and the server's
 shutdown for ever. And at the end of shutdown ``abort`` closes every connection still open, which
 ends even a send under way at once.
+
+A request h11 cannot take (a head it cannot parse, conflicting ``Content-Length``, no ``Host``, a
+head over hypercorn's 16 KiB, a ``Transfer-Encoding`` other than chunked) is refused by hypercorn
+before any route, with an empty 400/431/501: here that answer carries a JSON body that names what
+is wrong (h11's reason) and the limit, like every other rejection.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from functools import partial
+from math import inf
 from typing import Any
 
+import h11
 import hypercorn.config
+import msgspec
 import trio
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
 
 LOGGER = logging.getLogger(__name__)
@@ -89,6 +100,71 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         self._inner.socket.close()
 
 
+class _TCPServer(TCPServer):
+    """hypercorn's connection, whose protocol refusals say why (``_explain_refusals``)."""
+
+    async def _read_data(self) -> None:
+        # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
+        protocol = self.protocol.protocol
+        if isinstance(protocol, H11Protocol):
+            _explain_refusals(protocol, self.config)
+        await super()._read_data()
+
+
+def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> None:
+    """Make ``protocol``'s error answers name h11's reason: its error is kept as its connection
+    raises it, and its error answer (empty in hypercorn) is replaced by one with a body."""
+    connection = protocol.connection
+    next_event = connection.next_event
+    reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
+
+    def recording() -> Any:
+        try:
+            return next_event()
+        except h11.RemoteProtocolError as exc:
+            reason[0] = _refusal(exc, config)
+            raise
+
+    async def send_error_response(status_code: int) -> None:
+        body = msgspec.json.encode(
+            ErrorBody(_REFUSAL_KINDS.get(status_code, "bad_request"), reason[0])
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *config.response_headers("h11"),
+        ]
+        await protocol._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await protocol._send_h11_event(h11.Data(data=body))
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+    connection.next_event = recording  # type: ignore[method-assign]
+    protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+
+
+_REFUSAL_KINDS = {431: "headers_too_large", 501: "not_implemented"}
+
+
+def _refusal(exc: h11.RemoteProtocolError, config: hypercorn.config.Config) -> str:
+    status = exc.error_status_hint
+    if status == 431:
+        return (
+            f"the request line and headers are too large: {config.h11_max_incomplete_size} bytes, "
+            "the limit, came without their end; the request was not served and the connection "
+            "is closed"
+        )
+    what = str(exc) or "the request is not valid HTTP/1.1"
+    if status == 501:
+        return (
+            f"{what} (or a Content-Length): the request was not served and the connection is closed"
+        )
+    return (
+        f"the request is not valid HTTP/1.1 (RFC 9112): {what}; the request was not served and "
+        "the connection is closed"
+    )
+
+
 class HttpServer:
     """Serves ``app`` on the configured address until ``stop``; ``abort`` then ends what is left."""
 
@@ -133,7 +209,9 @@ class HttpServer:
                 handler = partial(self._serve_connection, ConnectionState(state.copy()))
                 task_status.started(binds)
                 with self._accepting:
-                    await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(_accept, listener, handler, connections)
                 for listener in listeners:
                     await listener.aclose()
             await lifespan.wait_for_shutdown()
@@ -156,7 +234,7 @@ class HttpServer:
         guarded = _PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
-            await TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
+            await _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
         except BaseException as exc:
             cancelled, other = _split(exc)
             if other is not None:
@@ -168,6 +246,41 @@ class HttpServer:
         finally:
             self._open.discard(guarded)
             guarded.abort()
+
+
+# accept() failing for want of resources: the connection waits in the kernel's backlog.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_EXHAUSTED_RETRY_SECONDS = 0.1
+_EXHAUSTED_LOG_SECONDS = 60.0
+
+
+async def _accept(listener: trio.SocketListener, handler: Any, nursery: trio.Nursery) -> None:
+    """trio's ``serve_listeners`` without its log flood: out of file descriptors, it logged an
+    ERROR with a traceback every 0.1 s for as long as that lasted. Here one line, then at most
+    one a minute while it goes on (each freed descriptor lets one connection in, then accept
+    fails again)."""
+    logged_at = -inf
+    failures = 0
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _EXHAUSTED:
+                raise
+            failures += 1
+            if trio.current_time() - logged_at >= _EXHAUSTED_LOG_SECONDS:
+                logged_at = trio.current_time()
+                LOGGER.error(
+                    "cannot accept connections: %s (%d times since the last such line); new "
+                    "ones wait in the kernel's backlog until some close (raise the process's "
+                    "file limit, ulimit -n, or lower the clients' connections)",
+                    exc.strerror,
+                    failures,
+                )
+                failures = 0
+            await trio.sleep(_EXHAUSTED_RETRY_SECONDS)
+            continue
+        nursery.start_soon(handler, stream)
 
 
 def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
