@@ -106,14 +106,21 @@ class _TCPServer(TCPServer):
     async def _read_data(self) -> None:
         # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
         protocol = self.protocol.protocol
-        if isinstance(protocol, H11Protocol):
-            _explain_refusals(protocol, self.config)
-        await super()._read_data()
+        if not isinstance(protocol, H11Protocol):
+            await super()._read_data()
+            return
+        connection = _explain_refusals(protocol, self.config)
+        try:
+            await super()._read_data()
+        finally:  # the closures refer to the protocol: no cycle outlives the connection
+            vars(connection).pop("next_event", None)
+            vars(protocol).pop("_send_error_response", None)
 
 
-def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> None:
+def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
     """Make ``protocol``'s error answers name h11's reason: its error is kept as its connection
-    raises it, and its error answer (empty in hypercorn) is replaced by one with a body."""
+    raises it, and its error answer (empty in hypercorn) is replaced by one with a body. Returns
+    that connection (a WebSocket upgrade replaces it with another)."""
     connection = protocol.connection
     next_event = connection.next_event
     reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
@@ -141,6 +148,7 @@ def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) ->
 
     connection.next_event = recording  # type: ignore[method-assign]
     protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+    return connection
 
 
 _REFUSAL_KINDS = {431: "headers_too_large", 501: "not_implemented"}
@@ -259,6 +267,13 @@ async def _accept(listener: trio.SocketListener, handler: Any, nursery: trio.Nur
     ERROR with a traceback every 0.1 s for as long as that lasted. Here one line, then at most
     one a minute while it goes on (each freed descriptor lets one connection in, then accept
     fails again)."""
+    async with listener:  # closed however this ends, a cancellation included
+        await _accept_until_cancelled(listener, handler, nursery)
+
+
+async def _accept_until_cancelled(
+    listener: trio.SocketListener, handler: Any, nursery: trio.Nursery
+) -> None:
     logged_at = -inf
     failures = 0
     while True:
@@ -280,7 +295,15 @@ async def _accept(listener: trio.SocketListener, handler: Any, nursery: trio.Nur
                 failures = 0
             await trio.sleep(_EXHAUSTED_RETRY_SECONDS)
             continue
-        nursery.start_soon(handler, stream)
+        nursery.start_soon(_closing, handler, stream)
+
+
+async def _closing(handler: Any, stream: trio.SocketStream) -> None:
+    """``handler(stream)``, then the stream closed whatever happened (as ``serve_listeners``)."""
+    try:
+        await handler(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
