@@ -107,7 +107,12 @@ async def _serve_http(
     limited = SubscribeLimit(routes, front)
     guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
     tracked = RequestTracker(guarded, partial(observe_request, front))
-    app = Guard(tracked, front.incidents)
+    app = Guard(
+        tracked,
+        front.incidents,
+        drain_bytes=config.max_body_bytes,
+        drain_seconds=config.read_timeout_seconds,
+    )
     server = HttpServer(
         app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
     )

@@ -37,7 +37,7 @@ class TopicBudget:
     65 MB. A request that would take the count over the limit is refused whole (422); events of
     topics already known are always admitted. Checked and reserved in one step on the trio
     thread, so concurrent requests cannot overshoot; a reservation whose commit then fails
-    stays counted (a topic at most per failed request, until the next start)."""
+    stays counted (every new topic of the failed request, until the next start)."""
 
     def __init__(self, known: Iterable[str], limit: int) -> None:
         self._known = set(known)

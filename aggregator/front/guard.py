@@ -9,6 +9,14 @@ logged once and counted (``stage="route"``), as docs/reliability.md promises for
 The server has no WebSocket route. A WebSocket handshake used to reach Quart, whose HTTP error
 handlers then failed outside a request context: two tracebacks and a bare 500 per attempt. It is
 refused here, before any route, with a 400 that points at ``/subscribe``.
+
+A request with both ``Transfer-Encoding`` and ``Content-Length`` is refused here too (400, and the
+connection closed). h11 reads such a body as chunked and kept the connection open; a proxy in front
+that trusts ``Content-Length`` instead would see a different next request on the same connection:
+request smuggling, which RFC 9112 section 6.3 answers by closing the connection. The body is read
+(within ``drain_bytes`` and ``drain_seconds``) before the answer: answered with the body unread,
+the bytes a client sent after it made h11 fail the connection while the answer was being sent, and
+the client got nothing.
 """
 
 from __future__ import annotations
@@ -28,14 +36,29 @@ WEBSOCKET_REFUSAL = ErrorBody(
     "this server has no WebSocket endpoint; GET /subscribe streams events as Server-Sent "
     "Events (text/event-stream) over plain HTTP",
 )
+AMBIGUOUS_FRAMING = ErrorBody(
+    "ambiguous_framing",
+    "the request has both Transfer-Encoding and Content-Length, which RFC 9112 section 6.3 "
+    "forbids (a proxy and this server could see different requests): send one of them; the "
+    "request was not served and the connection is closed",
+)
 
 
 class Guard:
     """ASGI: runs ``app``; a WebSocket is refused; an exception is answered as a 500."""
 
-    def __init__(self, app: Any, incidents: Incidents) -> None:
+    def __init__(
+        self,
+        app: Any,
+        incidents: Incidents,
+        *,
+        drain_bytes: int = 1024 * 1024,
+        drain_seconds: float = 10.0,
+    ) -> None:
         self._app = app
         self._incidents = incidents
+        self._drain_bytes = drain_bytes
+        self._drain_seconds = drain_seconds
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
@@ -43,6 +66,10 @@ class Guard:
             return
         if scope["type"] != "http":
             await self._app(scope, receive, send)
+            return
+        if _ambiguous(scope):
+            if await self._drain(receive):
+                await _respond(send, "http.response", 400, AMBIGUOUS_FRAMING, close=True)
             return
         started = False
 
@@ -70,6 +97,19 @@ class Guard:
             body = ErrorBody("internal", internal_message(request_id, stored_nothing=safe))
             await _respond(send, "http.response", 500, body)
 
+    async def _drain(self, receive: Any) -> bool:
+        """Read and drop a body, up to the bounds; False if the client went away."""
+        size = 0
+        with trio.move_on_after(self._drain_seconds):
+            while size <= self._drain_bytes:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return False
+                size += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        return True
+
 
 class _ConnectionEnded(Exception):
     """The transport refused a message of the answer: the connection is gone."""
@@ -80,6 +120,11 @@ def _only(exc: BaseException, kind: type[Exception]) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return all(_only(inner, kind) for inner in exc.exceptions)
     return isinstance(exc, kind)
+
+
+def _ambiguous(scope: Any) -> bool:
+    names = {name for name, _ in scope.get("headers", ())}
+    return b"transfer-encoding" in names and b"content-length" in names
 
 
 def _request(scope: Any) -> tuple[str, str]:
@@ -96,11 +141,15 @@ async def _refuse_websocket(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "websocket.close", "code": 1008})
 
 
-async def _respond(send: Any, kind: str, status: int, body: ErrorBody) -> None:
+async def _respond(
+    send: Any, kind: str, status: int, body: ErrorBody, *, close: bool = False
+) -> None:
     encoded = msgspec.json.encode(body)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(encoded)).encode()),
     ]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": f"{kind}.start", "status": status, "headers": headers})
     await send({"type": f"{kind}.body", "body": encoded})

@@ -8,27 +8,38 @@ ended that nursery, and the whole server with it. Here each connection runs hype
 ``TCPServer`` inside a guard: what it raises is logged once as an incident (stage
 ``connection``), that connection alone is closed, and the server goes on.
 
-Each connection's stream also bounds how long one send may wait for the peer
+Each connection's stream also bounds how long a send may wait for the peer to take any data
 (``AGGREGATOR_SEND_TIMEOUT_SECONDS``): hypercorn sends shielded from cancellation, so a client
 that stops reading (a stalled ``/subscribe``) used to hold its task, its memory and the server's
 shutdown for ever. And at the end of shutdown ``abort`` closes every connection still open, which
 ends even a send under way at once.
+
+A request h11 cannot take (a head it cannot parse, conflicting ``Content-Length``, no ``Host``, a
+head over hypercorn's 16 KiB, a ``Transfer-Encoding`` other than chunked) is refused by hypercorn
+before any route, with an empty 400/431/501: here that answer carries a JSON body that names what
+is wrong (h11's reason) and the limit, like every other rejection.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 from functools import partial
+from math import inf
 from typing import Any
 
+import h11
 import hypercorn.config
+import msgspec
 import trio
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
 
 LOGGER = logging.getLogger(__name__)
@@ -47,10 +58,25 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         return self._inner.socket
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        # Inside hypercorn's shield: this scope's own deadline still applies.
-        with trio.move_on_after(self._send_timeout):
-            await self._inner.send_all(data)
-            return
+        # Inside hypercorn's shield: this scope's own deadline still applies. The deadline is
+        # for the peer taking *no* data: it starts again whenever the socket takes some, so a
+        # client reading slowly but steadily (a large event at a few hundred KB/s) is not cut.
+        sock = self._inner.socket
+        with memoryview(data) as view:
+            sent = 0
+            while True:
+                with trio.move_on_after(self._send_timeout):
+                    try:
+                        if sent == len(view):
+                            await trio.lowlevel.checkpoint()
+                            return
+                        sent += await sock.send(view[sent:])
+                    except OSError as exc:
+                        if sock.fileno() == -1:
+                            raise trio.ClosedResourceError("the connection was closed") from None
+                        raise trio.BrokenResourceError(f"the peer is gone: {exc}") from exc
+                    continue
+                break
         self.abort()
         raise trio.BrokenResourceError(
             f"the peer took no data for {self._send_timeout} s "
@@ -72,6 +98,79 @@ class _PeerStream(trio.abc.HalfCloseableStream):
     def abort(self) -> None:
         """Close the socket now: a task blocked on it wakes with ``ClosedResourceError``."""
         self._inner.socket.close()
+
+
+class _TCPServer(TCPServer):
+    """hypercorn's connection, whose protocol refusals say why (``_explain_refusals``)."""
+
+    async def _read_data(self) -> None:
+        # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
+        protocol = self.protocol.protocol
+        if not isinstance(protocol, H11Protocol):
+            await super()._read_data()
+            return
+        connection = _explain_refusals(protocol, self.config)
+        try:
+            await super()._read_data()
+        finally:  # the closures refer to the protocol: no cycle outlives the connection
+            vars(connection).pop("next_event", None)
+            vars(protocol).pop("_send_error_response", None)
+
+
+def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
+    """Make ``protocol``'s error answers name h11's reason: its error is kept as its connection
+    raises it, and its error answer (empty in hypercorn) is replaced by one with a body. Returns
+    that connection (a WebSocket upgrade replaces it with another)."""
+    connection = protocol.connection
+    next_event = connection.next_event
+    reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
+
+    def recording() -> Any:
+        try:
+            return next_event()
+        except h11.RemoteProtocolError as exc:
+            reason[0] = _refusal(exc, config)
+            raise
+
+    async def send_error_response(status_code: int) -> None:
+        body = msgspec.json.encode(
+            ErrorBody(_REFUSAL_KINDS.get(status_code, "bad_request"), reason[0])
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *config.response_headers("h11"),
+        ]
+        await protocol._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await protocol._send_h11_event(h11.Data(data=body))
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+    connection.next_event = recording  # type: ignore[method-assign]
+    protocol._send_error_response = send_error_response  # type: ignore[method-assign]
+    return connection
+
+
+_REFUSAL_KINDS = {431: "headers_too_large", 501: "not_implemented"}
+
+
+def _refusal(exc: h11.RemoteProtocolError, config: hypercorn.config.Config) -> str:
+    status = exc.error_status_hint
+    if status == 431:
+        return (
+            f"the request line and headers are too large: {config.h11_max_incomplete_size} bytes, "
+            "the limit, came without their end; the request was not served and the connection "
+            "is closed"
+        )
+    what = str(exc) or "the request is not valid HTTP/1.1"
+    if status == 501:
+        return (
+            f"{what} (or a Content-Length): the request was not served and the connection is closed"
+        )
+    return (
+        f"the request is not valid HTTP/1.1 (RFC 9112): {what}; the request was not served and "
+        "the connection is closed"
+    )
 
 
 class HttpServer:
@@ -122,7 +221,9 @@ class HttpServer:
                 handler = partial(self._serve_connection, ConnectionState(state.copy()))
                 task_status.started(binds)
                 with self._accepting:
-                    await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+                    async with trio.open_nursery() as accepting:
+                        for listener in listeners:
+                            accepting.start_soon(_accept, listener, handler, connections)
                 for listener in listeners:
                     await listener.aclose()
             await lifespan.wait_for_shutdown()
@@ -145,7 +246,7 @@ class HttpServer:
         guarded = _PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
-            await TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
+            await _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
         except BaseException as exc:
             cancelled, other = _split(exc)
             if other is not None:
@@ -157,6 +258,56 @@ class HttpServer:
         finally:
             self._open.discard(guarded)
             guarded.abort()
+
+
+# accept() failing for want of resources: the connection waits in the kernel's backlog.
+_EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_EXHAUSTED_RETRY_SECONDS = 0.1
+_EXHAUSTED_LOG_SECONDS = 60.0
+
+
+async def _accept(listener: trio.SocketListener, handler: Any, nursery: trio.Nursery) -> None:
+    """trio's ``serve_listeners`` without its log flood: out of file descriptors, it logged an
+    ERROR with a traceback every 0.1 s for as long as that lasted. Here one line, then at most
+    one a minute while it goes on (each freed descriptor lets one connection in, then accept
+    fails again)."""
+    async with listener:  # closed however this ends, a cancellation included
+        await _accept_until_cancelled(listener, handler, nursery)
+
+
+async def _accept_until_cancelled(
+    listener: trio.SocketListener, handler: Any, nursery: trio.Nursery
+) -> None:
+    logged_at = -inf
+    failures = 0
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno not in _EXHAUSTED:
+                raise
+            failures += 1
+            if trio.current_time() - logged_at >= _EXHAUSTED_LOG_SECONDS:
+                logged_at = trio.current_time()
+                LOGGER.error(
+                    "cannot accept connections: %s (%d times since the last such line); new "
+                    "ones wait in the kernel's backlog until some close (raise the process's "
+                    "file limit, ulimit -n, or lower the clients' connections)",
+                    exc.strerror,
+                    failures,
+                )
+                failures = 0
+            await trio.sleep(_EXHAUSTED_RETRY_SECONDS)
+            continue
+        nursery.start_soon(_closing, handler, stream)
+
+
+async def _closing(handler: Any, stream: trio.SocketStream) -> None:
+    """``handler(stream)``, then the stream closed whatever happened (as ``serve_listeners``)."""
+    try:
+        await handler(stream)
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:

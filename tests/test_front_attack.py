@@ -1,0 +1,153 @@
+"""The HTTP front attacked as a whole (branch attack-front): framing a proxy could read otherwise
+than this server, and a subscriber that reads slowly but steadily.
+
+Real server processes and raw sockets, as in ``test_connections.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support import ServerProcess, event, running_server, wait_for
+from tests.test_connections import assert_serving, connect, metric
+
+
+def read_all(client: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (the socket's timeout fails a
+    server that keeps it open)."""
+    out = b""
+    while chunk := client.recv(65536):
+        out += chunk
+    return out
+
+
+def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(
+    tmp_path: Path,
+) -> None:
+    """h11 read the body as chunked, ignored Content-Length and kept the connection open: a proxy
+    that framed by Content-Length saw ``GET /stats`` as the body, this server as a second request
+    (request smuggling). Now 400 naming both headers, the connection closed, nothing stored."""
+    body = json.dumps(event()).encode()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    smuggled = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    with running_server(tmp_path) as server, connect(server.url) as client:
+        client.sendall(
+            b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+            % len(chunked)
+            + chunked
+            + smuggled
+        )
+        answer = read_all(client)
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400"), answer
+        assert b"connection: close" in head.lower(), answer
+        refusal = json.loads(rest)  # one answer: the smuggled request was not served
+        assert refusal["error"] == "ambiguous_framing"
+        assert "Transfer-Encoding and Content-Length" in refusal["message"]
+        assert httpx.get(f"{server.url}/stats").json()["received"] == 0
+        assert_serving(server)
+
+
+def test_a_slow_but_reading_subscriber_is_not_cut_by_the_send_timeout(tmp_path: Path) -> None:
+    """The send timeout bounded a whole ``send_all``: one event of 2 MB to a client reading
+    steadily at about 400 KB/s took 5 s and the stream was cut at the 1 s send timeout, though
+    the client never stopped reading. The timeout is now for the peer taking no data at all."""
+    args = (
+        "--send-timeout-seconds",
+        "1",
+        "--max-payload-bytes",
+        str(3 * 1024 * 1024),
+        "--max-body-bytes",
+        str(8 * 1024 * 1024),
+        "--heartbeat-seconds",
+        "600",
+    )
+    with running_server(tmp_path, *args) as server, connect(server.url, rcvbuf=4096) as client:
+        client.sendall(b"GET /subscribe HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_for(lambda: metric(server.url, "aggregator_subscribers_active") == 1, "the stream")
+        big = [event(event_id=f"big-{n}", payload={"x": "y" * 2_000_000}) for n in range(2)]
+        assert httpx.post(f"{server.url}/publish", json=big, timeout=60).status_code == 200
+        received = 0
+        ends = 0  # messages received whole (no heartbeat comes: 600 s)
+        tail = b""
+        while ends < 2:
+            chunk = client.recv(65536)
+            assert chunk, f"the stream was cut after {received} bytes:\n{server.log()}"
+            received += len(chunk)
+            ends += (tail + chunk).count(b"}\n\n")
+            tail = chunk[-2:]
+            time.sleep(0.005)  # sleep-ok: paces a slow reader (a few hundred KB/s), never stops
+        assert_serving(server)
+
+
+BAD_REQUESTS = [
+    # (what is sent, the status, words the message must have)
+    (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+        400,
+        "Content-Length",
+    ),
+    (b"GET /health HTTP/1.1\r\n\r\n", 400, "Host"),
+    (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
+        431,
+        "16384 bytes, the limit",
+    ),
+    (
+        b"POST /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        501,
+        "Transfer-Encoding",
+    ),
+    (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 50, 400, "HTTP/1.1"),
+]
+
+
+def test_requests_hypercorn_refuses_get_an_answer_that_names_what_is_wrong(
+    tmp_path: Path,
+) -> None:
+    """h11's refusals (a request head it cannot parse, conflicting Content-Length, no Host, a head
+    over hypercorn's 16 KiB, a Transfer-Encoding other than chunked) were answered by hypercorn
+    with an empty body: now JSON naming what is wrong and the limit, the connection closed."""
+    with running_server(tmp_path) as server:
+        for sent, status, words in BAD_REQUESTS:
+            with connect(server.url) as client:
+                client.sendall(sent)
+                head, _, rest = read_all(client).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 %d" % status), (sent[:60], head)
+            assert b"connection: close" in head.lower(), head
+            refusal = json.loads(rest)
+            assert words in refusal["message"], (sent[:60], refusal)
+        assert httpx.get(f"{server.url}/stats").json()["received"] == 0
+        assert_serving(server)
+
+
+def test_out_of_file_descriptors_is_logged_once_not_ten_times_a_second(tmp_path: Path) -> None:
+    """Under a file limit of 64 and 150 idle connections, trio's accept loop logged an ERROR with
+    a traceback every 0.1 s until the keep-alive timeout freed descriptors (about 50 in 5 s):
+    now one line, then at most one a minute; the server serves again meanwhile."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+    )
+    clients = []
+    try:
+        server.wait_ready()
+        for _ in range(150):  # the backlog (100) holds what the server cannot accept
+            clients.append(connect(server.url))
+        wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+        # Served once the keep-alive timeout (5 s) has closed idle connections.
+        assert httpx.get(f"{server.url}/health", timeout=60).status_code == 200
+        log = server.log()
+        assert log.count("Too many open files") == 1, log
+        assert "Traceback" not in log, log
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
