@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,6 +24,7 @@ from aggregator.actors.hub import Hub
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
+from aggregator.front.events import next_link, read_query, search_refused
 from aggregator.front.metrics import Metrics
 from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body
@@ -37,6 +38,7 @@ from aggregator.messages import (
     Unavailable,
 )
 from aggregator.store import StoreUnavailable
+from aggregator.store.query import SearchBuilding, SearchOff
 
 LOGGER = logging.getLogger(__name__)
 MAX_PAGE = 1000
@@ -157,24 +159,15 @@ def create_app(front: Front) -> QuartTrio:
 
     @app.get("/events")
     async def events() -> Response:
-        topic = request.args.get("topic")
-        limit = min(
-            _int_arg(
-                "limit",
-                DEFAULT_PAGE,
-                1,
-                "must be an integer of at least 1 "
-                f"(values above {MAX_PAGE} are treated as {MAX_PAGE})",
-            ),
-            MAX_PAGE,
-        )
-        after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
-        offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
-        rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
-        page = [event_out(row) for row in rows[:limit]]
+        query = read_query(request.args)
+        try:
+            rows = await front.readers.run(lambda r: r.find(replace(query, limit=query.limit + 1)))
+        except (SearchOff, SearchBuilding) as exc:
+            return reject(search_refused(exc))
+        page = [event_out(row) for row in rows[: query.limit]]
         headers = None
-        if len(rows) > limit:
-            headers = {"Link": _next_link(topic, page[-1].seq, limit)}
+        if len(rows) > query.limit:
+            headers = {"Link": next_link(request.args, query, page[-1].seq)}
         return json_response(page, headers=headers)
 
     @app.get("/stats")
