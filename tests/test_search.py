@@ -1,0 +1,243 @@
+"""Search over stored events (issue 16): the filters of ``GET /events`` on both stores, through
+a real server; the same results on SQLite and PostgreSQL for one query set; no 5xx for any ``q``.
+
+The store-level parts (the index kept with retention, built in the background, the migration,
+the query plans) are in ``tests/test_search_store.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import Server, open_server
+from tests.support import running_server
+from tests.test_api import next_link
+
+EVENTS = [
+    # topic, event_id, timestamp, source, payload
+    ("auth", "a1", "2026-11-30T10:00:00Z", "auth-service", {"user": "u123", "msg": "login failed"}),
+    ("auth", "a2", "2026-11-30T10:00:00.500000Z", "auth-service", {"user": "u124", "msg": "ok"}),
+    ("auth", "a3", "2026-11-30T10:05:00Z", "web", {"user": "u123", "msg": "Login OK from Zürich"}),
+    ("pay", "p1", "2026-11-30T10:06:00Z", "pay-service", {"msg": "payment failed", "amount": 12}),
+    ("pay", "p2", "2026-11-30T10:10:00Z", "pay-service", {"msg": "failed login\nretry", "n": [1]}),
+    ("pay", "order-77", "2026-11-30T10:11:00Z", "auth-service", {"note": "user_id=u999 café"}),
+]
+
+
+def batch() -> list[dict[str, Any]]:
+    return [
+        {"topic": t, "event_id": e, "timestamp": ts, "source": s, "payload": p}
+        for t, e, ts, s, p in EVENTS
+    ]
+
+
+@pytest.fixture
+async def searching(tmp_path: Path, backend: dict[str, Any]) -> AsyncIterator[Server]:
+    async with open_server(tmp_path / "data", search=True, **backend) as server:
+        response = await server.publish(batch())
+        assert response.status_code == 200, response.text
+        yield server
+
+
+async def ids(server: Server, **params: Any) -> list[str]:
+    response = await server.client.get("/events", params=params)
+    assert response.status_code == 200, response.text
+    return [event["event_id"] for event in response.json()]
+
+
+async def refused(server: Server, status: int, **params: Any) -> dict[str, Any]:
+    response = await server.client.get("/events", params=params)
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+# The filters, one by one and combined -------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_source_filter_is_exact_and_combines_with_topic(searching: Server) -> None:
+    assert await ids(searching, source="auth-service") == ["a1", "a2", "order-77"]
+    assert await ids(searching, source="auth-service", topic="auth") == ["a1", "a2"]
+    assert await ids(searching, source="auth") == []
+
+
+@pytest.mark.trio
+async def test_since_is_inclusive_until_exclusive_to_the_microsecond(searching: Server) -> None:
+    # 10:00:00.5 sorts before 10:00:00 as stored text; the filter compares times.
+    assert await ids(searching, since="2026-11-30T10:00:00.5Z") == [
+        "a2", "a3", "p1", "p2", "order-77"
+    ]  # fmt: skip
+    assert await ids(searching, since="2026-11-30T10:00:00.500001Z", topic="auth") == ["a3"]
+    assert await ids(searching, until="2026-11-30T10:00:00.5Z") == ["a1"]
+    assert await ids(searching, until="2026-11-30T10:00:00.500001Z") == ["a1", "a2"]
+    # An offset is converted to UTC; no offset means UTC.
+    window = {"since": "2026-11-30T11:05:00+01:00", "until": "2026-11-30 10:10:00"}
+    assert await ids(searching, **window) == ["a3", "p1"]
+    assert await ids(searching, **window, source="pay-service") == ["p1"]
+
+
+@pytest.mark.trio
+async def test_word_phrase_prefix_or_and_exclusion(searching: Server) -> None:
+    assert await ids(searching, q="failed") == ["a1", "p1", "p2"]
+    assert await ids(searching, q="FAILED login") == ["a1", "p2"]  # AND, any case, any order
+    assert await ids(searching, q='"login failed"') == ["a1"]  # the words in a row
+    assert await ids(searching, q='"failed login"') == ["p2"]
+    assert await ids(searching, q="u12*") == ["a1", "a2", "a3"]  # a prefix
+    assert await ids(searching, q='"user u12"*') == ["a1", "a2", "a3"]  # phrase, prefix last
+    assert await ids(searching, q="failed -login") == ["p1"]
+    assert await ids(searching, q="payment OR zurich") == ["a3", "p1"]  # accents removed
+    assert await ids(searching, q="CAFÉ") == ["order-77"]
+    assert await ids(searching, q="retry") == ["p2"]  # a JSON escape (\n) separates words
+    assert await ids(searching, q="order-77") == ["order-77"]  # the event_id is searched
+    assert await ids(searching, q="u999") == ["order-77"]  # user_id=u999: _ and = separate
+    assert await ids(searching, q="amount 12") == ["p1"]  # keys and numbers are words
+
+
+@pytest.mark.trio
+async def test_q_combines_with_every_other_filter(searching: Server) -> None:
+    assert await ids(searching, q="failed", topic="pay") == ["p1", "p2"]
+    assert await ids(searching, q="login", source="auth-service") == ["a1"]
+    assert await ids(searching, q="login", since="2026-11-30T10:01:00Z") == ["a3", "p2"]
+    assert await ids(searching, q="login", order="desc") == ["p2", "a3", "a1"]
+    assert await ids(searching, q="failed", order="desc", before=5) == ["p1", "a1"]
+
+
+@pytest.mark.trio
+async def test_newest_first_pages_back_with_before_and_link(searching: Server) -> None:
+    response = await searching.client.get("/events", params={"order": "desc", "limit": 2})
+    seen = [e["event_id"] for e in response.json()]
+    link = next_link(response)
+    assert link == "/events?order=desc&before=5&limit=2"
+    while link is not None:
+        response = await searching.client.get(link)
+        seen += [e["event_id"] for e in response.json()]
+        link = next_link(response)
+    assert seen == ["order-77", "p2", "p1", "a3", "a2", "a1"]
+
+
+@pytest.mark.trio
+async def test_paging_a_filtered_result_by_link_keeps_every_filter(searching: Server) -> None:
+    params = {"q": "u12* OR failed", "source": "auth-service", "since": "2026-11-30T10:00:00Z"}
+    response = await searching.client.get("/events", params={**params, "limit": 1})
+    seen = [e["event_id"] for e in response.json()]
+    link = next_link(response)
+    assert link is not None
+    for name in ("q=u12%2A+OR+failed", "source=auth-service", "since=2026-11-30T10%3A00%3A00Z"):
+        assert name in link
+    while link is not None:
+        response = await searching.client.get(link)
+        seen += [e["event_id"] for e in response.json()]
+        link = next_link(response)
+    assert seen == ["a1", "a2"]
+    # Newest first, with both cursors: the range between them.
+    both = {**params, "order": "desc", "after": 1, "limit": 1}
+    response = await searching.client.get("/events", params=both)
+    assert [e["event_id"] for e in response.json()] == ["a2"]
+    assert next_link(response) is None
+
+
+@pytest.mark.trio
+async def test_an_event_committed_just_now_is_found_at_once(searching: Server) -> None:
+    for n in range(5):
+        word = f"fresh{n}word"
+        event = {"topic": "t", "event_id": f"x{n}", "timestamp": "2026-11-30T11:00:00Z",
+                 "source": "s", "payload": {"m": word}}  # fmt: skip
+        assert (await searching.publish(event)).status_code == 200
+        assert await ids(searching, q=word) == [f"x{n}"]
+
+
+# Refusals ----------------------------------------------------------------------------------
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("params", "field", "says"),
+    [
+        ({"since": "yesterday"}, "since", "RFC 3339"),
+        ({"until": "2026-11-30"}, "until", "RFC 3339"),
+        ({"since": "2026-11-30T10:00:00 01:00"}, "since", "%2B"),
+        ({"until": "2026-02-30T10:00:00Z"}, "until", "RFC 3339"),
+        ({"order": "newest"}, "order", "desc"),
+        ({"before": "0"}, "before", "at least 1"),
+        ({"q": '"unclosed'}, "q", "unclosed"),
+        ({"q": "   "}, "q", "no words"),
+        ({"q": "-only -excluded"}, "q", "excluded"),
+        ({"q": "a OR"}, "q", "ends with OR"),
+        ({"q": "OR a"}, "q", "OR without"),
+        ({"q": "x" * 600}, "q", "512"),
+        ({"q": " ".join(f"w{n}" for n in range(17))}, "q", "16 terms"),
+        ({"q": 'a"b'}, "q", '"'),
+    ],
+)
+async def test_a_bad_filter_is_a_422_naming_it(
+    searching: Server, params: dict[str, str], field: str, says: str
+) -> None:
+    body = await refused(searching, 422, **params)
+    assert body["error"] == "validation"
+    assert body["details"][0]["field"] == field
+    assert field in body["message"] and says in body["message"]
+
+
+@pytest.mark.trio
+async def test_q_without_the_index_is_a_400_saying_how_to_turn_it_on(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with open_server(tmp_path / "data", **backend) as server:
+        assert (await server.publish(batch())).status_code == 200
+        body = await refused(server, 400, q="failed")
+        assert body["error"] == "search_off" and "AGGREGATOR_SEARCH=on" in body["message"]
+        # The other filters need no index.
+        assert await ids(server, source="web", order="desc") == ["a3"]
+
+
+@pytest.fixture
+def server_url(tmp_path: Path, backend: dict[str, Any]) -> Iterator[str]:
+    """A real server process with search on, holding ``EVENTS``: its URL."""
+    args = ["--search"]
+    if "database_url" in backend:
+        args += ["--database-url", backend["database_url"]]
+    with running_server(tmp_path / "data", *args) as server:
+        response = httpx.post(f"{server.url}/publish", json=batch(), timeout=30)
+        assert response.status_code == 200
+        yield server.url
+
+
+# A plain test: hypothesis drives it, a real server process answers.
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(q=st.text(st.characters(codec="utf-8"), max_size=40) | st.text('"*-OR aB9 ', max_size=24))
+def test_no_q_is_answered_with_a_5xx(server_url: str, q: str) -> None:
+    response = httpx.get(f"{server_url}/events", params={"q": q}, timeout=30)
+    assert response.status_code in (200, 422), (q, response.text)
+    if response.status_code == 422:
+        assert response.json()["details"][0]["field"] == "q"
+
+
+# The two stores agree ---------------------------------------------------------------------
+
+QUERIES = [
+    "failed", "login", '"login failed"', '"failed login"', "u12*", "u*", '"user u12"*',
+    "failed -login", "payment OR zurich", "café", "retry", "order-77", "order*", "o*", "12",
+    "msg", "user_id", "-x y", "n 1", "ok OR failed OR u999", '"ok from"', "zürich*", "ZU*",
+]  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_sqlite_and_postgres_give_the_same_results(tmp_path: Path, pg_url: str) -> None:
+    found: dict[str, list[list[str]]] = {}
+    for name, backend in (("sqlite", {}), ("postgres", {"database_url": pg_url})):
+        async with open_server(tmp_path / name, search=True, **backend) as server:
+            assert (await server.publish(batch())).status_code == 200
+            found[name] = [await ids(server, q=q, order="desc") for q in QUERIES]
+            found[name] += [await ids(server, q=q, topic="pay") for q in QUERIES]
+    assert found["sqlite"] == found["postgres"]
+    assert sum(map(len, found["sqlite"])) > 40  # the set finds things, not only nothing
