@@ -1,0 +1,161 @@
+"""The full-text index in the stores: kept in the commit's transaction, deleted with retention,
+built in steps when search is turned on for a store that has events, and the filters' plans use
+indexes (no full scan for ``topic`` + ``since``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator.messages import EventRecord
+from aggregator.store import Retention
+from aggregator.store.postgres import PostgresReader, PostgresStore
+from aggregator.store.query import EventQuery, SearchBuilding, SearchOff
+from aggregator.store.search import event_words, matches, parse
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from tests import pg
+from tests.test_retention import FakeClock
+
+
+def rec(n: int, word: str = "common", topic: str = "t") -> EventRecord:
+    stamp = f"2026-11-30T10:{n // 60 % 60:02d}:{n % 60:02d}Z"
+    return EventRecord(topic, f"id{n}", stamp, f"src{n % 3}", f'{{"m": "{word} w{n}"}}')
+
+
+def found(reader: Any, q: str, **filters: Any) -> list[str]:
+    return [e.event_id for e in reader.find(EventQuery(search=parse(q), limit=10_000, **filters))]
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_turning_search_on_builds_the_index_in_steps_and_commits_go_on(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)  # search off: nothing is indexed
+    store.commit([[rec(n) for n in range(2_500)]])
+    store.close()
+    off = SQLiteReader(db)
+    with pytest.raises(SearchOff):
+        found(off, "common")
+    off.close()
+    store = SQLiteStore(db, search=True)
+    reader = SQLiteReader(db, search=True)
+    store.commit([[rec(2_500)]])  # a publish while the index is incomplete is not held up
+    with pytest.raises(SearchBuilding, match="2501 stored events are still to be indexed"):
+        found(reader, "common")
+    steps = 1
+    while store.maintain(Retention(), 5_000).more:  # a step indexes at most 1,000 events
+        steps += 1
+    assert steps == 3
+    assert len(found(reader, "common")) == 2_501
+    store.commit([[rec(2_501, "fresh")]])  # complete again: commits index their events
+    assert found(reader, "fresh") == ["id2501"]
+    store.close()
+    reader.close()
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_retention_deletes_the_words_with_the_events(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    clock = FakeClock()
+    store = SQLiteStore(db, search=True, clock=clock)
+    store.commit([[rec(n, "old") for n in range(10)]])
+    clock.advance(100)
+    store.commit([[rec(n, "new") for n in range(10, 15)]])
+    while store.maintain(Retention(max_age_seconds=50), 4).expired:
+        pass
+    reader = SQLiteReader(db, search=True)
+    assert found(reader, "old") == []
+    assert found(reader, "new") == [f"id{n}" for n in range(10, 15)]
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT min(rowid), count(*) FROM events_fts").fetchone() == (11, 5)
+    store.commit([[rec(3, "again")]])  # an expired key is stored again, and found once
+    assert found(reader, "again") == ["id3"]
+    store.close()
+    reader.close()
+    conn.close()
+
+
+def test_postgres_turning_search_on_builds_the_index(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.commit([[rec(n) for n in range(1_500)]])
+    store.close()
+    off = PostgresReader(pg_url)
+    with pytest.raises(SearchOff):
+        found(off, "common")
+    off.close()
+    store = PostgresStore(pg_url, search=True)
+    reader = PostgresReader(pg_url, search=True)
+    store.commit([[rec(1_500)]])  # indexed at once: new rows carry their words
+    with pytest.raises(SearchBuilding, match="1500 stored events"):
+        found(reader, "common")
+    while store.maintain(Retention(), 5_000).more:
+        pass
+    assert len(found(reader, "common")) == 1_501
+    store.close()
+    reader.close()
+
+
+def test_the_python_matcher_agrees_with_the_stores_on_the_live_side() -> None:
+    words = event_words("order-77", '{"msg": "failed login\\nretry", "user": "u123"}')
+    assert words == ["order", "77", "msg", "failed", "login", "retry", "user", "u123"]
+    assert matches(parse('"failed login" u12*'), words)
+    assert not matches(parse('"login failed"'), words)
+    assert matches(parse("nothing OR order"), words)
+    assert not matches(parse("failed -retry"), words)
+
+
+# Query plans --------------------------------------------------------------------------------
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({"topic": "t1", "since": "2026-11-30T10:30:00.000000"}, "events_by_topic_time"),
+        ({"since": "2026-11-30T10:30:00.000000"}, "events_by_time"),
+        ({"source": "src1", "descending": True}, "events_by_source"),
+    ],
+)
+def test_sqlite_filters_use_an_index_not_a_scan(
+    tmp_path: Path, filters: dict[str, Any], index: str
+) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    store.commit([[rec(n, topic=f"t{n % 5}") for n in range(3_000)]])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("ANALYZE")  # as a long-running store would have: the plan must hold with stats
+    conn.close()
+    reader = SQLiteReader(db)
+    statements: list[str] = []
+    reader._conn.set_trace_callback(statements.append)
+    assert reader.find(EventQuery(limit=10, **filters))
+    select = next(s for s in statements if s.startswith("SELECT"))
+    plan = " | ".join(row[3] for row in reader._conn.execute(f"EXPLAIN QUERY PLAN {select}"))
+    assert f"USING INDEX {index}" in plan, plan
+    reader.close()
+    assert "SCAN events" not in plan.replace("SCAN events_fts", ""), plan
+
+
+def test_postgres_topic_and_since_use_an_index_not_a_scan(pg_url: str) -> None:
+    PostgresStore(pg_url).close()  # the schema
+    with pg.admin(pg_url) as conn:
+        conn.execute(
+            """INSERT INTO events (topic, event_id, seq, timestamp, source, payload, received_at)
+            SELECT 't' || (n % 20), n::text, n,
+                to_char(timestamp '2026-11-30 00:00' + n * interval '1 second',
+                        'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                'src', '{}', '' FROM generate_series(1, 50000) AS n"""
+        )
+        conn.execute("ANALYZE events")
+        plan = conn.execute(
+            """EXPLAIN SELECT seq FROM events WHERE topic = 't3'
+            AND (timestamp COLLATE "C") >= '2026-11-30T13:00:00' ORDER BY seq LIMIT 100"""
+        ).fetchall()
+    text = " | ".join(row[0] for row in plan)
+    assert "Seq Scan" not in text, text
+    assert "events_by_topic_time" in text or "events_by_time" in text, text
