@@ -26,14 +26,14 @@ from dataclasses import dataclass
 MAX_QUERY_CHARS = 512
 MAX_TERMS = 16
 # PostgreSQL limits a tsvector: lexemes under 2 KiB, positions up to 16,383, 256 per lexeme.
-# Words are cut to MAX_WORD characters on both stores; positions past the cap and occurrences
-# past the 256th differ only for phrase queries (docs/search.md).
+# A longer run of letters and digits is split every MAX_WORD characters, on both stores;
+# positions past the cap and occurrences past the 256th differ only for phrases (docs/search.md).
 MAX_WORD = 200
 MAX_POSITION = 16_383
 MAX_POSITIONS_PER_WORD = 256
 
-_WORD = re.compile(r"[^\W_]+")
-_ASCII_WORD = re.compile(r"[a-z0-9]+")
+_WORD = re.compile(rf"[^\W_]{{1,{MAX_WORD}}}")
+_ASCII_WORD = re.compile(rf"[a-z0-9]{{1,{MAX_WORD}}}")
 # A JSON escape: \uXXXX is the character; every other escape (\n, \", \\, …) is a separator.
 _ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 
@@ -53,10 +53,10 @@ def _unescape(match: re.Match[str]) -> str:
 def words(text: str) -> list[str]:
     """The words of ``text``: letter and digit runs, case-folded, accents removed."""
     if text.isascii():
-        return [w[:MAX_WORD] for w in _ASCII_WORD.findall(text.lower())]
+        return _ASCII_WORD.findall(text.lower())
     folded = unicodedata.normalize("NFKD", text.casefold())
     stripped = "".join(c for c in folded if not unicodedata.combining(c))
-    return [w[:MAX_WORD] for w in _WORD.findall(stripped)]
+    return _WORD.findall(stripped)
 
 
 def event_words(event_id: str, payload: str) -> list[str]:
@@ -73,14 +73,25 @@ def fts_text(event_id: str, payload: str) -> str:
 
 def tsvector_literal(event_id: str, payload: str) -> str:
     """The PostgreSQL ``tsvector`` of an event, as text to cast: ``'word':1,4 'other':2``."""
-    positions: dict[str, list[int]] = {}
-    for position, word in enumerate(event_words(event_id, payload), start=1):
-        found = positions.setdefault(word, [])
-        if len(found) < MAX_POSITIONS_PER_WORD:
-            found.append(min(position, MAX_POSITION))
-    return " ".join(
-        f"'{word}':{','.join(map(str, dict.fromkeys(at)))}" for word, at in positions.items()
-    )
+    found = event_words(event_id, payload)
+    if len(found) > MAX_POSITIONS_PER_WORD:
+        return _capped_tsvector(found)
+    positions: dict[str, str] = {}
+    for position, word in enumerate(found, start=1):
+        at = positions.get(word)
+        positions[word] = str(position) if at is None else f"{at},{position}"
+    return " ".join([f"'{word}':{at}" for word, at in positions.items()])
+
+
+def _capped_tsvector(found: list[str]) -> str:
+    """A long event within PostgreSQL's limits: positions past MAX_POSITION are that
+    position, and each word keeps its first MAX_POSITIONS_PER_WORD positions."""
+    positions: dict[str, dict[int, None]] = {}
+    for position, word in enumerate(found, start=1):
+        at = positions.setdefault(word, {})
+        if len(at) < MAX_POSITIONS_PER_WORD:
+            at[min(position, MAX_POSITION)] = None
+    return " ".join(f"'{word}':{','.join(map(str, at))}" for word, at in positions.items())
 
 
 @dataclass(frozen=True, slots=True)
