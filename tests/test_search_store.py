@@ -83,6 +83,7 @@ def test_postgres_turning_search_on_builds_the_index(pg_url: str) -> None:
     store = PostgresStore(pg_url)
     store.commit([[rec(n) for n in range(1_500)]])
     store.close()
+    pg.settle(pg_url)  # reads see what is committed (a transaction elsewhere can hold them back)
     off = PostgresReader(pg_url)
     with pytest.raises(SearchOff):
         found(off, "common")
@@ -90,10 +91,12 @@ def test_postgres_turning_search_on_builds_the_index(pg_url: str) -> None:
     store = PostgresStore(pg_url, search=True)
     reader = PostgresReader(pg_url, search=True)
     store.commit([[rec(1_500)]])  # indexed at once: new rows carry their words
+    pg.settle(pg_url)
     with pytest.raises(SearchBuilding, match="1500 stored events"):
         found(reader, "common")
     while store.maintain(Retention(), 5_000).more:
         pass
+    pg.settle(pg_url)
     assert len(found(reader, "common")) == 1_501
     store.close()
     reader.close()
