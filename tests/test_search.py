@@ -13,10 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Server, open_server
+from tests.sse import open_stream
 from tests.support import running_server
 from tests.test_api import next_link
 
@@ -241,3 +243,40 @@ async def test_sqlite_and_postgres_give_the_same_results(tmp_path: Path, pg_url:
             found[name] += [await ids(server, q=q, topic="pay") for q in QUERIES]
     assert found["sqlite"] == found["postgres"]
     assert sum(map(len, found["sqlite"])) > 40  # the set finds things, not only nothing
+
+
+# /subscribe with the same filters ------------------------------------------------------------
+
+
+@pytest.mark.trio
+async def test_subscribe_filters_replay_and_live_by_source_and_q(searching: Server) -> None:
+    later = [
+        {"topic": "pay", "event_id": "p3", "timestamp": "2026-11-30T10:20:00Z",
+         "source": "auth-service", "payload": {"msg": "login failed again"}},
+        {"topic": "pay", "event_id": "p4", "timestamp": "2026-11-30T10:21:00Z",
+         "source": "auth-service", "payload": {"msg": "login ok"}},
+        {"topic": "pay", "event_id": "p5", "timestamp": "2026-11-30T10:22:00Z",
+         "source": "web", "payload": {"msg": "login failed"}},
+    ]  # fmt: skip
+    with trio.fail_after(30):
+        params = {"source": "auth-service", "q": "login failed"}
+        async with open_stream(searching.running.url, **params) as stream:
+            replayed = await stream.events(1)
+            assert (await searching.publish(later)).status_code == 200
+            live = await stream.events(1)
+        assert [m.data["event_id"] for m in replayed + live] == ["a1", "p3"]
+        async with open_stream(searching.running.url, q="failed", topic="pay") as stream:
+            assert [m.data["event_id"] for m in await stream.events(4)] == [
+                "p1", "p2", "p3", "p5"
+            ]  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_subscribe_refuses_a_bad_q_and_q_without_the_index(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with open_server(tmp_path / "data", **backend) as server:
+        response = await server.client.get("/subscribe", params={"q": "failed"})
+        assert response.status_code == 400 and "AGGREGATOR_SEARCH" in response.text
+        response = await server.client.get("/subscribe", params={"q": '"open'})
+        assert response.status_code == 422 and response.json()["details"][0]["field"] == "q"

@@ -63,11 +63,12 @@ class Frame:
     seq: int
     topic: str
     data: bytes
+    event: StoredEvent  # for the filters of a stream (``source``, ``q``)
 
 
 def encode(row: StoredEvent) -> Frame:
     body = _ENCODER.encode(event_out(row)).translate(_LINE_BREAKS)
-    return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body))
+    return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body), row)
 
 
 def encode_all(rows: list[StoredEvent]) -> list[Frame]:

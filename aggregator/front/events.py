@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
+from aggregator.actors.readers import ReaderPool
 from aggregator.messages import Detail, Rejection
 from aggregator.store.query import EventQuery, SearchBuilding, SearchOff
 from aggregator.store.search import QuerySyntaxError, parse
@@ -141,3 +143,18 @@ def search_refused(exc: SearchOff | SearchBuilding) -> Rejection:
         f"retry in a while (the other filters work meanwhile)",
         retry_after=RETRY_AFTER_SECONDS,
     )
+
+
+async def stream_filters(readers: ReaderPool, args: Mapping[str, str]) -> EventQuery | None:
+    """The ``source`` and ``q`` filters of ``GET /subscribe`` (None without them). ``q`` is
+    refused as on ``/events`` when the index cannot answer the replay."""
+    if "source" not in args and "q" not in args:
+        return None
+    query = read_query({name: args[name] for name in ("topic", "source", "q") if name in args})
+    if query.search is not None:
+        probe = replace(query, limit=1)
+        try:
+            await readers.run(lambda r: r.find(probe))
+        except (SearchOff, SearchBuilding) as exc:
+            raise search_refused(exc) from None
+    return query

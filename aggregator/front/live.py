@@ -17,6 +17,7 @@ from aggregator.front.app import (
     json_response,
     reject,
 )
+from aggregator.front.events import stream_filters
 from aggregator.front.metrics import CONTENT_TYPE, Snapshot
 from aggregator.front.responses import TopicOut
 from aggregator.front.stream import stream_events
@@ -106,6 +107,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
                     retry_after=RETRY_AFTER_SECONDS,
                 )
             )
+        filters = await stream_filters(front.readers, request.args)
         body = stream_events(
             front.hub,
             front.readers,
@@ -113,6 +115,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             after,
             heartbeat_seconds=front.heartbeat_seconds,
             incidents=front.incidents,
+            filters=filters,
         )
         response = Response(
             body,

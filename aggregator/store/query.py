@@ -7,9 +7,10 @@ the text that an index can use, by whole seconds, plus an exact test of the boun
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from aggregator.store.search import Query
+from aggregator.messages import StoredEvent
+from aggregator.store.search import Query, event_words, matches
 
 
 class SearchOff(Exception):
@@ -36,6 +37,33 @@ class EventQuery:
     descending: bool = False
     limit: int = 100
     offset: int = 0
+
+    @property
+    def filtered(self) -> bool:
+        """Whether anything beyond a topic narrows the events (a live stream's own test)."""
+        return bool(self.source is not None or self.since or self.until or self.search)
+
+    def page_after(self, cursor: int, limit: int) -> EventQuery:
+        return replace(self, after=cursor, limit=limit, before=0, descending=False, offset=0)
+
+    def admits(self, event: StoredEvent) -> bool:
+        """Whether a committed event passes the filters (``topic``, ``source``, the times,
+        ``q``), tested in Python: the live side of ``/subscribe``, as the stores' SQL would."""
+        if self.topic is not None and event.topic != self.topic:
+            return False
+        if self.source is not None and event.source != self.source:
+            return False
+        if self.since is not None or self.until is not None:
+            stamp = (
+                event.timestamp[:-1] if "." in event.timestamp else event.timestamp[:-1] + ".000000"
+            )
+            if (self.since is not None and stamp < self.since) or (
+                self.until is not None and stamp >= self.until
+            ):
+                return False
+        return self.search is None or matches(
+            self.search, event_words(event.event_id, event.payload)
+        )
 
 
 # The stored timestamp's fraction, ".000000" when it has none: comparable as text.
