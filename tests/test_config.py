@@ -68,6 +68,7 @@ NON_DEFAULT = {
     "syslog_udp_port": "5515",
     "syslog_max_connections": "3",
     "syslog_buffer_bytes": "4096",
+    "search": "true",
 }
 
 
