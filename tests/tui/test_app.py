@@ -381,6 +381,7 @@ def test_at_80x24_the_footer_offers_every_key_of_the_help_and_every_column_fits(
                 "slash",
                 "s",
                 "r",
+                "f",
                 "q",
                 "question_mark",
             ]
