@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog fuzz mutation clean
+.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog bench-search fuzz mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one Po
 
 bench-syslog: $(VENV)/.installed  ## events/s through the syslog TCP door beside /publish
 	$(BIN)/python -m bench.syslog $(ARGS)
+
+bench-search: $(VENV)/.installed  ## the full-text index's ingest cost and search latency (docs/search.md)
+	$(BIN)/python -m bench.search $(ARGS)
 
 # Both fuzzers, each for SECONDS_EACH seconds (their short runs are part of make test).
 SECONDS_EACH ?= 600

@@ -6,10 +6,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 
+from tests.support import ROOT
 from tests.tui.fake import FakeAggregator, run
-from tests.tui.test_app import SIZE, make_app, started
+from tests.tui.test_app import KEY_NAMES, SIZE, make_app, started
+from tui.screens.search import KEYS as SEARCH_KEYS
 from tui.screens.search import SearchScreen
 from tui.widgets.tail import EventTail
 
@@ -127,3 +130,14 @@ def test_ctrl_t_filters_the_live_tail_with_the_query() -> None:
             assert app.tail.filters == {} and "q payment" not in str(tail.border_title)
 
     run(scenario())
+
+
+def test_the_search_keys_are_documented_word_for_word() -> None:
+    page = (ROOT / "docs" / "dashboard.md").read_text()
+    section = page.split("## The search screen", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    cells = [[c.strip() for c in row.strip("|").split(" | ")] for row in rows]
+    documented = [(key.strip("`"), does) for key, does in cells]
+    assert documented == list(SEARCH_KEYS)
+    bound = {b.key for b in SearchScreen.BINDINGS if isinstance(b, Binding)}
+    assert bound == {"escape", "ctrl+r", "ctrl+t"} <= {KEY_NAMES.get(k, k) for k, _ in SEARCH_KEYS}
