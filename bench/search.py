@@ -157,27 +157,30 @@ def table(title: str, rows: list[tuple[str, float, float, int]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="ingest rounds (default 3; 0: none)")
     parser.add_argument("--ingest-events", type=int, default=100_000,
                         help="events per ingest run (default 100000)")  # fmt: skip
     parser.add_argument("--events", type=int, default=1_000_000,
                         help="events in the store searched (default 1000000)")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=50, help="runs of each query (default 50)")
     parser.add_argument("--postgres", metavar="URL", help="also on a PostgreSQL database")
+    parser.add_argument("--no-sqlite", action="store_true", help="no SQLite latency table")
     args = parser.parse_args(argv)
     out = []
     with tempfile.TemporaryDirectory(prefix="aggregator-bench-search-") as work:
-        pairs = ingest(args.rounds, args.ingest_events, Path(work))
-        ratios = [on / off for off, on in pairs]
-        each = ", ".join(f"{r:.0%}" for r in ratios)
-        out.append(
-            f"Store commit, {args.ingest_events:,} events, {TRANSACTION:,} per transaction: "
-            f"search off {statistics.median(p[0] for p in pairs):,.0f} events/s, on "
-            f"{statistics.median(p[1] for p in pairs):,.0f} events/s; on ÷ off "
-            f"{statistics.median(ratios):.0%} (rounds: {each})"
-        )
-        out += ["", table(f"SQLite, {args.events:,} events", sqlite_latency(
-            args.events, args.repeat, Path(work)))]  # fmt: skip
+        if args.rounds:
+            pairs = ingest(args.rounds, args.ingest_events, Path(work))
+            ratios = [on / off for off, on in pairs]
+            each = ", ".join(f"{r:.0%}" for r in ratios)
+            out.append(
+                f"Store commit, {args.ingest_events:,} events, {TRANSACTION:,} per transaction: "
+                f"search off {statistics.median(p[0] for p in pairs):,.0f} events/s, on "
+                f"{statistics.median(p[1] for p in pairs):,.0f} events/s; on ÷ off "
+                f"{statistics.median(ratios):.0%} (rounds: {each})"
+            )
+        if not args.no_sqlite:
+            out += ["", table(f"SQLite, {args.events:,} events", sqlite_latency(
+                args.events, args.repeat, Path(work)))]  # fmt: skip
     if args.postgres:
         out += ["", table(f"PostgreSQL, {args.events:,} events", postgres_latency(
             args.postgres, args.events, args.repeat))]  # fmt: skip
