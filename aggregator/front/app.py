@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import urlencode
 
 import msgspec
 import trio
@@ -41,8 +40,6 @@ from aggregator.store import StoreUnavailable
 from aggregator.store.query import SearchBuilding, SearchOff
 
 LOGGER = logging.getLogger(__name__)
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
 MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
 RETRY_AFTER_SECONDS = 1
 
@@ -111,12 +108,6 @@ def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
             422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
         )
     return value
-
-
-def _next_link(topic: str | None, after: int, limit: int) -> str:
-    query = {"topic": topic} if topic is not None else {}
-    query |= {"after": str(after), "limit": str(limit)}
-    return f'</events?{urlencode(query)}>; rel="next"'
 
 
 class RequestTracker:
