@@ -73,7 +73,7 @@ def fill(commit: Callable[[list[list[EventRecord]]], object], total: int) -> flo
     return total / (time.perf_counter() - started)
 
 
-FILTER_INDEXES = ("events_by_time", "events_by_topic_time", "events_by_source")
+FILTER_INDEXES = ("events_by_time", "events_by_source")
 
 
 def ingest(rounds: int, total: int, work: Path) -> list[tuple[float, float, float]]:

@@ -117,7 +117,6 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_search ON events USING gin (search)",
         "CREATE INDEX events_unindexed ON events (seq) WHERE search IS NULL",
         'CREATE INDEX events_by_time ON events ((timestamp COLLATE "C"))',
-        'CREATE INDEX events_by_topic_time ON events (topic, (timestamp COLLATE "C"))',
         "CREATE INDEX events_by_source ON events (source, seq)",
     ],
 ]

@@ -58,7 +58,6 @@ EVENTS_BY_TOPIC = "CREATE INDEX events_by_topic ON events (topic, seq)"
 # the full-text index reaches: every event with seq <= upto is in it.
 SEARCH_SCHEMA: list[str] = [
     "CREATE INDEX events_by_time ON events (timestamp)",
-    "CREATE INDEX events_by_topic_time ON events (topic, timestamp)",
     "CREATE INDEX events_by_source ON events (source, seq)",
     """CREATE VIRTUAL TABLE events_fts USING fts5(
         words, tokenize = 'ascii', columnsize = 0)""",
