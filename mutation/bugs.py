@@ -76,7 +76,7 @@ BUGS = (
             ),
             Edit(
                 WRITER,
-                "        _reply(request, Accepted(stored + duplicates, stored, duplicates))",
+                "        _reply(request, Accepted(stored + duplicates, stored, duplicates, flags))",
                 "        pass",
             ),
         ),

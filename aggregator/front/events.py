@@ -43,7 +43,14 @@ def invalid(name: str, rule: str, raw: str) -> Rejection:
     )
 
 
-def int_arg(args: Mapping[str, str], name: str, default: int, minimum: int, rule: str) -> int:
+def int_arg(
+    args: Mapping[str, str],
+    name: str,
+    default: int,
+    minimum: int,
+    rule: str,
+    maximum: int = MAX_CURSOR,
+) -> int:
     raw = args.get(name)
     if raw is None:
         return default
@@ -51,7 +58,7 @@ def int_arg(args: Mapping[str, str], name: str, default: int, minimum: int, rule
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= MAX_CURSOR:
+    if not minimum <= value <= maximum:
         raise invalid(name, rule, raw)
     return value
 
@@ -76,8 +83,16 @@ def time_arg(args: Mapping[str, str], name: str) -> str | None:
     return moment.isoformat(timespec="microseconds")
 
 
-def read_query(args: Mapping[str, str]) -> EventQuery:
-    """The filters, cursors and page of a ``GET /events`` request; raises ``Rejection``."""
+def offset_rule(max_offset: int, cursor: str) -> str:
+    return (
+        f"must be an integer from 0 to {max_offset}, the limit "
+        f"(AGGREGATOR_MAX_OFFSET); page deeper with {cursor}=<seq> (the Link header)"
+    )
+
+
+def read_query(args: Mapping[str, str], *, max_offset: int) -> EventQuery:
+    """The filters, cursors and page of a ``GET /events`` request; raises ``Rejection``.
+    ``max_offset``: an offset makes the store read and skip every row before it."""
     order = args.get("order", "asc")
     if order not in ("asc", "desc"):
         raise invalid("order", ORDER_RULE, order)
@@ -103,7 +118,14 @@ def read_query(args: Mapping[str, str]) -> EventQuery:
         before=int_arg(args, "before", 0, 1, "must be a seq cursor, an integer of at least 1"),
         descending=order == "desc",
         limit=min(int_arg(args, "limit", DEFAULT_PAGE, 1, LIMIT_RULE), MAX_PAGE),
-        offset=int_arg(args, "offset", 0, 0, "must be an integer of at least 0"),
+        offset=int_arg(
+            args,
+            "offset",
+            0,
+            0,
+            offset_rule(max_offset, "before" if order == "desc" else "after"),
+            max_offset,
+        ),
     )
 
 
@@ -150,7 +172,8 @@ async def stream_filters(readers: ReaderPool, args: Mapping[str, str]) -> EventQ
     refused as on ``/events`` when the index cannot answer the replay."""
     if "source" not in args and "q" not in args:
         return None
-    query = read_query({name: args[name] for name in ("topic", "source", "q") if name in args})
+    kept = {name: args[name] for name in ("topic", "source", "q") if name in args}
+    query = read_query(kept, max_offset=0)  # a stream has no offset
     if query.search is not None:
         probe = replace(query, limit=1)
         try:
