@@ -189,6 +189,21 @@ async def test_a_bad_filter_is_a_422_naming_it(
 
 
 @pytest.mark.trio
+async def test_offset_is_capped_with_the_filters_naming_the_cursor_to_page_with(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    async with open_server(tmp_path / "data", search=True, max_offset=2, **backend) as server:
+        assert (await server.publish(batch())).status_code == 200
+        assert await ids(server, q="failed", offset=2) == ["p2"]
+        body = await refused(server, 422, q="failed", offset=3)
+        assert body["details"][0]["field"] == "offset"
+        assert "from 0 to 2, the limit (AGGREGATOR_MAX_OFFSET)" in body["message"]
+        assert "page deeper with after=<seq>" in body["message"]
+        body = await refused(server, 422, source="web", order="desc", offset=3)
+        assert "page deeper with before=<seq>" in body["message"]
+
+
+@pytest.mark.trio
 async def test_q_without_the_index_is_a_400_saying_how_to_turn_it_on(
     tmp_path: Path, backend: dict[str, Any]
 ) -> None:
@@ -280,3 +295,19 @@ async def test_subscribe_refuses_a_bad_q_and_q_without_the_index(
         assert response.status_code == 400 and "AGGREGATOR_SEARCH" in response.text
         response = await server.client.get("/subscribe", params={"q": '"open'})
         assert response.status_code == 422 and response.json()["details"][0]["field"] == "q"
+
+
+@pytest.mark.trio
+async def test_head_subscribe_answers_as_its_get_would(
+    tmp_path: Path, backend: dict[str, Any]
+) -> None:
+    """HEAD checks the filters as GET does, then answers the stream's headers and no stream."""
+    async with open_server(tmp_path / "data", **backend) as server:
+        response = await server.client.head("/subscribe", params={"q": "failed"})
+        assert response.status_code == 400, response.headers
+        response = await server.client.head("/subscribe", params={"q": '"open'})
+        assert response.status_code == 422, response.headers
+        response = await server.client.head("/subscribe", params={"source": "web"})
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.content == b""

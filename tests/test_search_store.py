@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from aggregator.messages import EventRecord
-from aggregator.store import Retention
+from aggregator.store import Retention, sqlite_keys, sqlite_search
 from aggregator.store.postgres import PostgresReader, PostgresStore
 from aggregator.store.query import EventQuery, SearchBuilding, SearchOff
 from aggregator.store.search import event_words, matches, parse
@@ -55,6 +55,44 @@ def test_sqlite_turning_search_on_builds_the_index_in_steps_and_commits_go_on(
     assert found(reader, "fresh") == ["id2501"]
     store.close()
     reader.close()
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_the_index_is_built_in_the_rounds_that_sweep_keys_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a size limit far below the store, upkeep sweeps keys of expired events before it
+    deletes more (and returns early): the index build of a store that turned search on goes on
+    in those rounds too, and ends with every event left indexed."""
+    sweeps: list[int] = []
+    stalest = sqlite_keys.stalest_bucket
+    monkeypatch.setattr(
+        sqlite_keys, "stalest_bucket", lambda cur: sweeps.append(stalest(cur)) or sweeps[-1]
+    )
+    db, limit = tmp_path / "s.sqlite3", Retention(max_bytes=1_000_000)
+    store = SQLiteStore(db)  # search off
+    for batch in range(30):
+        store.commit([[rec(batch * 1000 + n, "x" * 100) for n in range(1000)]])
+    while not sweeps:  # until retention has deleted enough to sweep keys first
+        assert store.maintain(limit, 5_000).more
+    store.close()
+    store = SQLiteStore(db, search=True)
+    conn = sqlite3.connect(db)
+    try:
+        reach, swept = sqlite_search.upto(conn), len(sweeps)
+        assert store.maintain(limit, 5_000).more
+        assert len(sweeps) == swept + 1  # a round that swept first...
+        assert sqlite_search.upto(conn) > reach  # ...and indexed
+        while store.maintain(limit, 5_000).more:
+            pass
+        (stored,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        assert conn.execute("SELECT count(*) FROM events_fts").fetchone() == (stored,)
+        assert (
+            sqlite_search.upto(conn) == conn.execute("SELECT last_seq FROM counters").fetchone()[0]
+        )
+    finally:
+        conn.close()
+        store.close()
 
 
 @pytest.mark.sqlite_only
