@@ -167,6 +167,8 @@ async def test_an_event_committed_just_now_is_found_at_once(searching: Server) -
         ({"until": "2026-11-30"}, "until", "RFC 3339"),
         ({"since": "2026-11-30T10:00:00 01:00"}, "since", "%2B"),
         ({"until": "2026-02-30T10:00:00Z"}, "until", "RFC 3339"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since", "years 1 to 9999"),
+        ({"until": "9999-12-31T23:59:59-23:59"}, "until", "years 1 to 9999"),
         ({"order": "newest"}, "order", "desc"),
         ({"before": "0"}, "before", "at least 1"),
         ({"q": '"unclosed'}, "q", "unclosed"),
@@ -243,6 +245,27 @@ async def test_sqlite_and_postgres_give_the_same_results(tmp_path: Path, pg_url:
             found[name] += [await ids(server, q=q, topic="pay") for q in QUERIES]
     assert found["sqlite"] == found["postgres"]
     assert sum(map(len, found["sqlite"])) > 40  # the set finds things, not only nothing
+
+
+@pytest.mark.trio
+async def test_escaped_pairs_and_compatibility_capitals_are_found_as_sent_raw(
+    searching: Server,
+) -> None:
+    # A JSON surrogate pair is one character (𠀀, a CJK letter past U+FFFF); 𝐀 decomposes to a
+    # capital A, folded like any other (PostgreSQL, unlike SQLite's tokenizer, folds nothing).
+    body = (
+        '[{"topic": "cjk", "event_id": "e1", "timestamp": "2026-11-30T11:00:00Z", '
+        '"source": "s", "payload": {"m": "\\ud840\\udc00 \\ud835\\udc00bc"}}, '
+        '{"topic": "cjk", "event_id": "e2", "timestamp": "2026-11-30T11:00:00Z", '
+        '"source": "s", "payload": {"m": "\U00020000 \U0001d400bc"}}]'
+    )
+    response = await searching.client.post(
+        "/publish", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert await ids(searching, q="\U00020000") == ["e1", "e2"]
+    assert await ids(searching, q="abc") == ["e1", "e2"]
+    assert await ids(searching, q="\U0001d400BC", order="desc") == ["e2", "e1"]
 
 
 # /subscribe with the same filters ------------------------------------------------------------

@@ -34,8 +34,12 @@ MAX_POSITIONS_PER_WORD = 256
 
 _WORD = re.compile(rf"[^\W_]{{1,{MAX_WORD}}}")
 _ASCII_WORD = re.compile(rf"[a-z0-9]{{1,{MAX_WORD}}}")
-# A JSON escape: \uXXXX is the character; every other escape (\n, \", \\, …) is a separator.
-_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+# A JSON escape: \uXXXX is the character (a surrogate pair, \uD840\uDC00, is one character
+# past U+FFFF, as a JSON parser reads it); every other escape (\n, \", \\, …) is a separator.
+_ESCAPE = re.compile(
+    r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|.)",
+    re.DOTALL,
+)
 
 
 class QuerySyntaxError(ValueError):
@@ -43,7 +47,9 @@ class QuerySyntaxError(ValueError):
 
 
 def _unescape(match: re.Match[str]) -> str:
-    code = match.group(1)
+    high, low, code = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
     if code is None:
         return " "
     char = chr(int(code, 16))
@@ -54,7 +60,9 @@ def words(text: str) -> list[str]:
     """The words of ``text``: letter and digit runs, case-folded, accents removed."""
     if text.isascii():
         return _ASCII_WORD.findall(text.lower())
-    folded = unicodedata.normalize("NFKD", text.casefold())
+    # Folded after NFKD too: compatibility forms decompose to capitals (𝐀 → A, ℌ → H), which
+    # SQLite's tokenizer would fold and PostgreSQL would not.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     stripped = "".join(c for c in folded if not unicodedata.combining(c))
     return _WORD.findall(stripped)
 
