@@ -8,13 +8,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import Retention
 from aggregator.store.postgres import PostgresReader, PostgresStore
 from aggregator.store.query import EventQuery, SearchBuilding, SearchOff
-from aggregator.store.search import event_words, matches, parse
+from aggregator.store.search import event_words, matches, parse, tsvector_literal
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests import pg
 from tests.test_retention import FakeClock
@@ -99,6 +100,39 @@ def test_postgres_turning_search_on_builds_the_index(pg_url: str) -> None:
     pg.settle(pg_url)
     assert len(found(reader, "common")) == 1_501
     store.close()
+    reader.close()
+
+
+@pytest.mark.sqlite_only
+def test_postgres_q_reads_one_snapshot_so_its_cursor_skips_nothing(pg_url: str) -> None:
+    store = PostgresStore(pg_url, search=True)
+    store.commit([[rec(1)]])  # seq 1
+    store.close()
+    pg.settle(pg_url)
+    insert = """INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at,
+        search) VALUES (%s, 't', %s, '2026-11-30T10:00:00Z', 's', %s, '', %s::tsvector)"""
+    payload = '{"m": "common"}'
+    late = psycopg.connect(pg_url)  # a writer that took seq 10 and commits after seq 11
+    late.execute(insert, (10, "late", payload, tsvector_literal("late", payload)))
+    with psycopg.connect(pg_url, autocommit=True) as early:
+        early.execute(insert, (11, "early", payload, tsvector_literal("early", payload)))
+    reader = PostgresReader(pg_url, search=True)
+    conn: Any = reader._open()
+    execute = conn.execute
+
+    def commit_late_between_statements(sql: str, *args: Any, **kwargs: Any) -> Any:
+        result = execute(sql, *args, **kwargs)
+        if sql.startswith("SELECT seq FROM events WHERE search @@") and not late.closed:
+            late.commit()  # right after q's GIN candidates
+            late.close()
+        return result
+
+    conn.execute = commit_late_between_statements  # the interleaving, on real connections
+    page = reader.find(EventQuery(search=parse("common")))
+    assert late.closed
+    pg.settle(pg_url)
+    rest = reader.find(EventQuery(search=parse("common"), after=page[-1].seq))
+    assert [e.event_id for e in page + rest] == ["id1", "late", "early"]
     reader.close()
 
 
