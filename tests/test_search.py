@@ -295,6 +295,33 @@ async def test_subscribe_filters_replay_and_live_by_source_and_q(searching: Serv
 
 
 @pytest.mark.trio
+async def test_a_subscriber_whose_q_matches_nothing_of_a_busy_stream_gets_heartbeats(
+    tmp_path: Path,
+) -> None:
+    # Events arrive more often than the heartbeat interval, and none matches: the stream sent
+    # nothing at all (a heartbeat only when nothing arrived), for as long as the traffic lasted.
+    with trio.fail_after(60):
+        async with (
+            open_server(tmp_path / "data", search=True, heartbeat_seconds=1.0) as server,
+            open_stream(server.running.url, q="nevermatches") as stream,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def traffic() -> None:
+                for n in range(100_000):  # back to back: many per heartbeat interval
+                    event = {**batch()[0], "event_id": f"busy{n}"}
+                    assert (await server.publish([event])).status_code == 200
+
+            nursery.start_soon(traffic)
+            heartbeats = 0
+            while heartbeats < 3:
+                message = await stream.next()
+                assert message.id is None  # nothing matches
+                heartbeats += "heartbeat" in message.comments
+            nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
 async def test_subscribe_refuses_a_bad_q_and_q_without_the_index(
     tmp_path: Path, backend: dict[str, Any]
 ) -> None:

@@ -100,10 +100,12 @@ async def _stream(
                 if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
+            sent = trio.current_time()
             while not (subscription.lagged or subscription.closed):
                 live = await _receive(subscription, heartbeat_seconds)
                 if live is None:
                     yield HEARTBEAT
+                    sent = trio.current_time()
                     continue
                 fresh = [frame for frame in live if frame.seq > cursor]
                 if fresh:
@@ -112,6 +114,11 @@ async def _stream(
                         fresh = [frame for frame in fresh if filters.admits(frame.event)]
                     if fresh:
                         yield b"".join(frame.data for frame in fresh)
+                        sent = trio.current_time()
+                # Filtered out, events can keep coming and nothing be sent: heartbeats go on.
+                if trio.current_time() - sent >= heartbeat_seconds:
+                    yield HEARTBEAT
+                    sent = trio.current_time()
         finally:
             hub.unsubscribe(subscription)
         # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
