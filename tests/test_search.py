@@ -7,16 +7,21 @@ the query plans) are in ``tests/test_search_store.py``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregator.actors.readers import open_reader_pool
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.conftest import Server, open_server
 from tests.sse import open_stream
 from tests.support import running_server
@@ -266,6 +271,36 @@ async def test_escaped_pairs_and_compatibility_capitals_are_found_as_sent_raw(
     assert await ids(searching, q="\U00020000") == ["e1", "e2"]
     assert await ids(searching, q="abc") == ["e1", "e2"]
     assert await ids(searching, q="\U0001d400BC", order="desc") == ["e2", "e1"]
+
+
+@pytest.mark.trio
+async def test_searches_leave_a_reader_for_health_and_the_other_reads(tmp_path: Path) -> None:
+    # Eight cheap requests of a q like `u* OR u* …` (a prefix of 100,000 user ids, at 300,000
+    # events) held the 4 readers for 5 to 15 s each, and /health waited 12 s behind them.
+    db = tmp_path / "s.sqlite3"
+    SQLiteStore(db, search=True).close()
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def slow_search(reader: Any) -> None:
+        entered.release()
+        release.wait()
+
+    with trio.fail_after(30):
+        async with (
+            open_reader_pool(partial(SQLiteReader, db, search=True), 3) as readers,
+            trio.open_nursery() as nursery,
+        ):
+            try:
+                for _ in range(5):
+                    nursery.start_soon(partial(readers.run, slow_search, search=True))
+                for _ in range(2):  # two searches run (3 readers, all but one)...
+                    await trio.to_thread.run_sync(entered.acquire)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not entered.acquire(blocking=False)  # ...and the others wait
+                with trio.fail_after(10):  # a plain read finds the third reader
+                    assert await readers.run(lambda r: r.head()) == 0
+            finally:
+                release.set()
 
 
 # /subscribe with the same filters ------------------------------------------------------------

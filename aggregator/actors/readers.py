@@ -17,12 +17,26 @@ class ReaderPool:
     """Runs read calls on threads, each with a connection checked out of the pool."""
 
     def __init__(
-        self, idle: trio.MemorySendChannel[ReadStore], waiting: trio.MemoryReceiveChannel[ReadStore]
+        self,
+        idle: trio.MemorySendChannel[ReadStore],
+        waiting: trio.MemoryReceiveChannel[ReadStore],
+        size: int = 1,
     ) -> None:
         self._idle = idle
         self._waiting = waiting
+        # A full-text search can take seconds (a short prefix expands to every word it starts),
+        # and anyone can ask many at once: searches hold all readers but one, so /health and
+        # the other reads always find a reader soon.
+        self._searches = trio.CapacityLimiter(max(1, size - 1))
 
-    async def run(self, call: Callable[[ReadStore], T]) -> T:
+    async def run(self, call: Callable[[ReadStore], T], *, search: bool = False) -> T:
+        """``call`` on a reader; ``search``: a full-text search (see ``__init__``)."""
+        if search:
+            async with self._searches:
+                return await self._run(call)
+        return await self._run(call)
+
+    async def _run(self, call: Callable[[ReadStore], T]) -> T:
         reader = await self._waiting.receive()
         try:
             return await trio.to_thread.run_sync(call, reader)
@@ -40,7 +54,7 @@ async def open_reader_pool(
     for reader in readers:
         idle.send_nowait(reader)
     try:
-        yield ReaderPool(idle, waiting)
+        yield ReaderPool(idle, waiting, size)
     finally:
         for reader in readers:
             reader.close()

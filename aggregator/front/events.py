@@ -157,7 +157,7 @@ async def stream_filters(readers: ReaderPool, args: Mapping[str, str]) -> EventQ
     if query.search is not None:
         probe = replace(query, limit=1)
         try:
-            await readers.run(lambda r: r.find(probe))
+            await readers.run(lambda r: r.find(probe), search=True)
         except (SearchOff, SearchBuilding) as exc:
             raise search_refused(exc) from None
     return query

@@ -138,7 +138,9 @@ async def _replay(
     page (replay has caught up). All topics below the tail's cursor: a shared block."""
     if filters is not None:  # the store's filters: a page of matches
         query = filters.page_after(cursor, REPLAY_PAGE)
-        frames = await readers.run(lambda r: encode_all(r.find(query)))
+        frames = await readers.run(
+            lambda r: encode_all(r.find(query)), search=query.search is not None
+        )
         return frames, frames[-1].seq if frames else cursor, len(frames) < REPLAY_PAGE
     if topic is None:
         block = await hub.replay.after(readers, cursor, hub.cursor)
