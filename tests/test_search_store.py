@@ -4,6 +4,7 @@ indexes (no full scan for ``topic`` + ``since``)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,34 @@ def test_postgres_q_reads_one_snapshot_so_its_cursor_skips_nothing(pg_url: str) 
     rest = reader.find(EventQuery(search=parse("common"), after=page[-1].seq))
     assert [e.event_id for e in page + rest] == ["id1", "late", "early"]
     reader.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_huge_event_is_indexed_as_far_as_a_tsvector_holds_on_both_stores(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # 120,000 distinct words (a payload limit raised to 1 MB): PostgreSQL refused the whole
+    # commit ("string is too long for tsvector", a 503 for every publish in the group).
+    big = json.dumps({"m": " ".join(f"w{n}" for n in range(120_000))})
+    batch = [
+        EventRecord("t", "big", "2026-11-30T10:00:00Z", "s", big),
+        EventRecord("t", "small", "2026-11-30T10:00:00Z", "s", '{"m": "w1 w119999"}'),
+    ]
+    sqlite_store = SQLiteStore(tmp_path / "s.sqlite3", search=True)
+    sqlite_store.commit([batch])
+    sqlite_store.close()
+    postgres_store = PostgresStore(pg_url, search=True)
+    postgres_store.commit([batch])
+    postgres_store.close()
+    pg.settle(pg_url)
+    for reader in (
+        SQLiteReader(tmp_path / "s.sqlite3", search=True),
+        PostgresReader(pg_url, search=True),
+    ):
+        assert found(reader, "w1") == ["big", "small"]
+        assert found(reader, "w60000") == ["big"]
+        assert found(reader, "w119999") == ["small"]  # past what the big event's index holds
+        reader.close()
 
 
 def test_the_python_matcher_agrees_with_the_stores_on_the_live_side() -> None:

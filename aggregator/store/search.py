@@ -31,6 +31,10 @@ MAX_TERMS = 16
 MAX_WORD = 200
 MAX_POSITION = 16_383
 MAX_POSITIONS_PER_WORD = 256
+# ... and a tsvector under 1 MiB: an event's words past this many bytes of tsvector (each new
+# word 7 bytes and its UTF-8, each occurrence 2) are not indexed, on both stores. Only events
+# with a payload above the default 64 KiB limit can reach it.
+MAX_INDEX_BYTES = 1_000_000
 
 _WORD = re.compile(rf"[^\W_]{{1,{MAX_WORD}}}")
 _ASCII_WORD = re.compile(rf"[a-z0-9]{{1,{MAX_WORD}}}")
@@ -71,7 +75,24 @@ def event_words(event_id: str, payload: str) -> list[str]:
     """The searchable words of an event: its event_id, then its payload's JSON text."""
     if "\\" in payload:
         payload = _ESCAPE.sub(_unescape, payload)
-    return words(event_id) + words(payload)
+    found = words(event_id) + words(payload)
+    if sum(map(len, found)) * 4 + 9 * len(found) <= MAX_INDEX_BYTES:  # at most 4 bytes a char
+        return found
+    return _within_index_bytes(found)
+
+
+def _within_index_bytes(found: list[str]) -> list[str]:
+    """The first words of ``found`` whose tsvector stays within MAX_INDEX_BYTES."""
+    size = 0
+    seen: set[str] = set()
+    for at, word in enumerate(found):
+        if word not in seen:
+            seen.add(word)
+            size += 7 + len(word.encode())
+        size += 2
+        if size > MAX_INDEX_BYTES:
+            return found[:at]
+    return found
 
 
 def fts_text(event_id: str, payload: str) -> str:
