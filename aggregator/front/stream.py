@@ -111,7 +111,7 @@ async def _stream(
                 if fresh:
                     cursor = fresh[-1].seq
                     if filters is not None:
-                        fresh = [frame for frame in fresh if filters.admits(frame.event)]
+                        fresh = [f for f in fresh if filters.admits(f.event, f.words)]
                     if fresh:
                         yield b"".join(frame.data for frame in fresh)
                         sent = trio.current_time()
