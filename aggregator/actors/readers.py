@@ -20,6 +20,7 @@ class ReaderPool:
         self,
         idle: trio.MemorySendChannel[ReadStore],
         waiting: trio.MemoryReceiveChannel[ReadStore],
+        *,
         size: int = 1,
     ) -> None:
         self._idle = idle
@@ -54,7 +55,7 @@ async def open_reader_pool(
     for reader in readers:
         idle.send_nowait(reader)
     try:
-        yield ReaderPool(idle, waiting, size)
+        yield ReaderPool(idle, waiting, size=size)
     finally:
         for reader in readers:
             reader.close()
