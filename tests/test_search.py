@@ -7,16 +7,21 @@ the query plans) are in ``tests/test_search_store.py``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from aggregator.actors.readers import open_reader_pool
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.conftest import Server, open_server
 from tests.sse import open_stream
 from tests.support import running_server
@@ -167,6 +172,8 @@ async def test_an_event_committed_just_now_is_found_at_once(searching: Server) -
         ({"until": "2026-11-30"}, "until", "RFC 3339"),
         ({"since": "2026-11-30T10:00:00 01:00"}, "since", "%2B"),
         ({"until": "2026-02-30T10:00:00Z"}, "until", "RFC 3339"),
+        ({"since": "0001-01-01T00:00:00+01:00"}, "since", "years 1 to 9999"),
+        ({"until": "9999-12-31T23:59:59-23:59"}, "until", "years 1 to 9999"),
         ({"order": "newest"}, "order", "desc"),
         ({"before": "0"}, "before", "at least 1"),
         ({"q": '"unclosed'}, "q", "unclosed"),
@@ -260,6 +267,57 @@ async def test_sqlite_and_postgres_give_the_same_results(tmp_path: Path, pg_url:
     assert sum(map(len, found["sqlite"])) > 40  # the set finds things, not only nothing
 
 
+@pytest.mark.trio
+async def test_escaped_pairs_and_compatibility_capitals_are_found_as_sent_raw(
+    searching: Server,
+) -> None:
+    # A JSON surrogate pair is one character (𠀀, a CJK letter past U+FFFF); 𝐀 decomposes to a
+    # capital A, folded like any other (PostgreSQL, unlike SQLite's tokenizer, folds nothing).
+    body = (
+        '[{"topic": "cjk", "event_id": "e1", "timestamp": "2026-11-30T11:00:00Z", '
+        '"source": "s", "payload": {"m": "\\ud840\\udc00 \\ud835\\udc00bc"}}, '
+        '{"topic": "cjk", "event_id": "e2", "timestamp": "2026-11-30T11:00:00Z", '
+        '"source": "s", "payload": {"m": "\U00020000 \U0001d400bc"}}]'
+    )
+    response = await searching.client.post(
+        "/publish", content=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    assert await ids(searching, q="\U00020000") == ["e1", "e2"]
+    assert await ids(searching, q="abc") == ["e1", "e2"]
+    assert await ids(searching, q="\U0001d400BC", order="desc") == ["e2", "e1"]
+
+
+@pytest.mark.trio
+async def test_searches_leave_a_reader_for_health_and_the_other_reads(tmp_path: Path) -> None:
+    # Eight cheap requests of a q like `u* OR u* …` (a prefix of 100,000 user ids, at 300,000
+    # events) held the 4 readers for 5 to 15 s each, and /health waited 12 s behind them.
+    db = tmp_path / "s.sqlite3"
+    SQLiteStore(db, search=True).close()
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def slow_search(reader: Any) -> None:
+        entered.release()
+        release.wait()
+
+    with trio.fail_after(30):
+        async with (
+            open_reader_pool(partial(SQLiteReader, db, search=True), 3) as readers,
+            trio.open_nursery() as nursery,
+        ):
+            try:
+                for _ in range(5):
+                    nursery.start_soon(partial(readers.run, slow_search, search=True))
+                for _ in range(2):  # two searches run (3 readers, all but one)...
+                    await trio.to_thread.run_sync(entered.acquire)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not entered.acquire(blocking=False)  # ...and the others wait
+                with trio.fail_after(10):  # a plain read finds the third reader
+                    assert await readers.run(lambda r: r.head()) == 0
+            finally:
+                release.set()
+
+
 # /subscribe with the same filters ------------------------------------------------------------
 
 
@@ -284,6 +342,33 @@ async def test_subscribe_filters_replay_and_live_by_source_and_q(searching: Serv
             assert [m.data["event_id"] for m in await stream.events(4)] == [
                 "p1", "p2", "p3", "p5"
             ]  # fmt: skip
+
+
+@pytest.mark.trio
+async def test_a_subscriber_whose_q_matches_nothing_of_a_busy_stream_gets_heartbeats(
+    tmp_path: Path,
+) -> None:
+    # Events arrive more often than the heartbeat interval, and none matches: the stream sent
+    # nothing at all (a heartbeat only when nothing arrived), for as long as the traffic lasted.
+    with trio.fail_after(60):
+        async with (
+            open_server(tmp_path / "data", search=True, heartbeat_seconds=1.0) as server,
+            open_stream(server.running.url, q="nevermatches") as stream,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def traffic() -> None:
+                for n in range(100_000):  # back to back: many per heartbeat interval
+                    event = {**batch()[0], "event_id": f"busy{n}"}
+                    assert (await server.publish([event])).status_code == 200
+
+            nursery.start_soon(traffic)
+            heartbeats = 0
+            while heartbeats < 3:
+                message = await stream.next()
+                assert message.id is None  # nothing matches
+                heartbeats += "heartbeat" in message.comments
+            nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio

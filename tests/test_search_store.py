@@ -4,17 +4,20 @@ indexes (no full scan for ``topic`` + ``since``)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
-from aggregator.messages import EventRecord
+from aggregator.actors import sse
+from aggregator.messages import EventRecord, StoredEvent
 from aggregator.store import Retention, sqlite_keys, sqlite_search
 from aggregator.store.postgres import PostgresReader, PostgresStore
 from aggregator.store.query import EventQuery, SearchBuilding, SearchOff
-from aggregator.store.search import event_words, matches, parse
+from aggregator.store.search import event_words, matches, parse, tsvector_literal
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests import pg
 from tests.test_retention import FakeClock
@@ -140,6 +143,67 @@ def test_postgres_turning_search_on_builds_the_index(pg_url: str) -> None:
     reader.close()
 
 
+@pytest.mark.sqlite_only
+def test_postgres_q_reads_one_snapshot_so_its_cursor_skips_nothing(pg_url: str) -> None:
+    store = PostgresStore(pg_url, search=True)
+    store.commit([[rec(1)]])  # seq 1
+    store.close()
+    pg.settle(pg_url)
+    insert = """INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at,
+        search) VALUES (%s, 't', %s, '2026-11-30T10:00:00Z', 's', %s, '', %s::tsvector)"""
+    payload = '{"m": "common"}'
+    late = psycopg.connect(pg_url)  # a writer that took seq 10 and commits after seq 11
+    late.execute(insert, (10, "late", payload, tsvector_literal("late", payload)))
+    with psycopg.connect(pg_url, autocommit=True) as early:
+        early.execute(insert, (11, "early", payload, tsvector_literal("early", payload)))
+    reader = PostgresReader(pg_url, search=True)
+    conn: Any = reader._open()
+    execute = conn.execute
+
+    def commit_late_between_statements(sql: str, *args: Any, **kwargs: Any) -> Any:
+        result = execute(sql, *args, **kwargs)
+        if sql.startswith("SELECT seq FROM events WHERE search @@") and not late.closed:
+            late.commit()  # right after q's GIN candidates
+            late.close()
+        return result
+
+    conn.execute = commit_late_between_statements  # the interleaving, on real connections
+    page = reader.find(EventQuery(search=parse("common")))
+    assert late.closed
+    pg.settle(pg_url)
+    rest = reader.find(EventQuery(search=parse("common"), after=page[-1].seq))
+    assert [e.event_id for e in page + rest] == ["id1", "late", "early"]
+    reader.close()
+
+
+@pytest.mark.sqlite_only
+def test_a_huge_event_is_indexed_as_far_as_a_tsvector_holds_on_both_stores(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # 120,000 distinct words (a payload limit raised to 1 MB): PostgreSQL refused the whole
+    # commit ("string is too long for tsvector", a 503 for every publish in the group).
+    big = json.dumps({"m": " ".join(f"w{n}" for n in range(120_000))})
+    batch = [
+        EventRecord("t", "big", "2026-11-30T10:00:00Z", "s", big),
+        EventRecord("t", "small", "2026-11-30T10:00:00Z", "s", '{"m": "w1 w119999"}'),
+    ]
+    sqlite_store = SQLiteStore(tmp_path / "s.sqlite3", search=True)
+    sqlite_store.commit([batch])
+    sqlite_store.close()
+    postgres_store = PostgresStore(pg_url, search=True)
+    postgres_store.commit([batch])
+    postgres_store.close()
+    pg.settle(pg_url)
+    for reader in (
+        SQLiteReader(tmp_path / "s.sqlite3", search=True),
+        PostgresReader(pg_url, search=True),
+    ):
+        assert found(reader, "w1") == ["big", "small"]
+        assert found(reader, "w60000") == ["big"]
+        assert found(reader, "w119999") == ["small"]  # past what the big event's index holds
+        reader.close()
+
+
 def test_the_python_matcher_agrees_with_the_stores_on_the_live_side() -> None:
     words = event_words("order-77", '{"msg": "failed login\\nretry", "user": "u123"}')
     assert words == ["order", "77", "msg", "failed", "login", "retry", "user", "u123"]
@@ -200,3 +264,23 @@ def test_postgres_topic_and_since_use_an_index_not_a_scan(pg_url: str) -> None:
     text = " | ".join(row[0] for row in plan)
     assert "Seq Scan" not in text, text
     assert "events_by_time" in text, text
+
+
+def test_a_frame_splits_its_words_once_for_every_stream_that_filters_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each /subscribe stream with q split every live event again: 17 µs an event and stream
+    # on the event loop, 17 s a second for 1,000 streams (the limit) at 1,000 events/s.
+    split: list[str] = []
+
+    def counted(event_id: str, payload: str) -> list[str]:
+        split.append(event_id)
+        return event_words(event_id, payload)
+
+    monkeypatch.setattr(sse, "event_words", counted)
+    frame = sse.encode(
+        StoredEvent(1, "t", "e1", "2026-11-30T10:00:00Z", "s", '{"m": "login failed"}', "r")
+    )
+    streams = [EventQuery(search=parse(q)) for q in ("login", "failed -retry", "nothing")] * 100
+    assert [s.admits(frame.event, frame.words) for s in streams] == [True, True, False] * 100
+    assert split == ["e1"]

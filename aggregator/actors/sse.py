@@ -6,11 +6,12 @@ for every live subscriber at once; by a replaying subscriber for itself) and sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from aggregator.messages import StoredEvent
+from aggregator.store.search import event_words
 
 
 class EventOut(msgspec.Struct):
@@ -64,6 +65,16 @@ class Frame:
     topic: str
     data: bytes
     event: StoredEvent  # for the filters of a stream (``source``, ``q``)
+    _words: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def words(self) -> list[str]:
+        """The event's searchable words, split once for all the streams whose ``q`` tests it
+        (17 µs an event: a thousand such streams took 17 ms of the event loop per event)."""
+        found = self._words
+        if found is None:
+            found = event_words(self.event.event_id, self.event.payload)
+            object.__setattr__(self, "_words", found)  # a cache, not a change of the frame
+        return found
 
 
 def encode(row: StoredEvent) -> Frame:

@@ -207,7 +207,10 @@ def create_app(front: Front) -> QuartTrio:
     async def events() -> Response:
         query = read_query(request.args, max_offset=front.max_offset)
         try:
-            rows = await front.readers.run(lambda r: r.find(replace(query, limit=query.limit + 1)))
+            rows = await front.readers.run(
+                lambda r: r.find(replace(query, limit=query.limit + 1)),
+                search=query.search is not None,
+            )
         except (SearchOff, SearchBuilding) as exc:
             return reject(search_refused(exc))
         page = [event_out(row) for row in rows[: query.limit]]

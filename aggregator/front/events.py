@@ -79,7 +79,10 @@ def time_arg(args: Mapping[str, str], name: str) -> str | None:
     except ValueError:  # 2026-02-30 and the like
         raise invalid(name, TIME_RULE, raw) from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise invalid(name, f"{TIME_RULE}, within years 1 to 9999 in UTC", raw) from None
     return moment.isoformat(timespec="microseconds")
 
 
@@ -177,7 +180,7 @@ async def stream_filters(readers: ReaderPool, args: Mapping[str, str]) -> EventQ
     if query.search is not None:
         probe = replace(query, limit=1)
         try:
-            await readers.run(lambda r: r.find(probe))
+            await readers.run(lambda r: r.find(probe), search=True)
         except (SearchOff, SearchBuilding) as exc:
             raise search_refused(exc) from None
     return query

@@ -108,20 +108,28 @@ async def _stream(
                 if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
+            sent = trio.current_time()
             while not (subscription.lagged or subscription.closed):
                 live = await _receive(subscription, heartbeat_seconds)
                 if live is None:
                     yield HEARTBEAT
+                    sent = trio.current_time()
                     continue
                 fresh = [frame for frame in live if frame.seq > cursor]
                 del live
                 if fresh:
                     cursor = fresh[-1].seq
                     if filters is not None:  # the cursor moved past every frame, sent or not
-                        fresh = [frame for frame in fresh if filters.admits(frame.event)]
-                    for piece in _pieces(fresh):
-                        yield piece
+                        fresh = [f for f in fresh if filters.admits(f.event, f.words)]
+                    if fresh:
+                        for piece in _pieces(fresh):
+                            yield piece
+                        sent = trio.current_time()
                     del fresh
+                # Filtered out, events can keep coming and nothing be sent: heartbeats go on.
+                if trio.current_time() - sent >= heartbeat_seconds:
+                    yield HEARTBEAT
+                    sent = trio.current_time()
         finally:
             hub.unsubscribe(subscription)
         # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
@@ -153,7 +161,9 @@ async def _replay(
     page (replay has caught up). All topics below the tail's cursor: a shared block."""
     if filters is not None:  # the store's filters: a page of matches
         query = filters.page_after(cursor, REPLAY_PAGE)
-        frames = await readers.run(lambda r: encode_all(r.find(query)))
+        frames = await readers.run(
+            lambda r: encode_all(r.find(query)), search=query.search is not None
+        )
         return frames, frames[-1].seq if frames else cursor, len(frames) < REPLAY_PAGE
     if topic is None:
         block = await hub.replay.after(readers, cursor, hub.cursor)

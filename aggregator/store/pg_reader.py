@@ -103,9 +103,14 @@ class PostgresReader:
         """A page of events by every filter of ``query`` (``pg_search.py``)."""
 
         def read(conn: psycopg.Connection[Any]) -> list[StoredEvent]:
-            if query.search is not None:
+            if query.search is None:
+                return pg_search.find(conn, query)
+            # q takes several statements (pg_search.find): one snapshot for all, or an event
+            # committed between them is missed by the page and skipped by its cursor.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 pg_search.check_ready(conn, self._search)
-            return pg_search.find(conn, query)
+                return pg_search.find(conn, query)
 
         return self._read(read)
 

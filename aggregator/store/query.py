@@ -7,6 +7,7 @@ the text that an index can use, by whole seconds, plus an exact test of the boun
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from aggregator.messages import StoredEvent
@@ -46,9 +47,10 @@ class EventQuery:
     def page_after(self, cursor: int, limit: int) -> EventQuery:
         return replace(self, after=cursor, limit=limit, before=0, descending=False, offset=0)
 
-    def admits(self, event: StoredEvent) -> bool:
+    def admits(self, event: StoredEvent, words: Callable[[], Sequence[str]] | None = None) -> bool:
         """Whether a committed event passes the filters (``topic``, ``source``, the times,
-        ``q``), tested in Python: the live side of ``/subscribe``, as the stores' SQL would."""
+        ``q``), tested in Python: the live side of ``/subscribe``, as the stores' SQL would.
+        ``words``: the event's words (``event_words``), split once for every stream."""
         if self.topic is not None and event.topic != self.topic:
             return False
         if self.source is not None and event.source != self.source:
@@ -61,9 +63,10 @@ class EventQuery:
                 self.until is not None and stamp >= self.until
             ):
                 return False
-        return self.search is None or matches(
-            self.search, event_words(event.event_id, event.payload)
-        )
+        if self.search is None:
+            return True
+        found = words() if words is not None else event_words(event.event_id, event.payload)
+        return matches(self.search, found)
 
 
 # The stored timestamp's fraction, ".000000" when it has none: comparable as text.

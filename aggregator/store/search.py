@@ -31,11 +31,19 @@ MAX_TERMS = 16
 MAX_WORD = 200
 MAX_POSITION = 16_383
 MAX_POSITIONS_PER_WORD = 256
+# ... and a tsvector under 1 MiB: an event's words past this many bytes of tsvector (each new
+# word 7 bytes and its UTF-8, each occurrence 2) are not indexed, on both stores. Only events
+# with a payload above the default 64 KiB limit can reach it.
+MAX_INDEX_BYTES = 1_000_000
 
 _WORD = re.compile(rf"[^\W_]{{1,{MAX_WORD}}}")
 _ASCII_WORD = re.compile(rf"[a-z0-9]{{1,{MAX_WORD}}}")
-# A JSON escape: \uXXXX is the character; every other escape (\n, \", \\, …) is a separator.
-_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+# A JSON escape: \uXXXX is the character (a surrogate pair, \uD840\uDC00, is one character
+# past U+FFFF, as a JSON parser reads it); every other escape (\n, \", \\, …) is a separator.
+_ESCAPE = re.compile(
+    r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|.)",
+    re.DOTALL,
+)
 
 
 class QuerySyntaxError(ValueError):
@@ -43,7 +51,9 @@ class QuerySyntaxError(ValueError):
 
 
 def _unescape(match: re.Match[str]) -> str:
-    code = match.group(1)
+    high, low, code = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + int(low, 16) - 0xDC00)
     if code is None:
         return " "
     char = chr(int(code, 16))
@@ -54,7 +64,9 @@ def words(text: str) -> list[str]:
     """The words of ``text``: letter and digit runs, case-folded, accents removed."""
     if text.isascii():
         return _ASCII_WORD.findall(text.lower())
-    folded = unicodedata.normalize("NFKD", text.casefold())
+    # Folded after NFKD too: compatibility forms decompose to capitals (𝐀 → A, ℌ → H), which
+    # SQLite's tokenizer would fold and PostgreSQL would not.
+    folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", text).casefold())
     stripped = "".join(c for c in folded if not unicodedata.combining(c))
     return _WORD.findall(stripped)
 
@@ -63,7 +75,24 @@ def event_words(event_id: str, payload: str) -> list[str]:
     """The searchable words of an event: its event_id, then its payload's JSON text."""
     if "\\" in payload:
         payload = _ESCAPE.sub(_unescape, payload)
-    return words(event_id) + words(payload)
+    found = words(event_id) + words(payload)
+    if sum(map(len, found)) * 4 + 9 * len(found) <= MAX_INDEX_BYTES:  # at most 4 bytes a char
+        return found
+    return _within_index_bytes(found)
+
+
+def _within_index_bytes(found: list[str]) -> list[str]:
+    """The first words of ``found`` whose tsvector stays within MAX_INDEX_BYTES."""
+    size = 0
+    seen: set[str] = set()
+    for at, word in enumerate(found):
+        if word not in seen:
+            seen.add(word)
+            size += 7 + len(word.encode())
+        size += 2
+        if size > MAX_INDEX_BYTES:
+            return found[:at]
+    return found
 
 
 def fts_text(event_id: str, payload: str) -> str:

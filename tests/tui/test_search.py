@@ -141,3 +141,25 @@ def test_the_search_keys_are_documented_word_for_word() -> None:
     assert documented == list(SEARCH_KEYS)
     bound = {b.key for b in SearchScreen.BINDINGS if isinstance(b, Binding)}
     assert bound == {"escape", "ctrl+r", "ctrl+t"} <= {KEY_NAMES.get(k, k) for k, _ in SEARCH_KEYS}
+
+
+def test_markup_in_a_tail_filter_is_shown_literally() -> None:
+    fake = logs()
+    hostile = "[link=http://x]payment [bold]"
+
+    async def scenario() -> None:
+        app = make_app(fake, now=lambda: NOW)
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            await pilot.press("f")
+            app.screen.query_one("#source", Input).value = "[b]pay-service[/b]"
+            app.screen.query_one("#q", Input).value = hostile
+            await pilot.press("enter", "ctrl+t")
+            await app.refresh_now()
+            await pilot.pause()
+            tail = app.dashboard.query_one(EventTail)
+            title = tail._border_title  # what is drawn: the text, markup not interpreted
+            assert title is not None
+            assert f"q {hostile}" in title.plain and "source [b]pay-service[/b]" in title.plain
+
+    run(scenario())

@@ -126,5 +126,7 @@ class EventTail(DataTable[str | Text]):
     def _title(self) -> None:
         where = self.topic if self.topic is not None else "all topics"
         found = "".join(f" · {name} {value}" for name, value in self.filters.items())
-        self.border_title = f"tail · {where}{found}" + (" · paused" if self.paused else "")
-        self.border_subtitle = self.error or "p pause/resume · a all topics"
+        # Text, not a str: a str is Textual markup, and a topic, a query or a server's message
+        # holding "[link=" would be interpreted (or crash the dashboard).
+        self.border_title = Text(f"tail · {where}{found}" + (" · paused" if self.paused else ""))
+        self.border_subtitle = Text(self.error or "p pause/resume · a all topics")
