@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog bench-elastic bench-otlp bench-loki bench-shippers fuzz mutation clean
+.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog bench-elastic bench-otlp bench-loki bench-shippers bench-search fuzz mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,6 +61,9 @@ bench-loki: $(VENV)/.installed  ## records/s through the Loki push door (protobu
 
 bench-shippers: $(VENV)/.installed  ## both doors and /publish in one run
 	$(BIN)/python -m bench.shippers --doors all $(ARGS)
+
+bench-search: $(VENV)/.installed  ## the full-text index's ingest cost and search latency (docs/search.md)
+	$(BIN)/python -m bench.search $(ARGS)
 
 # Both fuzzers, each for SECONDS_EACH seconds (their short runs are part of make test).
 SECONDS_EACH ?= 600

@@ -173,6 +173,11 @@ class Config:
         "0: no limit",
         minimum=0,
     )
+    search: bool = setting(
+        False,
+        "keep a full-text index of payloads for GET /events?q= (docs/search.md); turning it on "
+        "for a store with events builds the index in the background",
+    )
 
     syslog_tcp_port: str = setting(
         "",

@@ -114,9 +114,13 @@ def _events_for(batch: int, duration: float) -> int:
     return int(duration * (4_000 if batch == 1 else 120_000))
 
 
-def run_round(duration: float, clients: int, work: Path) -> list[Row]:
+SEARCH_TARGET = "aggregator (FULL, search on)"
+
+
+def run_round(duration: float, clients: int, work: Path, *, only_search: bool = False) -> list[Row]:
     """One row per target; each server run right after the reference it is compared with, so
-    that the ratios of a round are measured minutes apart at most on a shared machine."""
+    that the ratios of a round are measured minutes apart at most on a shared machine. With
+    ``only_search``, the batch-100 server runs alone, without and with the full-text index."""
     rows: list[Row] = []
 
     def reference(kind: str, target: str, batch: int) -> None:
@@ -125,12 +129,20 @@ def run_round(duration: float, clients: int, work: Path) -> list[Row]:
                             clients)  # fmt: skip
             rows.append(_row(target, opts, child, check=False))
 
-    def server(batch: int, ids: str) -> None:
-        data = work / f"server-{batch}-{ids}"
+    def server(batch: int, ids: str, *, search: bool = False) -> None:
+        data = work / f"server-{batch}-{ids}-{search}"
         args = ["--port", "0", "--data-dir", str(data), "--synchronous", "full"]
+        args += ["--search", "on" if search else "off"]
         with running("aggregator", args, ROOT) as child:
             opts = _options(child.url, batch, ids, _events_for(batch, duration), duration, clients)
-            rows.append(_row("aggregator (FULL)", opts, child, check=True))
+            target = SEARCH_TARGET if search else "aggregator (FULL)"
+            rows.append(_row(target, opts, child, check=True))
+
+    if only_search:
+        for ids in ("uuid4", "uuid7"):
+            server(100, ids)
+            server(100, ids, search=True)
+        return rows
 
     for batch in (1, 100):
         reference("null", "null server (simulator ceiling)", batch)
@@ -144,6 +156,7 @@ def run_round(duration: float, clients: int, work: Path) -> list[Row]:
         rows.append(Row("store commit (no HTTP)", ids, 2000, raw.rows / raw.elapsed,
                         raw.unique / raw.elapsed, 0, None, None, None))  # fmt: skip
         server(100, ids)
+        server(100, ids, search=True)  # right after: the index's cost within one round
     return rows
 
 
@@ -251,13 +264,41 @@ def ratios(rounds: list[list[Row]]) -> list[str]:
 
         return pick
 
-    out = [
-        line(f"server ÷ store commit, {ids}, batch 100, unique events/s", "60%", unique_ratio(ids))
-        for ids in ("uuid4", "uuid7")
-    ] + [
-        line(f"single-event server ÷ bare hypercorn-trio, {ids}, req/s", "85%", single_ratio(ids))
-        for ids in ("uuid4", "uuid7")
-    ]
+    def search_ratio(ids: str) -> Callable[[list[Row]], float | None]:
+        def pick(rows: list[Row]) -> float | None:
+            on, off = _find(rows, SEARCH_TARGET, ids, 100), _find(rows, "aggregator", ids, 100)
+            return (
+                on.committed / off.committed
+                if on and off and on.committed and off.committed
+                else None
+            )
+
+        return pick
+
+    out = (
+        [
+            line(
+                f"search on ÷ off, {ids}, batch 100, unique events/s",
+                "80% for search on by default",
+                search_ratio(ids),
+            )
+            for ids in ("uuid4", "uuid7")
+        ]
+        + [
+            line(
+                f"server ÷ store commit, {ids}, batch 100, unique events/s",
+                "60%",
+                unique_ratio(ids),
+            )
+            for ids in ("uuid4", "uuid7")
+        ]
+        + [
+            line(
+                f"single-event server ÷ bare hypercorn-trio, {ids}, req/s", "85%", single_ratio(ids)
+            )
+            for ids in ("uuid4", "uuid7")
+        ]
+    )
     return [o for o in out if o]
 
 
@@ -269,11 +310,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="rounds of runs; the table shows medians (default 3)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=Path(".bench/results.json"),
                         help="also write the rows here (default .bench/results.json)")  # fmt: skip
+    parser.add_argument("--only-search", action="store_true",
+                        help="only the batch-100 server without and with search")  # fmt: skip
     args = parser.parse_args(argv)
     rounds = []
     for index in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="aggregator-bench-") as work:
-            rounds.append(run_round(args.duration, args.clients, Path(work)))
+            rounds.append(
+                run_round(args.duration, args.clients, Path(work), only_search=args.only_search)
+            )
         sys.stderr.write(f"round {index + 1} of {args.rounds} done\n")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(

@@ -33,6 +33,7 @@ import httpx
 import trio
 
 from aggregator.config import Config
+from aggregator.store.search import fts_text
 
 Key = tuple[str, str]
 Batch = list[dict[str, Any]]
@@ -115,10 +116,13 @@ class Server:
         self.ready.set()  # exited
 
 
-async def start_server(nursery: trio.Nursery, data_dir: Path, retention_bytes: int = 0) -> Server:
+async def start_server(
+    nursery: trio.Nursery, data_dir: Path, retention_bytes: int = 0, search: bool = False
+) -> Server:
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "aggregator", "--port", "0", "--workers", "8",
-         "--data-dir", str(data_dir), "--retention-bytes", str(retention_bytes)],
+         "--data-dir", str(data_dir), "--retention-bytes", str(retention_bytes),
+         "--search", "on" if search else "off"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -155,12 +159,13 @@ async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool
 
 
 async def run_round(
-    data_dir: Path, load: Load, *, clients: int, kill_after: float | None, retention_bytes: int = 0
-) -> None:
+    data_dir: Path, load: Load, *, clients: int, kill_after: float | None, retention_bytes: int = 0,
+    search: bool = False,
+) -> None:  # fmt: skip
     """Start the server, load it; SIGKILL it after ``kill_after`` seconds, or (None) re-send
     every pending batch and stop it with SIGTERM."""
     async with trio.open_nursery() as nursery:
-        server = await start_server(nursery, data_dir, retention_bytes)
+        server = await start_server(nursery, data_dir, retention_bytes, search)
         async with trio.open_nursery() as publishers:
             for _ in range(clients):
                 publishers.start_soon(
@@ -200,6 +205,9 @@ class Figures:
     topics_received: int = 0
     expired: int = 0  # events deleted by retention (counters.expired)
     expired_keys: int = 0  # acknowledged keys not stored, each sent before the oldest stored
+    # With --search: events whose row in the full-text index is missing or has other words,
+    # index rows of no stored event, and whether the index's reach is short of the last seq.
+    search_mismatched: int | None = None
 
     def violations(self) -> list[str]:
         problems = []
@@ -222,13 +230,31 @@ class Figures:
             problems.append(f"{self.topics_mismatched} topics disagree with the events table")
         if self.topics_received != self.received:
             problems.append(f"the topics count {self.topics_received} events, not {self.received}")
+        if self.search_mismatched:
+            problems.append(f"{self.search_mismatched} events disagree with the full-text index")
         return problems
 
 
-def check(database: Path, load: Load, kills: int) -> Figures:
+def search_mismatches(conn: sqlite3.Connection) -> int:
+    """Events the full-text index does not hold as their words, index rows without an event,
+    and 1 more if the index does not reach the last seq (with search on all along it must)."""
+    indexed = dict(conn.execute("SELECT rowid, words FROM events_fts").fetchall())
+    wrong = 0
+    for seq, event_id, payload in conn.execute("SELECT seq, event_id, payload FROM events"):
+        if indexed.pop(seq, None) != fts_text(event_id, payload):
+            wrong += 1
+    (upto,), (last_seq,) = (
+        conn.execute("SELECT upto FROM search").fetchone(),
+        conn.execute("SELECT last_seq FROM counters").fetchone(),
+    )
+    return wrong + len(indexed) + int(upto != last_seq)
+
+
+def check(database: Path, load: Load, kills: int, *, search: bool = False) -> Figures:
     """Read the store directly (read-only) and compare it with what was acknowledged."""
     conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     try:
+        searched = search_mismatches(conn) if search else None
         rows = conn.execute("SELECT topic, event_id FROM events").fetchall()
         received, unique, duplicates, expired = conn.execute(
             "SELECT received, unique_processed, duplicate_dropped, expired FROM counters"
@@ -266,6 +292,7 @@ def check(database: Path, load: Load, kills: int) -> Figures:
         lost=len(lost), doubled=len(rows) - len(stored),
         unknown=len(stored - load.sent), topics_mismatched=len(mismatched),
         topics_received=topics_received, expired=expired, expired_keys=len(missing - lost),
+        search_mismatched=searched,
     )  # fmt: skip
 
 
@@ -276,14 +303,14 @@ def epoch(text: str) -> float:
 
 async def run_campaign(
     data_dir: Path, *, kills: int, clients: int, seed: int, max_delay: float,
-    retention_bytes: int = 0, min_events: int = 0,
+    retention_bytes: int = 0, search: bool = False, min_events: int = 0,
 ) -> Figures:  # fmt: skip
     load = Load(random.Random(seed), min_acked_events=min_events)
     rounds = [load.rng.uniform(0, max_delay) for _ in range(kills)]
     for kill_after in [*rounds, None]:
         await run_round(data_dir, load, clients=clients, kill_after=kill_after,
-                        retention_bytes=retention_bytes)  # fmt: skip
-    return check(Config(data_dir=data_dir).database_path, load, kills)
+                        retention_bytes=retention_bytes, search=search)  # fmt: skip
+    return check(Config(data_dir=data_dir).database_path, load, kills, search=search)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -296,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary one")
     parser.add_argument("--retention-bytes", type=int, default=0,
                         help="the server's AGGREGATOR_RETENTION_BYTES (0: off)")  # fmt: skip
+    parser.add_argument("--search", action="store_true",
+                        help="the server keeps the full-text index; it is checked too")  # fmt: skip
     parser.add_argument(
         "--min-events",
         type=int,
@@ -311,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             lambda: run_campaign(
                 data_dir, kills=args.kills, clients=args.clients, seed=seed,
                 max_delay=args.max_delay, retention_bytes=args.retention_bytes,
-                min_events=args.min_events,
+                search=args.search, min_events=args.min_events,
             )
         )  # fmt: skip
     out = sys.stdout
@@ -327,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"topics: {figures.topics_mismatched} disagree with the events table, "
         f"they count {figures.topics_received} events received\n"
     )
+    if figures.search_mismatched is not None:
+        out.write(f"search: {figures.search_mismatched} events disagree with the full-text index\n")
     problems = figures.violations()
     for problem in problems:
         out.write(f"VIOLATION: {problem}\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from aggregator.messages import EventRecord
 from aggregator.store.base import Retention
 from aggregator.store.sqlite import SQLiteStore
-from simulator.campaign import Figures, Load, check
+from simulator.campaign import Figures, Load, check, search_mismatches
 from tests.support import ROOT
 from tests.test_retention import FakeClock
 
@@ -115,3 +116,33 @@ def test_with_retention_a_missing_key_sent_after_the_oldest_stored_is_lost(tmp_p
         "1 acknowledged events are not stored",
         "received is less than the events acknowledged",
     ]
+
+
+def test_five_kills_with_search_on_leave_the_index_and_the_events_agreeing(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "simulator.campaign", "--kills", "5", "--seed", "16",
+         "--max-delay", "1.5", "--data-dir", str(tmp_path), "--search"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 kills survived" in result.stdout
+    assert "lost = 0, doubled = 0, never sent = 0" in result.stdout
+    assert "search: 0 events disagree with the full-text index" in result.stdout
+    assert "VIOLATION" not in result.stdout
+
+
+def test_the_checker_reports_an_index_that_disagrees_with_the_events(tmp_path: Path) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db, search=True)
+    store.commit([[EventRecord("t", str(n), "2026-11-21T10:00:00Z", "s", '{"m": "x"}')
+                   for n in range(3)]])  # fmt: skip
+    store.execute("UPDATE events_fts SET words = 'other words' WHERE rowid = 2")
+    store.execute("INSERT INTO events_fts (rowid, words) VALUES (99, 'stray')")
+    store.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert search_mismatches(conn) == 2
+    finally:
+        conn.close()

@@ -69,6 +69,7 @@ NON_DEFAULT = {
     "syslog_udp_port": "5515",
     "syslog_max_connections": "3",
     "syslog_buffer_bytes": "4096",
+    "search": "true",
     "max_topics": "23",
     "max_offset": "29",
     "subscriber_buffer_bytes": "65536",

@@ -74,25 +74,25 @@ def test_a_large_gzip_body_of_several_members_is_stored(tmp_path: Path) -> None:
 
 LAUNCHER = """
 import sys, threading
-from aggregator.store import sqlite_reader
+from aggregator.store import sqlite_reader, sqlite_search
 from aggregator.__main__ import main
 
 sqlite_reader.READ_TIMEOUT_SECONDS = 0.5
-events = sqlite_reader.SQLiteReader._events
+find = sqlite_search.find  # what GET /events reads through
 release = threading.Event()
 
-def slow(self, topic, after, limit, offset):
-    if topic == "slow":  # a long read: a deep offset on a large store, a slow disk
+def slow(conn, query):
+    if query.topic == "slow":  # a long read: a deep offset on a large store, a slow disk
         print("a slow read", file=sys.stderr, flush=True)
         release.wait(8)
-    if topic == "endless":  # a statement that never ends on its own
-        self._conn.execute(
+    if query.topic == "endless":  # a statement that never ends on its own
+        conn.execute(
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
             "SELECT count(*) FROM c"
         ).fetchone()
-    return events(self, topic, after, limit, offset)
+    return find(conn, query)
 
-sqlite_reader.SQLiteReader._events = slow
+sqlite_search.find = slow
 main(sys.argv[1:])
 """
 

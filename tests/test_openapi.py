@@ -33,7 +33,7 @@ from tests.support import ROOT, running_server
 DOC = openapi_document(__version__)
 SCHEMATHESIS_EXAMPLES = 25  # per operation and phase
 # The test cases that run generates (seeded: the same every run); docs/reliability.md states it.
-SCHEMATHESIS_CASES = 604
+SCHEMATHESIS_CASES = 921
 
 
 def app_routes() -> set[tuple[str, str]]:

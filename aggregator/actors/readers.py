@@ -26,12 +26,25 @@ class ReaderPool:
         idle: trio.MemorySendChannel[ReadStore],
         waiting: trio.MemoryReceiveChannel[ReadStore],
         on_damaged: Callable[[StoreDamaged], None] | None = None,
+        *,
+        size: int = 1,
     ) -> None:
         self._idle = idle
         self._waiting = waiting
         self._on_damaged = on_damaged
+        # A full-text search can take seconds (a short prefix expands to every word it starts),
+        # and anyone can ask many at once: searches hold all readers but one, so /health and
+        # the other reads always find a reader soon.
+        self._searches = trio.CapacityLimiter(max(1, size - 1))
 
-    async def run(self, call: Callable[[ReadStore], T]) -> T:
+    async def run(self, call: Callable[[ReadStore], T], *, search: bool = False) -> T:
+        """``call`` on a reader; ``search``: a full-text search (see ``__init__``)."""
+        if search:
+            async with self._searches:
+                return await self._run(call)
+        return await self._run(call)
+
+    async def _run(self, call: Callable[[ReadStore], T]) -> T:
         reader = await self._waiting.receive()
         try:
             return await trio.to_thread.run_sync(call, reader)
@@ -55,7 +68,7 @@ async def open_reader_pool(
     for reader in readers:
         idle.send_nowait(reader)
     try:
-        yield ReaderPool(idle, waiting, on_damaged)
+        yield ReaderPool(idle, waiting, on_damaged, size=size)
     finally:
         for reader in readers:
             reader.close()

@@ -6,11 +6,12 @@ for every live subscriber at once; by a replaying subscriber for itself) and sha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from aggregator.messages import StoredEvent
+from aggregator.store.search import event_words
 
 
 class EventOut(msgspec.Struct):
@@ -63,11 +64,22 @@ class Frame:
     seq: int
     topic: str
     data: bytes
+    event: StoredEvent  # for the filters of a stream (``source``, ``q``)
+    _words: list[str] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def words(self) -> list[str]:
+        """The event's searchable words, split once for all the streams whose ``q`` tests it
+        (17 µs an event: a thousand such streams took 17 ms of the event loop per event)."""
+        found = self._words
+        if found is None:
+            found = event_words(self.event.event_id, self.event.payload)
+            object.__setattr__(self, "_words", found)  # a cache, not a change of the frame
+        return found
 
 
 def encode(row: StoredEvent) -> Frame:
     body = _ENCODER.encode(event_out(row)).translate(_LINE_BREAKS)
-    return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body))
+    return Frame(row.seq, row.topic, b"id: %d\ndata: %s\n\n" % (row.seq, body), row)
 
 
 def encode_all(rows: list[StoredEvent]) -> list[Frame]:

@@ -10,9 +10,8 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlencode
 
 import msgspec
 import trio
@@ -26,6 +25,7 @@ from aggregator.actors.integrity import IntegrityMonitor
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
+from aggregator.front.events import next_link, read_query, search_refused
 from aggregator.front.metrics import Metrics
 from aggregator.front.openapi import openapi_document
 from aggregator.front.responses import Stats, error_body
@@ -39,10 +39,9 @@ from aggregator.messages import (
     Unavailable,
 )
 from aggregator.store import StoreDamaged, StoreUnavailable
+from aggregator.store.query import SearchBuilding, SearchOff
 
 LOGGER = logging.getLogger(__name__)
-MAX_PAGE = 1000
-DEFAULT_PAGE = 100
 MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
 RETRY_AFTER_SECONDS = 1
 
@@ -176,7 +175,7 @@ def reject(rejection: Rejection) -> Response:
     return json_response(error_body(rejection), rejection.status, headers)
 
 
-def _int_arg(name: str, default: int, minimum: int, rule: str, maximum: int = MAX_CURSOR) -> int:
+def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -184,17 +183,11 @@ def _int_arg(name: str, default: int, minimum: int, rule: str, maximum: int = MA
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= maximum:
+    if not minimum <= value <= MAX_CURSOR:
         raise Rejection(
             422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
         )
     return value
-
-
-def _next_link(topic: str | None, after: int, limit: int) -> str:
-    query = {"topic": topic} if topic is not None else {}
-    query |= {"after": str(after), "limit": str(limit)}
-    return f'</events?{urlencode(query)}>; rel="next"'
 
 
 class RequestTracker:
@@ -237,31 +230,18 @@ def create_app(front: Front) -> QuartTrio:
 
     @app.get("/events")
     async def events() -> Response:
-        topic = request.args.get("topic")
-        limit = min(
-            _int_arg(
-                "limit",
-                DEFAULT_PAGE,
-                1,
-                "must be an integer of at least 1 "
-                f"(values above {MAX_PAGE} are treated as {MAX_PAGE})",
-            ),
-            MAX_PAGE,
-        )
-        after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
-        offset = _int_arg(
-            "offset",
-            0,
-            0,
-            f"must be an integer from 0 to {front.max_offset}, the limit "
-            "(AGGREGATOR_MAX_OFFSET); page deeper with after=<seq> (the Link header)",
-            front.max_offset,
-        )
-        rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
-        page = [event_out(row) for row in rows[:limit]]
+        query = read_query(request.args, max_offset=front.max_offset)
+        try:
+            rows = await front.readers.run(
+                lambda r: r.find(replace(query, limit=query.limit + 1)),
+                search=query.search is not None,
+            )
+        except (SearchOff, SearchBuilding) as exc:
+            return reject(search_refused(exc))
+        page = [event_out(row) for row in rows[: query.limit]]
         headers = None
-        if len(rows) > limit:
-            headers = {"Link": _next_link(topic, page[-1].seq, limit)}
+        if len(rows) > query.limit:
+            headers = {"Link": next_link(request.args, query, page[-1].seq)}
         return json_response(page, headers=headers)
 
     @app.get("/stats")

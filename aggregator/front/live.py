@@ -20,6 +20,7 @@ from aggregator.front.app import (
     json_response,
     reject,
 )
+from aggregator.front.events import stream_filters
 from aggregator.front.metrics import CONTENT_TYPE, Snapshot
 from aggregator.front.responses import TopicOut
 from aggregator.front.stream import stream_events
@@ -148,6 +149,8 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
                     retry_after=RETRY_AFTER_SECONDS,
                 )
             )
+        # Filters first: a HEAD is answered as its GET would be, a bad filter with its 4xx.
+        filters = await stream_filters(front.readers, request.args)
         if request.method == "HEAD":  # the headers a stream would have, and no stream
             return Response(b"", content_type="text/event-stream", headers=STREAM_HEADERS)
         body = stream_events(
@@ -157,6 +160,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             after,
             heartbeat_seconds=front.heartbeat_seconds,
             incidents=front.incidents,
+            filters=filters,
         )
         response = Response(
             body,

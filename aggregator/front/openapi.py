@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aggregator.front.openapi_schemas import EXAMPLE_EVENT, JSON, MAX_CURSOR, SCHEMAS, ref
+from aggregator.front.openapi_search import EVENTS_FILTERS, SEARCH_ERRORS, SUBSCRIBE_FILTERS
 
 ERRORS = {
     "400": "the body is not valid JSON, NDJSON or gzip",
@@ -126,8 +127,10 @@ PATHS: dict[str, Any] = {
                     "offset",
                     {"type": "integer", "minimum": 0, "maximum": 10_000},
                     "skip this many events after the cursor; at most AGGREGATOR_MAX_OFFSET "
-                    "(default 10,000, the maximum here): page deeper with after",
+                    "(default 10,000, the maximum here): page deeper with after (before with "
+                    "order=desc)",
                 ),
+                *EVENTS_FILTERS,
             ],
             "responses": {
                 "200": ok(
@@ -135,6 +138,7 @@ PATHS: dict[str, Any] = {
                     [{**EXAMPLE_EVENT, "seq": 1, "received_at": "2026-11-21T10:00:00.5Z"}],
                     headers={"Link": {"schema": {"type": "string"}, "description": 'rel="next"'}},
                 ),
+                **SEARCH_ERRORS,
                 **READ_ERRORS,
             },
         }
@@ -245,8 +249,10 @@ PATHS: dict[str, Any] = {
                     {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
                     "a seq cursor: only events with a larger seq",
                 ),
+                *SUBSCRIBE_FILTERS,
             ],
             "responses": {
+                **SEARCH_ERRORS,
                 "200": {
                     "description": "an endless text/event-stream",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},

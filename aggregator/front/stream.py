@@ -36,6 +36,7 @@ from aggregator.actors.sse import (
 )
 from aggregator.incidents import Incidents
 from aggregator.store import StoreDamaged, StoreUnavailable
+from aggregator.store.query import EventQuery
 
 REPLAY_PAGE = 1000
 PIECE_BYTES = 256 * 1024  # bytes handed to the connection at a time
@@ -49,12 +50,15 @@ async def stream_events(
     *,
     heartbeat_seconds: float,
     incidents: Incidents | None = None,
+    filters: EventQuery | None = None,
 ) -> AsyncIterator[bytes]:
     """The body of ``GET /subscribe``: SSE messages for every event of ``topic`` after ``after``,
     until the client goes away or the server shuts down. A bug ends this stream alone, with a
-    last message naming it; the client resumes from its last id."""
+    last message naming it; the client resumes from its last id. ``filters``: only the events
+    they admit (``source``, ``q``; replayed through the store's search, live tested in Python)."""
     incidents = Incidents() if incidents is None else incidents
-    async with aclosing(_stream(hub, readers, topic, after, heartbeat_seconds)) as messages:
+    stream = _stream(hub, readers, topic, after, heartbeat_seconds, filters)
+    async with aclosing(stream) as messages:
         try:
             async for message in messages:
                 yield message
@@ -63,7 +67,12 @@ async def stream_events(
 
 
 async def _stream(
-    hub: Hub, readers: ReaderPool, topic: str | None, after: int, heartbeat_seconds: float
+    hub: Hub,
+    readers: ReaderPool,
+    topic: str | None,
+    after: int,
+    heartbeat_seconds: float,
+    filters: EventQuery | None = None,
 ) -> AsyncGenerator[bytes, None]:
     try:
         subscription = hub.subscribe(topic)
@@ -83,7 +92,7 @@ async def _stream(
             # Step 2: replay until a short page.
             while True:
                 try:
-                    frames, cursor, ended = await _replay(hub, readers, topic, cursor)
+                    frames, cursor, ended = await _replay(hub, readers, topic, cursor, filters)
                 except StoreUnavailable:
                     yield STORE_UNAVAILABLE
                     return
@@ -99,18 +108,28 @@ async def _stream(
                 if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
+            sent = trio.current_time()
             while not (subscription.lagged or subscription.closed):
                 live = await _receive(subscription, heartbeat_seconds)
                 if live is None:
                     yield HEARTBEAT
+                    sent = trio.current_time()
                     continue
                 fresh = [frame for frame in live if frame.seq > cursor]
                 del live
                 if fresh:
                     cursor = fresh[-1].seq
-                    for piece in _pieces(fresh):
-                        yield piece
+                    if filters is not None:  # the cursor moved past every frame, sent or not
+                        fresh = [f for f in fresh if filters.admits(f.event, f.words)]
+                    if fresh:
+                        for piece in _pieces(fresh):
+                            yield piece
+                        sent = trio.current_time()
                     del fresh
+                # Filtered out, events can keep coming and nothing be sent: heartbeats go on.
+                if trio.current_time() - sent >= heartbeat_seconds:
+                    yield HEARTBEAT
+                    sent = trio.current_time()
         finally:
             hub.unsubscribe(subscription)
         # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
@@ -136,10 +155,16 @@ def _pieces(frames: list[Frame]) -> Iterator[bytes]:
 
 
 async def _replay(
-    hub: Hub, readers: ReaderPool, topic: str | None, cursor: int
+    hub: Hub, readers: ReaderPool, topic: str | None, cursor: int, filters: EventQuery | None
 ) -> tuple[list[Frame], int, bool]:
     """The next frames after ``cursor``, the cursor after them, and whether that was a short
     page (replay has caught up). All topics below the tail's cursor: a shared block."""
+    if filters is not None:  # the store's filters: a page of matches
+        query = filters.page_after(cursor, REPLAY_PAGE)
+        frames = await readers.run(
+            lambda r: encode_all(r.find(query)), search=query.search is not None
+        )
+        return frames, frames[-1].seq if frames else cursor, len(frames) < REPLAY_PAGE
     if topic is None:
         block = await hub.replay.after(readers, cursor, hub.cursor)
         if block is not None:

@@ -77,7 +77,9 @@ def open_store(config: Config, *, clock: Clock = utc_now) -> WriteStore:
     With ``database_url`` set, PostgreSQL. ``clock`` gives ``received_at`` and the "now" of
     retention by age."""
     if config.database_url:
-        store: WriteStore = _postgres().PostgresStore(config.database_url, clock=clock)
+        store: WriteStore = _postgres().PostgresStore(
+            config.database_url, clock=clock, search=config.search
+        )
         return store
     config.data_dir.mkdir(parents=True, exist_ok=True)
     return SQLiteStore(
@@ -86,15 +88,16 @@ def open_store(config: Config, *, clock: Clock = utc_now) -> WriteStore:
         cache_mib=config.cache_mib,
         clock=clock,
         wal_pages=wal_restart_pages(config.retention_bytes),
+        search=config.search,
     )
 
 
 def open_reader(config: Config) -> ReadStore:
     """One read connection; open the store first, so the schema exists. Blocking."""
     if config.database_url:
-        reader: ReadStore = _postgres().PostgresReader(config.database_url)
+        reader: ReadStore = _postgres().PostgresReader(config.database_url, search=config.search)
         return reader
-    return SQLiteReader(config.database_path)
+    return SQLiteReader(config.database_path, search=config.search)
 
 
 def open_integrity_check(config: Config) -> IntegrityCheck | None:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple, Protocol, TypeAlias
 
 from aggregator.messages import EventRecord, StoredEvent
+from aggregator.store.query import EventQuery
 
 Clock: TypeAlias = Callable[[], datetime]  # the wall clock: received_at, retention by age
 
@@ -147,6 +148,11 @@ class ReadStore(Protocol):
     def events(
         self, topic: str | None, after: int, limit: int, offset: int
     ) -> list[StoredEvent]: ...
+
+    def find(self, query: EventQuery) -> list[StoredEvent]:
+        """A page of events by every filter of ``query``. Raises ``SearchOff`` or
+        ``SearchBuilding`` (``query.py``) for a full-text query the index cannot answer."""
+        ...
 
     def counters(self) -> Counters: ...
 

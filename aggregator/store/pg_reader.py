@@ -15,10 +15,11 @@ from typing import Any, TypeVar
 import psycopg
 
 from aggregator.messages import StoredEvent
-from aggregator.store import pg_connect
+from aggregator.store import pg_connect, pg_search
 from aggregator.store.base import Counters, StoreMismatch, StoreUnavailable, TopicCounts
 from aggregator.store.pg_connect import connect_reader, describe
 from aggregator.store.pg_schema import unescape
+from aggregator.store.query import EventQuery
 
 LOGGER = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,8 +40,9 @@ TOPICS = """SELECT topic, sum(stored)::bigint, sum(duplicates)::bigint, max(last
 class PostgresReader:
     """One read connection, used by one thread at a time; reconnects after a failure."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, search: bool = False) -> None:
         self.url = url
+        self._search = search
         self._conn: psycopg.Connection[Any] | None = connect_reader(url)
 
     def _open(self) -> psycopg.Connection[Any]:
@@ -96,6 +98,21 @@ class PostgresReader:
             ]
 
         return self._read(query)
+
+    def find(self, query: EventQuery) -> list[StoredEvent]:
+        """A page of events by every filter of ``query`` (``pg_search.py``)."""
+
+        def read(conn: psycopg.Connection[Any]) -> list[StoredEvent]:
+            if query.search is None:
+                return pg_search.find(conn, query)
+            # q takes several statements (pg_search.find): one snapshot for all, or an event
+            # committed between them is missed by the page and skipped by its cursor.
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                pg_search.check_ready(conn, self._search)
+                return pg_search.find(conn, query)
+
+        return self._read(read)
 
     def counters(self) -> Counters:
         row = self._read(lambda conn: conn.execute(COUNTERS).fetchone())

@@ -110,6 +110,15 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE counters ADD COLUMN expired bigint NOT NULL DEFAULT 0",
         "ALTER TABLE topics ADD COLUMN expired bigint NOT NULL DEFAULT 0",
     ],
+    [
+        # Search (AGGREGATOR_SEARCH, pg_search.py): each event's words, NULL while not indexed
+        # (a partial index finds those for upkeep to index), and the filters' indexes.
+        "ALTER TABLE events ADD COLUMN search tsvector",
+        "CREATE INDEX events_search ON events USING gin (search)",
+        "CREATE INDEX events_unindexed ON events (seq) WHERE search IS NULL",
+        'CREATE INDEX events_by_time ON events ((timestamp COLLATE "C"))',
+        "CREATE INDEX events_by_source ON events (source, seq)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,6 +27,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from aggregator.messages import EventRecord
+from aggregator.store import pg_search
 from aggregator.store.base import (
     Clock,
     CommitResult,
@@ -57,9 +58,10 @@ LOGGER = logging.getLogger(__name__)
 
 SHARDS = 16  # counter shards; more live writers than this share shards (waits, never wrong)
 INSERT_EVENTS = """INSERT INTO events
-    (seq, topic, event_id, timestamp, source, payload, received_at)
-    SELECT u.*, %s FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
-        %s::text[]) AS u
+    (seq, topic, event_id, timestamp, source, payload, received_at, search)
+    SELECT u.seq, u.topic, u.event_id, u.ts, u.source, u.payload, %s, u.words::tsvector
+    FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+        %s::text[]) AS u(seq, topic, event_id, ts, source, payload, words)
     ON CONFLICT (topic, event_id) DO NOTHING
     RETURNING seq"""
 ADD_COUNTERS = """INSERT INTO counters AS c VALUES (%s, %s, %s, %s)
@@ -110,8 +112,9 @@ PROBE = """INSERT INTO events (topic, event_id, seq, timestamp, source, payload,
 class PostgresStore:
     """The write connection of this process. Opening it migrates the schema."""
 
-    def __init__(self, url: str, *, clock: Clock = utc_now) -> None:
+    def __init__(self, url: str, *, clock: Clock = utc_now, search: bool = False) -> None:
         self.url = url
+        self.search = search  # keep each event's words (pg_search.py)
         self.where = redact(url)
         self._clock = clock
         self._conn: psycopg.Connection[Any] | None = None
@@ -255,6 +258,12 @@ class PostgresStore:
                 strict=True,
             ):  # fmt: skip
                 column.append(value)
+        words: list[str | None] = [None] * len(ordered)  # not indexed: search is off
+        if self.search:
+            words[:] = pg_search.words_column(
+                [r.event_id for _, r in ordered], [r.payload for _, r in ordered]
+            )
+        columns.append(words)
         new = {row[0] for row in conn.execute(INSERT_EVENTS, (received_at, *columns))}
         return self._count(conn, batches, first, new)
 
@@ -297,11 +306,16 @@ class PostgresStore:
         return commit_result(flags)
 
     def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
-        """Retention by age: delete up to ``max_events`` of the oldest events received before
+        """Index a chunk of the events stored while search was off, when it is on. Retention by
+        age: delete up to ``max_events`` of the oldest events received before
         the cutoff (their keys go with them: the primary key). Size limits are SQLite's only
         (``Config`` refuses them here): PostgreSQL reuses space after VACUUM, not at once."""
+        building = False
+        if self.search:
+            with self.transaction():
+                building = pg_search.build_step(self._connection(), max_events)
         if not retention.max_age_seconds:
-            return Upkeep(0, more=False)
+            return Upkeep(0, more=building)
         cutoff = utc_text(self._clock() - timedelta(seconds=retention.max_age_seconds))
         with self.transaction():
             conn = self._connection()
@@ -313,7 +327,7 @@ class PostgresStore:
                 conn.execute(ADD_EXPIRED, (self.shard, expired))
                 names = sorted(topics)
                 conn.execute(ADD_TOPICS_EXPIRED, (self.shard, names, [topics[t] for t in names]))
-        return Upkeep(expired, more=expired == max_events)
+        return Upkeep(expired, more=expired == max_events or building)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from aggregator.messages import EventRecord
-from aggregator.store import sqlite_keys, sqlite_retention, sqlite_wal
+from aggregator.store import sqlite_keys, sqlite_retention, sqlite_search, sqlite_wal
 from aggregator.store.base import (
     Clock,
     CommitResult,
@@ -148,7 +148,8 @@ class SQLiteStore:
     index's hash (tests inject one that collides); ``recent_keys`` how many keys of new events
     are held in memory before they are merged into the index (``sqlite_keys.py``);
     ``wal_pages`` the WAL's size at which it starts over (``checkpointer.py``); ``free_space``
-    the free bytes of the file system (tests inject a full disk)."""
+    the free bytes of the file system (tests inject a full disk); ``search`` whether commits
+    keep the full-text index and upkeep builds it (``sqlite_search.py``)."""
 
     def __init__(
         self,
@@ -161,6 +162,7 @@ class SQLiteStore:
         recent_keys: int = RECENT_KEYS,
         wal_pages: int = WAL_RESTART_PAGES,
         free_space: Callable[[], int] | None = None,
+        search: bool = False,
     ) -> None:
         self.path = path
         self._clock = clock
@@ -171,6 +173,7 @@ class SQLiteStore:
         self._wal_bound = 2 * wal_pages * 4096  # one checkpoint's worth, at the most
         self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try
         self._free_space = free_space or (lambda: shutil.disk_usage(path.parent).free)
+        self._search = search
         self._lock = StoreLock(path)  # before anything reads or writes the file
         try:
             # SQLite opens a file it cannot write read-only, without a word, and without its
@@ -195,6 +198,7 @@ class SQLiteStore:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             migrate(conn, path, version)
             self._recent = sqlite_keys.load(conn, hash_key)
+            self._search_upto = sqlite_search.upto(conn)
         except sqlite3.DatabaseError as exc:
             conn.close()
             self._lock.release()
@@ -270,6 +274,8 @@ class SQLiteStore:
             for key in sqlite_keys.stored_keys(cur, self._recent, hashes.values()):
                 first.pop(key, None)
             (seq,) = cur.execute("SELECT last_seq FROM counters").fetchone()
+            # The index is kept by commits once it is complete; until then upkeep builds it.
+            indexing = self._search and self._search_upto == seq
             rows, keys, flags = [], [], []
             topics: dict[str, list[int]] = {}  # topic -> [stored, duplicates, last seq]
             for batch in batches:
@@ -290,11 +296,15 @@ class SQLiteStore:
                         request.append(False)
                 flags.append(request)
             cur.executemany(INSERT_EVENT, rows)
+            if indexing and rows:
+                sqlite_search.index(cur, [(row[0], row[2], row[5]) for row in rows], seq)
             total = sum(len(batch) for batch in batches)
             cur.execute(ADD_COUNTERS, (total, len(rows), total - len(rows), seq))
             cur.executemany(ADD_TOPIC, [(t, *tally) for t, tally in topics.items()])
         for h, seq in keys:  # committed: now they are stored keys
             self._recent.add(h, seq)
+        if indexing and rows:
+            self._search_upto = rows[-1][0]
         return commit_result(flags)
 
     def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
@@ -325,6 +335,8 @@ class SQLiteStore:
         if sqlite_retention.due(self._conn, by_age, now, reclaim=reclaim):
             with self._transaction() as cur:
                 expired = sqlite_retention.step(cur, by_age, now, max_events, reclaim=reclaim)
+        # Every round, sweeping or not: the index build goes on while keys are swept.
+        building = self._search and self._search_step(max_events)
         if sweep_first:
             self._merge(sqlite_keys.stalest_bucket(self._conn), sweep=True)
             return Upkeep(expired, more=True)
@@ -335,7 +347,18 @@ class SQLiteStore:
             self._merge(bucket, sweep=sweep)
             self._next_bucket = (bucket + 1) % len(self._recent.buckets)
         # More: events left to delete, keys now due for a sweep, or recent keys still many.
-        return Upkeep(expired, more=merged or expired > 0)
+        return Upkeep(expired, more=merged or expired > 0 or building)
+
+    def _search_step(self, max_events: int) -> bool:
+        """Index a chunk of the events the full-text index does not reach yet; whether more
+        are left."""
+        (last_seq,) = self._conn.execute("SELECT last_seq FROM counters").fetchone()
+        if self._search_upto >= last_seq:
+            return False
+        with self._transaction() as cur:
+            reach = sqlite_search.build_step(cur, min(max_events, sqlite_search.BUILD_CHUNK))
+        self._search_upto = reach
+        return bool(reach < last_seq)
 
     def _merge(self, bucket: int, *, sweep: bool) -> None:
         rows = self._recent.entries(bucket)

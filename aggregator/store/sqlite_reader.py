@@ -11,7 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from aggregator.messages import StoredEvent
+from aggregator.store import sqlite_search
 from aggregator.store.base import Counters, StoreDamaged, StoreUnavailable, TopicCounts
+from aggregator.store.query import EventQuery
+from aggregator.store.search import QuerySyntaxError
 
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
 # A read is interrupted after this long, as PostgreSQL's readers are (pg_connect.READ_TIMEOUT):
@@ -65,8 +68,9 @@ def reading(path: Path, reader: SQLiteReader | None = None) -> Iterator[None]:
 class SQLiteReader:
     """A read-only connection. WAL readers see the last commit and never block the writer."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, search: bool = False) -> None:
         self._path = path
+        self._search = search
         self._conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro",
             uri=True,
@@ -96,6 +100,22 @@ class SQLiteReader:
                 (topic, after, limit, offset),
             )
         return [StoredEvent(*row) for row in rows]
+
+    def find(self, query: EventQuery) -> list[StoredEvent]:
+        """A page of events by every filter of ``query`` (``sqlite_search.py``)."""
+        with reading(self._path, self):
+            # One read transaction: the index's reach and the page from the same snapshot.
+            self._conn.execute("BEGIN")
+            try:
+                if query.search is not None:
+                    sqlite_search.check_ready(self._conn, self._search)
+                return sqlite_search.find(self._conn, query)
+            except sqlite3.OperationalError as exc:
+                if str(exc).startswith("fts5:"):  # never expected: search.py quotes every word
+                    raise QuerySyntaxError(f"q cannot be searched: {exc}") from exc
+                raise
+            finally:
+                self._conn.execute("COMMIT")
 
     def counters(self) -> Counters:
         with reading(self._path, self):

@@ -18,6 +18,7 @@ import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta
 
+from aggregator.store import sqlite_search
 from aggregator.store.base import Retention, utc_text
 
 OLDEST = "SELECT seq, topic, received_at FROM events ORDER BY seq LIMIT ?"
@@ -78,6 +79,7 @@ def step(
     count = _count(cur, rows, retention, now, reclaim)
     if count:
         cur.execute("DELETE FROM events WHERE seq <= ?", (rows[count - 1][0],))
+        sqlite_search.expire(cur, rows[count - 1][0])
         cur.execute("UPDATE counters SET expired = expired + ?", (count,))
         cur.executemany(
             "UPDATE topics SET expired = expired + ? WHERE topic = ?",

@@ -53,6 +53,19 @@ EVENTS = """CREATE TABLE events (
     received_at TEXT NOT NULL
 )"""
 EVENTS_BY_TOPIC = "CREATE INDEX events_by_topic ON events (topic, seq)"
+# Version 4, search (docs/search.md): the filters' indexes, the full-text index of each event's
+# words (``search.py``; its own copy of them, so retention deletes by rowid range), and how far
+# the full-text index reaches: every event with seq <= upto is in it.
+SEARCH_SCHEMA: list[str] = [
+    "CREATE INDEX events_by_time ON events (timestamp)",
+    "CREATE INDEX events_by_source ON events (source, seq)",
+    """CREATE VIRTUAL TABLE events_fts USING fts5(
+        words, tokenize = 'ascii', columnsize = 0)""",
+    """CREATE TABLE search (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        upto INTEGER NOT NULL       -- events with seq <= upto are in events_fts (or deleted)
+    )""",
+]
 KEYS = """CREATE TABLE keys (
     h INTEGER NOT NULL,        -- key_hash(topic, event_id)
     seq INTEGER NOT NULL,      -- the event stored under it; rows below the first stored seq are
@@ -93,6 +106,8 @@ SCHEMA: list[str] = [
     "CREATE TABLE probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL)",
     MERGED,
     FILL_MERGED,
+    *SEARCH_SCHEMA,
+    "INSERT INTO search (id, upto) VALUES (1, 0)",
 ]
 
 
@@ -128,6 +143,10 @@ MIGRATIONS: list[list[Step]] = [
         "ALTER TABLE topics ADD COLUMN expired INTEGER NOT NULL DEFAULT 0",
         MERGED,
         FILL_MERGED,
+    ],
+    [  # 3 → 4: search; the full-text index is built by upkeep steps once search is turned on
+        *SEARCH_SCHEMA,
+        "INSERT INTO search (id, upto) VALUES (1, 0)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

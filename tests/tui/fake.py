@@ -46,6 +46,7 @@ class FakeAggregator:
     unhealthy: str | None = None  # /health is 503 with this reason
     failing: set[str] = field(default_factory=set)  # these paths answer 500
     requests: list[str] = field(default_factory=list)
+    searches: list[dict[str, str]] = field(default_factory=list)  # the params of GET /events
     # Per topic, in the order topics first appeared: duplicates dropped.
     topic_duplicates: dict[str, int] = field(default_factory=dict)
 
@@ -138,7 +139,10 @@ class FakeAggregator:
 
     def _events(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params
+        self.searches.append(dict(params))
         topic = params.get("topic")
+        if params.get("order") == "desc" or "q" in params or "source" in params:
+            return self._search(params)
         after = int(params.get("after", "0"))
         offset = int(params.get("offset", "0"))
         limit = min(int(params.get("limit", "100")), 1000)
@@ -146,6 +150,32 @@ class FakeAggregator:
         headers = {}
         if len(rows) > limit:
             headers["Link"] = f'</events?after={rows[limit - 1].seq}&limit={limit}>; rel="next"'
+        return encoded(rows[:limit], headers=headers)
+
+    def _search(self, params: httpx.QueryParams) -> httpx.Response:
+        """Newest first with the search filters, roughly as the server has them: every word of
+        ``q`` in the event_id or payload (no phrase or prefix here); a ``"`` left open is the
+        server's 422."""
+        q = params.get("q", "")
+        if q.count('"') % 2:
+            rule = 'q has an unclosed " (a phrase is "between double quotes")'
+            return encoded(ErrorBody("validation", rule), 422)
+        words = [w.strip('"*').lower() for w in q.split()]
+        before = int(params.get("before", str(2**62)))
+        limit = min(int(params.get("limit", "100")), 1000)
+        rows = [
+            e
+            for e in reversed(self.events)
+            if e.seq < before
+            and params.get("topic") in (None, e.topic)
+            and params.get("source") in (None, e.source)
+            and e.timestamp >= params.get("since", "")
+            and all(w in (e.event_id + bytes(e.payload).decode()).lower() for w in words)
+        ]
+        headers = {}
+        if len(rows) > limit:
+            link = f'</events?order=desc&before={rows[limit - 1].seq}&limit={limit}>; rel="next"'
+            headers["Link"] = link
         return encoded(rows[:limit], headers=headers)
 
     @staticmethod

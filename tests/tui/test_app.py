@@ -381,6 +381,7 @@ def test_at_80x24_the_footer_offers_every_key_of_the_help_and_every_column_fits(
                 "slash",
                 "s",
                 "r",
+                "f",
                 "q",
                 "question_mark",
             ]
@@ -413,5 +414,21 @@ def test_the_help_names_exactly_the_keys_bound_on_the_dashboard() -> None:
                 for key in b.key.split(",")
             }
             assert help_keys == {"escape", "question_mark", "q"}  # "esc, ? or q closes it"
+
+    run(scenario())
+
+
+def test_a_filter_holding_markup_is_shown_as_typed() -> None:
+    async def scenario() -> None:
+        app = make_app(sample())
+        async with app.run_test(size=SIZE) as pilot:
+            await started(pilot)
+            topics = app.dashboard.query_one(TopicsPanel)
+            typed = ["left_square_bracket", *"link", "equals_sign", *"x", "colon", "slash"]
+            await pilot.press("slash", *typed, "right_square_bracket", "enter")
+            assert topics.border_subtitle is not None
+            assert topics._border_subtitle is not None  # what is drawn: the text as typed
+            assert topics._border_subtitle.plain == "filter: [link=x:/]"
+            assert app.is_running
 
     run(scenario())

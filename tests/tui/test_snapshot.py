@@ -42,3 +42,16 @@ def test_filter_while_typing_at_80x24(snap_compare: Any) -> None:
 def test_help_at_80x24(snap_compare: Any) -> None:
     app, fake = demo_app()
     assert snap_compare(app, terminal_size=SMALL, run_before=then_press(fake, "question_mark"))
+
+
+def test_search_screen(snap_compare: Any) -> None:
+    """``f``, a query, enter: results newest first, the newest shown whole beside them."""
+    app, fake = demo_app()
+    keys = ("f", *"receipt", "enter")
+    assert snap_compare(app, terminal_size=SIZE, run_before=then_press(fake, *keys))
+
+
+def test_search_screen_at_80x24(snap_compare: Any) -> None:
+    app, fake = demo_app()
+    keys = ("f", *"o-0000", "enter")
+    assert snap_compare(app, terminal_size=SMALL, run_before=then_press(fake, *keys))

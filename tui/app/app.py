@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import ClassVar
 
 import httpx
@@ -16,6 +17,7 @@ from tui.data.poller import Poller, Snapshot
 from tui.data.subscribe import SubscribeTail
 from tui.screens.dashboard import DashboardScreen
 from tui.screens.help import HelpScreen
+from tui.screens.search import SearchScreen
 from tui.widgets.tail import EventTail
 from tui.widgets.topics import TopicsPanel
 
@@ -52,6 +54,7 @@ class DashboardApp(App[None]):
         token: str = "",
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         super().__init__()
         self._owns_http = http is None
@@ -62,6 +65,7 @@ class DashboardApp(App[None]):
         self.poller = Poller(self.client, interval=interval, clock=clock, tail=self.tail)
         self.dashboard = DashboardScreen(self.client.url, tail_size)
         self.last: Snapshot | None = None
+        self.now = now  # the wall clock of the search screen's time ranges
 
     def get_default_screen(self) -> DashboardScreen:
         return self.dashboard
@@ -95,7 +99,18 @@ class DashboardApp(App[None]):
         self.dashboard.query_one(EventTail).set_paused(self.poller.paused)
 
     def action_tail_all(self) -> None:
+        self.tail.filters = {}  # select() in tail_topic starts the tail over
         self.tail_topic(None)
+
+    def action_search(self) -> None:
+        if not isinstance(self.screen, SearchScreen):
+            self.push_screen(SearchScreen(self.client, now=self.now, on_tail=self.tail_filtered))
+
+    def tail_filtered(self, filters: dict[str, str]) -> None:
+        """Follow only what ``filters`` (``q``, ``source``) admit, on the current topic."""
+        self.tail.filter(filters)
+        self.dashboard.query_one(EventTail).follow_filtered(self.tail.topic, filters)
+        self.action_refresh_now()
 
     def tail_topic(self, topic: str | None) -> None:
         self.poller.tail.select(topic)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,12 @@ class ServerError(Exception):
     def __init__(self, path: str, status: int, message: str) -> None:
         super().__init__(f"{path}: HTTP {status} {message}".rstrip())
         self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    events: list[Event]  # newest first
+    before: int | None  # the cursor of the next (older) page; None: this was the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +135,27 @@ class AggregatorClient:
         events = parse_events(self._check(response, "/events"))
         return EventPage(events, more="next" in response.links)
 
-    async def subscribe(self, *, topic: str | None, after: int) -> httpx.Response | None:
+    async def search(self, filters: Mapping[str, str], *, before: int | None = None,
+                     limit: int = 100) -> SearchPage:  # fmt: skip
+        """A page of ``GET /events`` newest first with ``filters`` (``q``, ``source``,
+        ``since``, ``topic``), older than ``before``; ``ServerError`` carries the server's
+        message (a 422 for a bad query, a 400 when search is off)."""
+        params: dict[str, Any] = {**filters, "order": "desc", "limit": limit}
+        if before is not None:
+            params["before"] = before
+        response = await self._get("/events", params)
+        events = parse_events(self._check(response, "/events"))
+        more = "next" in response.links and bool(events)
+        return SearchPage(events, events[-1].seq if more else None)
+
+    async def subscribe(
+        self, *, topic: str | None, after: int, filters: Mapping[str, str] | None = None
+    ) -> httpx.Response | None:
         """Opens ``GET /subscribe`` from ``after`` (also as ``Last-Event-ID``, which a server
-        prefers on a reconnect); the open response, whose body the caller reads and closes, or
-        ``None`` when this server has no ``/subscribe``."""
-        params: dict[str, Any] = {"after": after}
+        prefers on a reconnect), with the search ``filters`` (``q``, ``source``) if any; the
+        open response, whose body the caller reads and closes, or ``None`` when this server has
+        no ``/subscribe``."""
+        params: dict[str, Any] = {**(filters or {}), "after": after}
         if topic is not None:
             params["topic"] = topic
         headers = {"Accept": "text/event-stream", "Last-Event-ID": str(after)}

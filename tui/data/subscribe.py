@@ -85,6 +85,7 @@ class SubscribeTail:
         self._clock = clock
         self._sleep = sleep
         self._topic: str | None = None
+        self.filters: dict[str, str] = {}  # q and source of a filtered tail (``filter``)
         self._generation = 0  # bumped by select: a stale task or request drops what it got
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,7 +135,15 @@ class SubscribeTail:
         self._error = None
         self.polling.select(topic)
 
+    def filter(self, filters: dict[str, str]) -> None:
+        """Follow only the events these search filters admit (``q``, ``source``; ``{}``: all);
+        the next update starts over with the newest of them."""
+        self.filters = dict(filters)
+        self.select(self._topic)
+
     async def poll(self, count: CountHint) -> TailUpdate:
+        if self._fallback and self.filters:
+            return await self._poll_filtered()
         if self._fallback:
             return await self.polling.poll(count)
         if self._task is None:
@@ -145,6 +154,15 @@ class SubscribeTail:
         self._buffer.clear()
         reset, self._skipped = self._skipped, False
         return TailUpdate(events, reset)
+
+    async def _poll_filtered(self) -> TailUpdate:
+        """Without ``/subscribe``: the newest page of matches, what is past the cursor."""
+        topic = {"topic": self._topic} if self._topic is not None else {}
+        page = await self.client.search({**self.filters, **topic}, limit=self.size)
+        fresh = [event for event in reversed(page.events) if event.seq > (self._cursor or 0)]
+        if fresh:
+            self._cursor = fresh[-1].seq
+        return TailUpdate(fresh, False)
 
     async def wait_past(self, seq: int) -> None:
         """Until an event with ``seq`` or a later one has arrived on the stream."""
@@ -174,13 +192,20 @@ class SubscribeTail:
 
     async def _start(self, count: CountHint) -> TailUpdate:
         generation, topic = self._generation, self._topic
-        update = await self.polling.poll(count)  # the newest page
+        if self.filters:  # the newest matches, then the stream of matches after them
+            filters = {**self.filters, **({"topic": topic} if topic is not None else {})}
+            page = await self.client.search(filters, limit=self.size)
+            update = TailUpdate(page.events[::-1], True)
+            after = page.events[0].seq if page.events else 0
+            self._cursor = after
+        else:
+            update = await self.polling.poll(count)  # the newest page
+            after = self.polling.cursor or 0
         if generation != self._generation:
             return TailUpdate([], False)  # select() ran while the request was out
-        after = self.polling.cursor or 0
         response: httpx.Response | None = None
         try:
-            response = await self.client.subscribe(topic=topic, after=after)
+            response = await self.client.subscribe(topic=topic, after=after, filters=self.filters)
         except FAILURES as exc:
             self._error = exc  # the task retries after the backoff
         else:
@@ -214,7 +239,9 @@ class SubscribeTail:
                 LOGGER.info("/subscribe ended (%s); reopening", self._error or "closed")
             await self._nap(self.backoff.failed(self._clock()))
             try:
-                response = await self.client.subscribe(topic=topic, after=self._cursor or 0)
+                response = await self.client.subscribe(
+                    topic=topic, after=self._cursor or 0, filters=self.filters
+                )
             except FAILURES as exc:
                 self._error, response = exc, None
             else:

@@ -25,10 +25,11 @@ class DashboardScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_filter", "Clear"),
         Binding("p", "app.toggle_pause", "Pause"),
-        Binding("a", "app.tail_all", "Tail all"),
+        Binding("a", "app.tail_all", "All"),
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort", "Sort"),
         Binding("r", "app.refresh_now", "Refresh"),
+        Binding("f", "app.search", "Find"),
     ]
     # Topics beside the tail from WIDE columns on; narrower (down to 80), the tail goes under the
     # topics, full width, so that every column fits.

@@ -17,6 +17,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.screens.search import KEYS as SEARCH_KEYS
+
 KEYS: tuple[tuple[str, str], ...] = (
     ("q", "quit"),
     (
@@ -25,7 +27,7 @@ KEYS: tuple[tuple[str, str], ...] = (
         "are kept)",
     ),
     ("enter", "on a topic: tail that topic"),
-    ("a", "tail all topics again"),
+    ("a", "tail all topics again, without a search filter"),
     ("/", "filter topics by typing; enter keeps the filter, esc clears it"),
     ("esc", "clear the filter, while typing it or after enter"),
     (
@@ -35,6 +37,7 @@ KEYS: tuple[tuple[str, str], ...] = (
         "a header sorts by that column, a second click reverses it",
     ),
     ("r", "refresh now"),
+    ("f", "find: the search screen (q, source, time range; its keys below); esc comes back"),
     ("?", "this help; esc, ? or q closes it"),
 )
 
@@ -46,11 +49,11 @@ SOURCES = (
 )
 
 
-def key_table() -> Table:
+def key_table(keys: tuple[tuple[str, str], ...] = KEYS) -> Table:
     table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=True)
     table.add_column(no_wrap=True, style="bold")
     table.add_column(ratio=1)
-    for key, does in KEYS:
+    for key, does in keys:
         table.add_row(key, does)
     return table
 
@@ -65,6 +68,7 @@ class HelpScreen(ModalScreen[None]):
         border: round $primary; border-title-color: $text; background: $surface;
         padding: 0 1; }
     HelpScreen #sources { margin-top: 1; color: $text-muted; }
+    HelpScreen #search-title { margin-top: 1; }
     """
 
     def compose(self) -> ComposeResult:
@@ -72,6 +76,8 @@ class HelpScreen(ModalScreen[None]):
             scroll.border_title = "keys"
             scroll.border_subtitle = "esc closes"
             yield Static(key_table(), id="keys")
+            yield Static(Text("on the search screen (f)", style="bold"), id="search-title")
+            yield Static(key_table(SEARCH_KEYS), id="search-keys")
             yield Static(Text(SOURCES), id="sources")
 
     async def action_dismiss(self, result: None = None) -> None:

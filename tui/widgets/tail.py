@@ -39,6 +39,7 @@ class EventTail(DataTable[str | Text]):
         super().__init__(cursor_type="none", zebra_stripes=True, id=id)
         self.capacity = capacity
         self.topic: str | None = None
+        self.filters: dict[str, str] = {}  # the search filters of the tail, shown in its title
         self.paused = False
         self.error: str | None = None
         self._events: OrderedDict[int, Event] = OrderedDict()  # by seq, as shown
@@ -62,6 +63,12 @@ class EventTail(DataTable[str | Text]):
 
     def follow(self, topic: str | None) -> None:
         self.topic = topic
+        self.filters = {}
+        self._title()
+
+    def follow_filtered(self, topic: str | None, filters: dict[str, str]) -> None:
+        self.topic = topic
+        self.filters = dict(filters)
         self._title()
 
     def set_paused(self, paused: bool) -> None:
@@ -118,5 +125,8 @@ class EventTail(DataTable[str | Text]):
 
     def _title(self) -> None:
         where = self.topic if self.topic is not None else "all topics"
-        self.border_title = f"tail · {where}" + (" · paused" if self.paused else "")
-        self.border_subtitle = self.error or "p pause/resume · a all topics"
+        found = "".join(f" · {name} {value}" for name, value in self.filters.items())
+        # Text, not a str: a str is Textual markup, and a topic, a query or a server's message
+        # holding "[link=" would be interpreted (or crash the dashboard).
+        self.border_title = Text(f"tail · {where}{found}" + (" · paused" if self.paused else ""))
+        self.border_subtitle = Text(self.error or "p pause/resume · a all topics")

@@ -202,11 +202,12 @@ class TopicsPanel(Vertical):
     def _title(self) -> None:
         arrow = "▼" if self.order.reverse else "▲"
         title = f"topics ({len(self._shown)}/{len(self.rows)}) by {HEADERS[self.order.column]}"
-        self.border_title = f"{title} {arrow}"
+        # Text, not str: a str is Textual markup, and a typed "[link=x:/]" crashed the dashboard.
+        self.border_title = Text(f"{title} {arrow}")
         if self.typing:
             subtitle = "enter keeps · esc clears"
         else:
             subtitle = f"filter: {self.filter}" if self.filter else ""
         if not self.exact:
             subtitle = (subtitle + "  " if subtitle else "") + "counts need GET /topics"
-        self.border_subtitle = self.error or subtitle
+        self.border_subtitle = Text(self.error or subtitle)
