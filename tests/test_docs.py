@@ -71,7 +71,8 @@ def test_the_operating_page_gives_each_setting_its_real_default(field: dataclass
     if field.default == "":
         assert documented.startswith(("(empty)", "empty")), f"{field.name}: {documented}"
     else:
-        assert documented.split()[0] == f"`{field.default}`", f"{field.name}: {documented}"
+        shown = str(field.default).lower() if isinstance(field.default, bool) else field.default
+        assert documented.split()[0] == f"`{shown}`", f"{field.name}: {documented}"
 
 
 SIMULATOR_PAGE = (ROOT / "docs" / "simulator.md").read_text()
