@@ -42,6 +42,7 @@ class Tally:
 
     sent: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    posts: Counter[str] = field(default_factory=Counter)  # by route: every door is reached
     received: int = 0
     keys: set[tuple[str, str]] = field(default_factory=set)
     topics: set[str] = field(default_factory=set)
@@ -114,6 +115,7 @@ class Campaign:
         expected = _expect(target, body, headers)
         chunked = self.rng.random() < 0.1
         content: bytes | Iterator[bytes] = _chunks(body, self.rng) if chunked else body
+        self.tally.posts[target.route] += 1
         response = self.send(action, "POST", target.route, content=content, headers=headers)
         if response is None:
             return
