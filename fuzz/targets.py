@@ -21,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import cramjam
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from aggregator.decoders.loki import decode_loki
 from aggregator.decoders.otlp import decode_otlp
+from aggregator.decoders.proto.loki_push_pb2 import PushRequest, StreamAdapter
 from aggregator.decoders.publish import decode_publish
 from aggregator.messages import Decoder, Limits
 from fuzz import answers
@@ -108,6 +111,66 @@ def fresh_publish(rng: random.Random) -> tuple[str, bytes]:
     return kind, body
 
 
+def _gzip_maybe(kind: str, body: bytes) -> bytes:
+    return gzip.compress(body, mtime=0) if kind.endswith(".gz") else body
+
+
+def fresh_bulk(rng: random.Random) -> tuple[str, bytes]:
+    """1–6 create or index items, ids from a small space (or none: a content id), the index
+    from the action or the URL."""
+    lines: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 6)):
+        meta: dict[str, Any] = {"_index": rng.choice(("web", "api"))} if rng.random() < 0.5 else {}
+        if rng.random() < 0.8:
+            meta["_id"] = f"b{rng.randrange(3000)}"
+        lines.append({rng.choice(("create", "index")): meta})
+        lines.append({"host": {"name": "fuzz"}, "message": "x" * rng.randrange(40)})
+    kind = rng.choice(("ndjson", "ndjson.gz", "json"))
+    return kind, _gzip_maybe(kind, b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+
+
+def fresh_otlp(rng: random.Random) -> tuple[str, bytes]:
+    """1–6 records of one service, times from a small space (the id is a content hash, so
+    later requests repeat earlier records), as protobuf or OTLP/JSON."""
+    records = [
+        {
+            "timeUnixNano": str(1_764_460_800_000_000_000 + rng.randrange(3000)),
+            "body": {"stringValue": "x" * rng.randrange(3)},
+        }
+        for _ in range(rng.randint(1, 6))
+    ]
+    service = {"key": "service.name", "value": {"stringValue": rng.choice(("checkout", "api"))}}
+    document = {
+        "resourceLogs": [
+            {"resource": {"attributes": [service]}, "scopeLogs": [{"logRecords": records}]}
+        ]
+    }
+    kind = rng.choice(("pb", "pb.gz", "json", "json.gz"))
+    if kind.startswith("pb"):
+        body = json_format.ParseDict(document, ExportLogsServiceRequest()).SerializeToString()
+    else:
+        body = json.dumps(document).encode()
+    return kind, _gzip_maybe(kind, body)
+
+
+def fresh_loki(rng: random.Random) -> tuple[str, bytes]:
+    """A push of 1–6 entries, times and lines from a small space, snappy protobuf or JSON."""
+    job = rng.choice(("varlogs", "api"))
+    entries = [(1_764_460_800_000_000_000 + rng.randrange(1000), f"l{rng.randrange(3)}")
+               for _ in range(rng.randint(1, 6))]  # fmt: skip
+    kind = rng.choice(("pb.snappy", "pb.snappy.gz", "json", "json.gz"))
+    if kind.startswith("pb"):
+        push = PushRequest(streams=[StreamAdapter(labels=f'{{job="{job}"}}')])
+        for ns, line in entries:
+            entry = push.streams[0].entries.add(line=line)
+            entry.timestamp.FromNanoseconds(ns)
+        body = bytes(cramjam.snappy.compress_raw(push.SerializeToString()))
+    else:
+        values = [[str(ns), line] for ns, line in entries]
+        body = json.dumps({"streams": [{"stream": {"job": job}, "values": values}]}).encode()
+    return kind, _gzip_maybe(kind, body)
+
+
 TARGETS: tuple[Target, ...] = (
     Target(
         name="publish",
@@ -144,6 +207,7 @@ TARGETS: tuple[Target, ...] = (
         },
         # Every item refused or a delete: 200 with an error per item, no event.
         allows_empty=True,
+        fresh=fresh_bulk,
         expect=answers.expect_bulk,
         read=answers.read_bulk,
     ),
@@ -160,6 +224,7 @@ TARGETS: tuple[Target, ...] = (
         },
         # No record, or every record refused alone: 200 with partial_success.
         allows_empty=True,
+        fresh=fresh_otlp,
         expect=answers.expect_otlp,
         read=answers.read_otlp,
     ),
@@ -176,6 +241,7 @@ TARGETS: tuple[Target, ...] = (
         },
         # A push of streams without entries: 204, as Loki answers it.
         allows_empty=True,
+        fresh=fresh_loki,
         expect=answers.expect_loki,
         read=answers.read_text,
         framed=(PROTOBUF, lambda raw: bytes(cramjam.snappy.compress_raw(raw))),

@@ -45,6 +45,19 @@ def test_every_kind_has_a_seed_and_every_seed_is_a_valid_request(target: targets
 
 
 @pytest.mark.parametrize("target", targets.TARGETS, ids=targets.names())
+def test_every_fresh_body_is_a_valid_request_of_its_kind(target: targets.Target) -> None:
+    assert target.fresh is not None  # the campaign sends every door new events
+    rng = random.Random(1)
+    kinds = set()
+    for _ in range(100):
+        kind, body = target.fresh(rng)
+        kinds.add(kind)
+        outcome = check(target.decode, body, target.kinds[kind], LIMITS)
+        assert isinstance(outcome, list) and outcome, f"{kind}: {outcome}"
+    assert len(kinds) > 1
+
+
+@pytest.mark.parametrize("target", targets.TARGETS, ids=targets.names())
 def test_every_regression_input_keeps_the_contract(target: targets.Target) -> None:
     found = list(inputs.regressions(target))
     for path, body, headers in found:
