@@ -266,7 +266,7 @@ def test_a_short_campaign_against_a_real_server(tmp_path: Path) -> None:
     assert set(report.sent) >= {"valid", "damaged", "resend", "wrong-headers", "get"}
     assert {200, 204, 400, 413, 415, 422} <= set(report.statuses)
     assert {t.route for t in targets.judged()} == set(report.posts), report.posts
-    assert set(targets.judged()) == set(targets.TARGETS)  # every door's answers are predicted
+    assert [t.name for t in targets.judged()] == targets.names()  # every door is judged
     received, unique, duplicates, _ = report.stats
     assert received == unique + duplicates and unique > 0 and duplicates > 0
 
