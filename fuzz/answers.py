@@ -4,8 +4,10 @@
 ``read`` gives it back) from the outcome the decoder gave in the campaign's own process and,
 for accepted events, whether each one is new to the server (``stored``; the campaign remembers
 every key accepted). ``read(status, content_type, content)`` turns a response into the same
-form. Written from each door's documentation (docs/*.md), not from the routes' code, so a route
-that answers otherwise is a finding too.
+form. Written from each door's page (docs/elasticsearch.md, otlp.md, loki.md) and without
+calling the routes' code, so a route that answers otherwise is a finding too; where a page
+gives no exact text (OTLP's ``error_message``, its gRPC codes) the route's wording is copied
+here, and a change to it fails the campaign until this module follows.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def expect_bulk(
     return 200, {"errors": errors, "items": answers}
 
 
-# docs/otlp.md: the gRPC code a google.rpc.Status carries for each HTTP status (else 2).
+# The gRPC code a google.rpc.Status carries for each HTTP status (else 2, UNKNOWN).
 _GRPC_CODES = {400: 3, 413: 8, 415: 3}
 
 
