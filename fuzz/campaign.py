@@ -1,9 +1,12 @@
 """The requests of the server campaign and the oracle that judges each answer.
 
-The decoder in this process is the oracle: a body it turns into events must be answered 200
-with exactly the stored and duplicate counts those events predict (every key the campaign ever
-had accepted is remembered), a body it rejects must get the same status and error body, a body
-over the limit as received a 413. Every request must be answered (a dropped connection is a
+The decoder in this process is the oracle, and each target's ``expect`` (``fuzz/answers.py``)
+says what its door answers for the decoder's outcome: for ``/publish`` a body it turns into
+events must be answered 200 with exactly the stored and duplicate counts those events predict
+(every key the campaign ever had accepted is remembered), for the bulk API 200 with each item's
+201, 200 noop, 409 or 400, for OTLP 200 with partial_success, for Loki 204; a body it rejects
+must get the same status and error body in the door's shape; a body over the limit as received
+a 413. Every request must be answered (a dropped connection is a
 finding), never with a 5xx; ``/stats`` must equal what the accepted publishes predict.
 """
 
@@ -20,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from google.protobuf.message import DecodeError
 
-from aggregator.messages import Rejection
-from fuzz import inputs, targets
+from fuzz import answers, inputs, targets
 from fuzz.contract import Outcome, Violation, check
 from fuzz.mutate import hostile_query, mutate
 from simulator.procs import Child
@@ -39,6 +42,7 @@ class Tally:
 
     sent: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
+    posts: Counter[str] = field(default_factory=Counter)  # by route: every door is reached
     received: int = 0
     keys: set[tuple[str, str]] = field(default_factory=set)
     topics: set[str] = field(default_factory=set)
@@ -61,8 +65,9 @@ class Campaign:
         self.artifacts = artifacts
         self.tally = Tally()
         self.last = ""
+        self.targets = targets.judged()
         self.seeds: list[Body] = [
-            (t, body, headers) for t in targets.TARGETS for _, body, headers in inputs.seeds(t)
+            (t, body, headers) for t in self.targets for _, body, headers in inputs.seeds(t)
         ]
 
     def step(self) -> None:
@@ -82,7 +87,7 @@ class Campaign:
             self.wrong_method()
 
     def valid(self) -> Body:
-        target = self.rng.choice(targets.TARGETS)
+        target = self.rng.choice(self.targets)
         if target.fresh is not None and self.rng.random() < 0.8:
             kind, body = target.fresh(self.rng)
             return target, body, target.kinds[kind]
@@ -110,46 +115,48 @@ class Campaign:
         expected = _expect(target, body, headers)
         chunked = self.rng.random() < 0.1
         content: bytes | Iterator[bytes] = _chunks(body, self.rng) if chunked else body
+        self.tally.posts[target.route] += 1
         response = self.send(action, "POST", target.route, content=content, headers=headers)
         if response is None:
             return
-        problem = self.judge(expected, response)
+        problem = self.judge(target, body, headers, expected, response)
         if problem:
             self.fail(f"{action} POST {target.route} {dict(headers)}: {problem}", body)
         elif isinstance(expected, list):
             self.tally.accepted.append((target, body, headers))
 
-    def judge(self, expected: Outcome | Violation | int, response: httpx.Response) -> str | None:
+    def judge(
+        self,
+        target: targets.Target,
+        body: bytes,
+        headers: Mapping[str, str],
+        expected: Outcome | Violation | int,
+        response: httpx.Response,
+    ) -> str | None:
+        """None when the answer is the one the target's door gives for the decoder's outcome."""
         status = response.status_code
         if isinstance(expected, Violation):
             return f"the decoder broke its contract here ({expected}); the server said {status}"
         if isinstance(expected, int):
             return None if status == expected else f"expected {expected}, got {status}"
+        assert target.expect is not None and target.read is not None  # targets.judged()
+        stored: list[bool] = []
+        if isinstance(expected, list):
+            stored = answers.stored_flags(expected, self.tally.keys)
+            new = [r.topic for r, fresh in zip(expected, stored, strict=True) if fresh]
+            self.tally.topics.update(new)
+            self.tally.received += len(expected)
+        want = target.expect(body, headers, targets.LIMITS, expected, stored)
         try:
-            answer = response.json()
-        except ValueError:
-            return f"{status} with a body that is not JSON: {response.text[:200]!r}"
-        if isinstance(expected, Rejection):
-            want: dict[str, Any] = {"error": expected.error, "message": expected.message}
-            if expected.details is not None:
-                want["details"] = [
-                    {"index": d.index, "field": d.field, "message": d.message}
-                    for d in expected.details
-                ]
-            if (status, answer) != (expected.status, want):
-                return f"expected {expected.status} {want}, got {status} {answer}"[:600]
-            return None
-        stored = 0
-        for record in expected:
-            key = (record.topic, record.event_id)
-            if key not in self.tally.keys:
-                self.tally.keys.add(key)
-                self.tally.topics.add(record.topic)
-                stored += 1
-        self.tally.received += len(expected)
-        want = {"accepted": len(expected), "stored": stored, "duplicates": len(expected) - stored}
-        if (status, answer) != (200, want):
-            return f"expected 200 {want}, got {status} {answer}"[:600]
+            got = (
+                status,
+                target.read(status, response.headers.get("content-type", ""), response.content),
+            )
+        except (ValueError, KeyError, TypeError, DecodeError) as exc:
+            shown = response.content[:200]
+            return f"{status} with a body that is not the door's answer ({exc}): {shown!r}"
+        if got != want:
+            return f"expected {want}, got {got}"[:600]
         return None
 
     def get(self) -> None:

@@ -2,10 +2,11 @@
 
 The first byte picks the headers: ``b & 0x3f`` indexes the target's header sets (its seed kinds,
 then the hostile ones), one index past them means "free headers": the content type and content
-encoding are the input's first two lines, so the fuzzer mutates header values too. When the
-headers say gzip, bit 7 asks the harness to gzip the body itself (so the fuzzer works on the JSON
-inside a valid gzip stream) and bit 6 to split it into two gzip members. Seeds keep their bytes
-as they are (bits 6 and 7 clear).
+encoding are the input's first two lines, so the fuzzer mutates header values too. Bit 7 asks
+the harness to wrap the body itself, so that the fuzzer works on what is inside a valid stream:
+in the target's framing when the content type is the framed one (Loki: snappy around protobuf),
+then in gzip when the headers say gzip (bit 6: as two gzip members). Seeds keep their bytes as
+they are (bits 6 and 7 clear).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def decode(target: Target, data: bytes) -> tuple[bytes, Mapping[str, str]]:
             headers["content-encoding"] = encoding.decode("latin-1")
         return rest, headers
     headers = dict(sets[index])
+    framed = target.framed
+    if selector & COMPRESS and framed and headers.get("content-type") == framed[0]:
+        rest = framed[1](rest)
     if selector & COMPRESS and "gzip" in headers.get("content-encoding", ""):
         if selector & SPLIT:
             half = len(rest) // 2

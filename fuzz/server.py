@@ -1,12 +1,14 @@
 """``python -m fuzz.server``: a mutation campaign against a real ``python -m aggregator``.
 
 One client, one keep-alive connection, requests in a sequence fixed by ``--seed``: valid
-publishes to every target's route (fresh events, re-sends, the seeds), the same bodies damaged
+publishes to every target's route (``/publish``, ``/fuzz/_bulk``, ``/v1/logs``,
+``/loki/api/v1/push``: fresh events, re-sends, the seeds), the same bodies damaged
 (``fuzz.mutate``: flipped and inserted bytes, truncation, splices, deep nesting, gzip broken or
 wrapped around broken JSON, chunked uploads) or sent with another content type or encoding, and
 GETs with hostile query strings on the read routes, wrong methods and unknown paths.
 
-Each answer is judged by the decoder in this process (``fuzz/campaign.py``). Every
+Each answer is judged by the decoder in this process and the door's answer to its outcome
+(``fuzz/campaign.py``, ``fuzz/answers.py``). Every
 ``--check-every`` requests and at the end, ``/stats`` must equal what the accepted publishes
 predict; at the end ``/health`` is 200, no internal error was counted, the log holds no
 traceback, and SIGTERM stops the server with exit 0.
@@ -37,6 +39,7 @@ class Report:
     requests: int
     seconds: float
     sent: dict[str, int]
+    posts: dict[str, int]
     statuses: dict[int, int]
     stats: tuple[int, int, int, int]
     failures: list[str]
@@ -45,11 +48,13 @@ class Report:
     def lines(self) -> list[str]:
         statuses = ", ".join(f"{k}: {v:,}" for k, v in sorted(self.statuses.items()))
         sent = ", ".join(f"{k} {v:,}" for k, v in sorted(self.sent.items()))
+        posts = ", ".join(f"{k} {v:,}" for k, v in sorted(self.posts.items()))
         received, unique, duplicates, topics = self.stats
         return [
             f"{self.requests:,} requests in {self.seconds:.0f} s, "
             f"{len(self.failures)} failures, server exit {self.exit_code}",
             f"  sent: {sent}",
+            f"  posted to: {posts}",
             f"  statuses: {statuses}",
             f"  /stats as predicted: received {received:,} = unique_processed {unique:,} + "
             f"duplicate_dropped {duplicates:,}, {topics} topics",
@@ -96,6 +101,7 @@ def run(
         requests=tally.requests,
         seconds=elapsed,
         sent=dict(tally.sent),
+        posts=dict(tally.posts),
         statuses=dict(tally.statuses),
         stats=(received, unique, duplicates, len(topics)),
         failures=tally.failures,

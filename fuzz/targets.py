@@ -5,7 +5,9 @@ Adding a decoder (``aggregator/decoders/``) to the fuzzers means adding one ``Ta
 bodies in ``fuzz/corpus/<name>/``, one file per shape and content type. A seed's kind is its file
 name after the first dot (``wrapper.json.gz`` is of kind ``json.gz``). Both fuzzers pick the
 target up from here: the coverage-guided one (``python -m fuzz.decoders``) and the campaign
-against a real server (``python -m fuzz.server``), which posts to ``route``.
+against a real server (``python -m fuzz.server``), which posts to ``route`` and judges each
+answer with the target's ``expect`` and ``read`` (``fuzz/answers.py``); a target without them is
+left out of the campaign.
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import cramjam
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from aggregator.decoders.loki import decode_loki
+from aggregator.decoders.otlp import decode_otlp
+from aggregator.decoders.proto.loki_push_pb2 import PushRequest, StreamAdapter
 from aggregator.decoders.publish import decode_publish
 from aggregator.messages import Decoder, Limits
+from fuzz import answers
+from fuzz.contract import Outcome
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "corpus"
@@ -29,6 +41,13 @@ LIMITS = Limits(max_body_bytes=65536, max_batch_events=16, max_payload_bytes=512
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+PROTOBUF = "application/x-protobuf"
+
+# The answer a door gives: (body, headers, limits, the decoder's outcome, per event whether it is
+# new to the server) -> (status, the body as ``read`` gives it back).
+Expect = Callable[[bytes, Mapping[str, str], Limits, Outcome, list[bool]], tuple[int, Any]]
+# (status, content type, content) -> the answer's body in the form ``expect`` predicts.
+Read = Callable[[int, str, bytes], Any]
 
 
 @dataclass(frozen=True)
@@ -44,6 +63,12 @@ class Target:
     # Optional: a new valid body (its kind and bytes), so the server campaign sends fresh
     # events and not only the seeds again; without it, seeds are its valid publishes.
     fresh: Callable[[random.Random], tuple[str, bytes]] | None = None
+    # The door's answer to each outcome, for the server campaign (``fuzz/answers.py``).
+    expect: Expect | None = None
+    read: Read | None = None
+    # How the protocol frames a body of content type ``framed[0]`` (Loki: snappy around the
+    # protobuf): an input's bit 7 asks the harness to frame the body itself, as for gzip.
+    framed: tuple[str, Callable[[bytes], bytes]] | None = None
 
     @property
     def seeds(self) -> Path:
@@ -86,6 +111,66 @@ def fresh_publish(rng: random.Random) -> tuple[str, bytes]:
     return kind, body
 
 
+def _gzip_maybe(kind: str, body: bytes) -> bytes:
+    return gzip.compress(body, mtime=0) if kind.endswith(".gz") else body
+
+
+def fresh_bulk(rng: random.Random) -> tuple[str, bytes]:
+    """1–6 create or index items, ids from a small space (or none: a content id), the index
+    from the action or the URL."""
+    lines: list[dict[str, Any]] = []
+    for _ in range(rng.randint(1, 6)):
+        meta: dict[str, Any] = {"_index": rng.choice(("web", "api"))} if rng.random() < 0.5 else {}
+        if rng.random() < 0.8:
+            meta["_id"] = f"b{rng.randrange(3000)}"
+        lines.append({rng.choice(("create", "index")): meta})
+        lines.append({"host": {"name": "fuzz"}, "message": "x" * rng.randrange(40)})
+    kind = rng.choice(("ndjson", "ndjson.gz", "json"))
+    return kind, _gzip_maybe(kind, b"".join(json.dumps(x).encode() + b"\n" for x in lines))
+
+
+def fresh_otlp(rng: random.Random) -> tuple[str, bytes]:
+    """1–6 records of one service, times from a small space (the id is a content hash, so
+    later requests repeat earlier records), as protobuf or OTLP/JSON."""
+    records = [
+        {
+            "timeUnixNano": str(1_764_460_800_000_000_000 + rng.randrange(3000)),
+            "body": {"stringValue": "x" * rng.randrange(3)},
+        }
+        for _ in range(rng.randint(1, 6))
+    ]
+    service = {"key": "service.name", "value": {"stringValue": rng.choice(("checkout", "api"))}}
+    document = {
+        "resourceLogs": [
+            {"resource": {"attributes": [service]}, "scopeLogs": [{"logRecords": records}]}
+        ]
+    }
+    kind = rng.choice(("pb", "pb.gz", "json", "json.gz"))
+    if kind.startswith("pb"):
+        body = json_format.ParseDict(document, ExportLogsServiceRequest()).SerializeToString()
+    else:
+        body = json.dumps(document).encode()
+    return kind, _gzip_maybe(kind, body)
+
+
+def fresh_loki(rng: random.Random) -> tuple[str, bytes]:
+    """A push of 1–6 entries, times and lines from a small space, snappy protobuf or JSON."""
+    job = rng.choice(("varlogs", "api"))
+    entries = [(1_764_460_800_000_000_000 + rng.randrange(1000), f"l{rng.randrange(3)}")
+               for _ in range(rng.randint(1, 6))]  # fmt: skip
+    kind = rng.choice(("pb.snappy", "pb.snappy.gz", "json", "json.gz"))
+    if kind.startswith("pb"):
+        push = PushRequest(streams=[StreamAdapter(labels=f'{{job="{job}"}}')])
+        for ns, line in entries:
+            entry = push.streams[0].entries.add(line=line)
+            entry.timestamp.FromNanoseconds(ns)
+        body = bytes(cramjam.snappy.compress_raw(push.SerializeToString()))
+    else:
+        values = [[str(ns), line] for ns, line in entries]
+        body = json.dumps({"streams": [{"stream": {"job": job}, "values": values}]}).encode()
+    return kind, _gzip_maybe(kind, body)
+
+
 TARGETS: tuple[Target, ...] = (
     Target(
         name="publish",
@@ -104,6 +189,62 @@ TARGETS: tuple[Target, ...] = (
             "identity.ndjson": {"content-type": NDJSON, "content-encoding": "Identity"},
         },
         fresh=fresh_publish,
+        expect=answers.expect_publish,
+        read=answers.read_json,
+    ),
+    Target(
+        name="bulk",
+        decode=answers.decode_bulk_request,
+        route=f"/{answers.BULK_INDEX}/_bulk",
+        kinds={
+            "ndjson": {"content-type": NDJSON},
+            "json": {"content-type": JSON},
+            "untyped.ndjson": {},
+            "vnd.ndjson": {
+                "content-type": "application/vnd.elasticsearch+x-ndjson; compatible-with=8"
+            },
+            "ndjson.gz": {"content-type": NDJSON, "content-encoding": "gzip"},
+        },
+        # Every item refused or a delete: 200 with an error per item, no event.
+        allows_empty=True,
+        fresh=fresh_bulk,
+        expect=answers.expect_bulk,
+        read=answers.read_bulk,
+    ),
+    Target(
+        name="otlp",
+        decode=decode_otlp,
+        route="/v1/logs",
+        kinds={
+            "pb": {"content-type": PROTOBUF},
+            "alt.pb": {"content-type": "application/protobuf"},
+            "pb.gz": {"content-type": PROTOBUF, "content-encoding": "gzip"},
+            "json": {"content-type": JSON},
+            "json.gz": {"content-type": JSON, "content-encoding": "gzip"},
+        },
+        # No record, or every record refused alone: 200 with partial_success.
+        allows_empty=True,
+        fresh=fresh_otlp,
+        expect=answers.expect_otlp,
+        read=answers.read_otlp,
+    ),
+    Target(
+        name="loki",
+        decode=decode_loki,
+        route="/loki/api/v1/push",
+        kinds={
+            "pb.snappy": {"content-type": PROTOBUF},
+            "pb.snappy.gz": {"content-type": PROTOBUF, "content-encoding": "gzip"},
+            "json": {"content-type": JSON},
+            "json.gz": {"content-type": JSON, "content-encoding": "gzip"},
+            "topic.json": {"content-type": JSON, "x-aggregator-topic": "pushed"},
+        },
+        # A push of streams without entries: 204, as Loki answers it.
+        allows_empty=True,
+        fresh=fresh_loki,
+        expect=answers.expect_loki,
+        read=answers.read_text,
+        framed=(PROTOBUF, lambda raw: bytes(cramjam.snappy.compress_raw(raw))),
     ),
 )
 
@@ -127,6 +268,11 @@ def target(name: str) -> Target:
 
 def names() -> list[str]:
     return [t.name for t in TARGETS]
+
+
+def judged() -> tuple[Target, ...]:
+    """The targets the server campaign posts to: those whose answers it can predict."""
+    return tuple(t for t in TARGETS if t.expect is not None and t.read is not None)
 
 
 def header_sets(target: Target) -> list[Mapping[str, str]]:

@@ -5,6 +5,7 @@ The long runs are commands (``make fuzz``); their figures are in docs/reliabilit
 
 from __future__ import annotations
 
+import gzip
 import random
 import re
 import subprocess
@@ -12,15 +13,21 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import cramjam
+import httpx
 import pytest
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from aggregator.messages import Decoder, EventRecord, Limits, Rejection
-from fuzz import inputs, mutate, targets
+from fuzz import inputs, make_seeds, mutate, targets
+from fuzz.campaign import Campaign
 from fuzz.contract import Violation, check
 from fuzz.server import run
 from tests.support import ROOT
 
 LIMITS = targets.LIMITS
+PROTOBUF = "application/x-protobuf"
 RECORD = EventRecord("t", "e", "2026-11-21T10:00:00Z", "s", "{}")
 
 
@@ -35,6 +42,19 @@ def test_every_kind_has_a_seed_and_every_seed_is_a_valid_request(target: targets
     for path, body, headers in inputs.seeds(target):
         outcome = check(target.decode, body, headers, LIMITS)
         assert isinstance(outcome, list) and outcome, f"{path.name}: {outcome}"
+
+
+@pytest.mark.parametrize("target", targets.TARGETS, ids=targets.names())
+def test_every_fresh_body_is_a_valid_request_of_its_kind(target: targets.Target) -> None:
+    assert target.fresh is not None  # the campaign sends every door new events
+    rng = random.Random(1)
+    kinds = set()
+    for _ in range(100):
+        kind, body = target.fresh(rng)
+        kinds.add(kind)
+        outcome = check(target.decode, body, target.kinds[kind], LIMITS)
+        assert isinstance(outcome, list) and outcome, f"{kind}: {outcome}"
+    assert len(kinds) > 1
 
 
 @pytest.mark.parametrize("target", targets.TARGETS, ids=targets.names())
@@ -62,6 +82,89 @@ def test_an_input_names_its_headers_and_seeds_keep_their_bytes() -> None:
     index = list(target.kinds).index("json.gz")
     wrapped, headers = inputs.decode(target, bytes([index | inputs.COMPRESS]) + body)
     assert headers["content-encoding"] == "gzip" and wrapped.startswith(b"\x1f\x8b")
+    # Loki's protobuf: the harness puts the raw bytes in snappy, then in gzip when asked.
+    loki = targets.target("loki")
+    index = list(loki.kinds).index("pb.snappy.gz")
+    framed, headers = inputs.decode(loki, bytes([index | inputs.COMPRESS]) + b"raw")
+    assert headers == {"content-type": "application/x-protobuf", "content-encoding": "gzip"}
+    assert bytes(cramjam.snappy.decompress_raw(gzip.decompress(framed))) == b"raw"
+    seed = (loki.seeds / "push.pb.snappy").read_bytes()
+    assert inputs.decode(loki, inputs.encode(loki, "pb.snappy", seed))[0] == seed
+
+
+def test_the_seeds_are_what_make_seeds_writes(tmp_path: Path) -> None:
+    """The checked-in protobuf, snappy and gzip seeds are reproducible from their script."""
+    for name, files in (("bulk", make_seeds.bulk()), ("otlp", make_seeds.otlp()),
+                        ("loki", make_seeds.loki())):  # fmt: skip
+        on_disk = {p.name: p.read_bytes() for p in (targets.CORPUS / name).iterdir()}
+        assert on_disk == files, name
+
+
+def answer(status: int, body: object = None, media: str = "application/json") -> httpx.Response:
+    if isinstance(body, bytes | str):
+        return httpx.Response(status, content=body, headers={"content-type": media})
+    return httpx.Response(status, json=body) if body is not None else httpx.Response(status)
+
+
+def test_the_campaign_judges_each_door_by_the_answer_its_docs_give(tmp_path: Path) -> None:
+    """The oracle of ``fuzz.server`` per door, against answers written here from the docs."""
+    with httpx.Client() as client:
+        campaign = Campaign(client, random.Random(1), tmp_path)
+
+        def judge(name: str, body: bytes, headers: dict[str, str], got: httpx.Response) -> bool:
+            target = targets.target(name)
+            expected = check(target.decode, body, headers, LIMITS, allows_empty=True)
+            return campaign.judge(target, body, headers, expected, got) is None
+
+        ndjson = {"content-type": "application/x-ndjson"}
+        bulk = b'{"create":{"_id":"1"}}\n{"host":"h"}\n{"delete":{"_id":"2"}}\n'
+        delete = {
+            "_index": "fuzz",
+            "_id": "2",
+            "status": 400,
+            "error": {
+                "type": "illegal_argument_exception",
+                "reason": "events are immutable: delete is not supported",
+            },
+        }
+        created = {"_index": "fuzz", "_id": "1", "_version": 1, "result": "created", "status": 201}
+        first = {"took": 1, "errors": True, "items": [{"create": created}, {"delete": delete}]}
+        assert judge("bulk", bulk, ndjson, answer(200, first))
+        # The same create again: a 409, not a second 201.
+        assert not judge("bulk", bulk, ndjson, answer(200, first))
+        conflict = {
+            "_index": "fuzz",
+            "_id": "1",
+            "status": 409,
+            "error": {
+                "type": "version_conflict_engine_exception",
+                "reason": "[1]: version conflict, document already exists (current version "
+                "[1]); events are stored once, the first copy is kept",
+                "index": "fuzz",
+            },
+        }
+        second = {"took": 0, "errors": True, "items": [{"create": conflict}, {"delete": delete}]}
+        assert judge("bulk", bulk, ndjson, answer(200, second))
+        refused = {"error": {"root_cause": [], "type": "x", "reason": "y"}, "status": 400}
+        assert not judge("bulk", b"{", ndjson, answer(400, refused))
+
+        protobuf = {"content-type": "application/x-protobuf"}
+        partial = (targets.CORPUS / "otlp" / "partial.pb").read_bytes()
+        none_refused = ExportLogsServiceResponse().SerializeToString()
+        assert not judge("otlp", partial, protobuf, answer(200, none_refused, PROTOBUF))
+        assert not judge("otlp", partial, protobuf, answer(200, {}))  # not in its encoding
+        minimal = (targets.CORPUS / "otlp" / "minimal.alt.pb").read_bytes()
+        assert judge("otlp", minimal, protobuf, answer(200, none_refused, PROTOBUF))
+        status = Status(code=3, message="x").SerializeToString()
+        assert not judge("otlp", b"\xff", protobuf, answer(400, status, PROTOBUF))
+
+        json_headers = {"content-type": "application/json"}
+        push = (targets.CORPUS / "loki" / "push.json").read_bytes()
+        assert judge("loki", push, json_headers, answer(204))
+        assert not judge("loki", push, json_headers, answer(200, {"accepted": 3}))
+        message = "the body is not valid JSON: Input data was truncated\n"
+        assert judge("loki", b"{", json_headers, answer(400, message, "text/plain"))
+        assert not judge("loki", b"{", json_headers, answer(400, {"error": "malformed"}))
 
 
 def decoder(result: object) -> Decoder:
@@ -161,7 +264,9 @@ def test_a_short_campaign_against_a_real_server(tmp_path: Path) -> None:
     assert report.failures == [], "\n".join(report.lines())
     assert report.requests == 600 and report.exit_code == 0
     assert set(report.sent) >= {"valid", "damaged", "resend", "wrong-headers", "get"}
-    assert {200, 400, 413, 415, 422} <= set(report.statuses)
+    assert {200, 204, 400, 413, 415, 422} <= set(report.statuses)
+    assert {t.route for t in targets.judged()} == set(report.posts), report.posts
+    assert [t.name for t in targets.judged()] == targets.names()  # every door is judged
     received, unique, duplicates, _ = report.stats
     assert received == unique + duplicates and unique > 0 and duplicates > 0
 

@@ -1,0 +1,10 @@
+
+a
+
+
+service.name	
+billingB	ÍuË¿Ÿ|*
+kept*	
+no time 	ÍuË¿Ÿ|2
+log.record.uid
+ 
