@@ -69,6 +69,9 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
     assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
     assert reader.counters() == (5, 3, 2, ["a", "b"], 0)
     assert reader.topics() == [("a", 2, 2, 3, 0), ("b", 1, 0, 2, 0)]
+    # A copy in a later transaction is a duplicate too: the stored payload stays the first's.
+    assert store.commit([[rec("a", "1", '{"v":4}')]]).counts == [(0, 1)]
+    assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
 
 
 def test_same_event_id_on_two_topics_is_two_events(db: Path) -> None:
