@@ -490,3 +490,54 @@ async def test_the_writer_goes_on_when_a_requester_is_gone(tmp_path: Path) -> No
             assert await write(send, [rec("t", "3")]) == Accepted(1, 1, 0)
             await send.aclose()
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (3, 3, 0)  # committed regardless
+
+
+async def test_a_workers_500_names_one_log_line_with_its_error_and_what_it_was_doing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request id of a worker's 500 finds one log line: the stage, what was being done
+    (the body's size and media type, the decoder; the events waiting for their commit), and
+    the traceback of the error. A worker given no ``incidents`` logs them too."""
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    bug = RuntimeError("a decoder bug")
+
+    def buggy(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        raise bug
+
+    def accept(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        return [rec("t", body.decode())]
+
+    async def ask(body: bytes, decode: Any) -> PublishOutcome:
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        await ingest_send.send(submission(body, reply_send, decode))
+        return await reply_recv.receive()
+
+    outcomes: list[PublishOutcome] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            outcomes.append(await ask(b"abc", buggy))
+            async with trio.open_nursery() as writer:
+
+                async def lost() -> None:
+                    outcomes.append(await ask(b"x", accept))
+
+                writer.start_soon(lost)
+                request = await write_recv.receive()
+                await request.reply.aclose()  # the writer drops it unanswered
+            await ingest_send.aclose()
+    decoding, waiting = outcomes
+    assert isinstance(decoding, Internal) and isinstance(waiting, Internal)
+    [first] = [r for r in caplog.records if decoding.request_id in r.getMessage()]
+    assert first.getMessage().startswith(
+        f"internal error in decode (request id {decoding.request_id}) while decoding a 3-byte "
+        f"body (application/x-test) with <function "
+    )
+    assert first.exc_info is not None and first.exc_info[1] is bug
+    [second] = [r for r in caplog.records if waiting.request_id in r.getMessage()]
+    assert second.getMessage() == (
+        f"internal error in worker (request id {waiting.request_id}) while waiting for the "
+        "commit of 1 events"
+    )
+    assert second.exc_info is not None and isinstance(second.exc_info[1], trio.EndOfChannel)

@@ -4,6 +4,7 @@ deleting the oldest events before the probe. Virtual time (pytest-trio's ``mock_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -16,6 +17,7 @@ import trio.testing
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.writer import run_writer
+from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
 from aggregator.store import CommitResult, Retention, StoreUnavailable, Upkeep
 from aggregator.store.base import commit_result
@@ -114,7 +116,7 @@ async def test_with_no_traffic_a_step_every_idle_seconds(virtual: trio.testing.M
     assert [at for _, at in store.calls] == [0.0, 3.0, 6.0, 9.0]
 
 
-@pytest.mark.parametrize("limit", [1 << 30, 0])
+@pytest.mark.parametrize("limit", [1 << 30, 1, 0])  # 1 byte: a limit too
 async def test_a_full_disk_under_a_size_limit_deletes_the_oldest_before_probing(
     virtual: trio.testing.MockClock, limit: int
 ) -> None:
@@ -172,3 +174,58 @@ class ExpiryWatched(SQLiteStore):
         if result.expired:
             trio.from_thread.run_sync(self.expired.set)
         return result
+
+
+class ProbedStore(ScriptedStore):
+    """A store whose first commit meets a full disk; its probes fail, or meet a bug, as
+    scripted, then succeed. It keeps the size of each probe and the writer's health when each
+    began."""
+
+    def __init__(self, monitor: WriterMonitor, probes: list[BaseException]) -> None:
+        super().__init__(more=-10, until=10**9, failures=1)
+        self.monitor = monitor
+        self.probes = probes
+        self.sizes: list[int] = []
+        self.health: list[str | None] = []
+        self.recovered = trio.Event()
+
+    def probe(self, reserve_bytes: int) -> None:
+        self.sizes.append(reserve_bytes)
+        self.health.append(self.monitor.statistics().last_error)
+        if self.probes:
+            raise self.probes.pop(0)
+        trio.from_thread.run_sync(self.recovered.set)
+
+
+async def test_failed_probes_keep_the_store_unhealthy_until_one_of_the_right_size_commits(
+    virtual: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = WriterMonitor()
+    bug = RuntimeError("a bug in the probe")
+    store = ProbedStore(monitor, [StoreUnavailable("still full"), bug])
+    recorded: list[str] = []
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    big = EventRecord("t", "big", "2026-11-21T10:00:00Z", "src", "x" * 100_000)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100, probe_seconds=2)
+            await nursery.start(partial(writer, incidents=Incidents(recorded.append)))
+            reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
+            await send.send(WriteRequest([big], reply_send))
+            assert isinstance(await reply_recv.receive(), Unavailable)
+            await store.recovered.wait()
+            assert isinstance(await request(send, ["a"]), Accepted)
+            await send.aclose()
+    # Twice the bytes of the transaction that failed, each time.
+    assert store.sizes == [2 * sum(len(field) for field in big)] * 3
+    # A failed probe leaves the store unhealthy with its own error; a bug in one as it was.
+    assert store.health == ["database or disk is full", "still full", "still full"]
+    assert monitor.statistics().last_error is None
+    assert recorded == ["writer"]
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("internal error")]
+    assert re.fullmatch(
+        rf"internal error in writer \(request id [0-9a-f]{{12}}\) while probing the store with "
+        rf"{store.sizes[0]} bytes",
+        logged.getMessage(),
+    )
+    assert logged.exc_info is not None and logged.exc_info[1] is bug
