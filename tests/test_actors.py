@@ -541,3 +541,45 @@ async def test_a_workers_500_names_one_log_line_with_its_error_and_what_it_was_d
         "commit of 1 events"
     )
     assert second.exc_info is not None and isinstance(second.exc_info[1], trio.EndOfChannel)
+
+
+class BreaksWhenRetriedStore(BuggyStore):
+    """A group meets a bug; retried one by one, ``ok`` commits and ``broken`` finds the
+    connection in an unknown state (a failed rollback)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        if len(batches) > 1:
+            raise RuntimeError("a bug in the group")
+        if batches[0][0].event_id == "broken":
+            raise StoreBroken("rollback failed")
+        return self._store.commit(batches)
+
+
+async def test_a_connection_broken_during_retries_refuses_the_rest_once_each(
+    tmp_path: Path,
+) -> None:
+    """Retried alone after a bug in their group, the requests before the broken one keep their
+    answer, it gets its 503, and those after it are refused naming the failure: exactly one
+    answer each."""
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    replies: dict[str, trio.MemoryReceiveChannel[WriteOutcome]] = {}
+    for name in ("ok", "broken", "rest"):
+        reply_send, replies[name] = trio.open_memory_channel[WriteOutcome](1)
+        await send.send(WriteRequest([rec("t", name)], reply_send))
+    store = BreaksWhenRetriedStore(SQLiteStore(tmp_path / "db"))
+    with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(run_writer, max_txn_events=100), recv, store, WriterMonitor()
+            )
+            await send.aclose()
+    outcomes = {name: reply.receive_nowait() for name, reply in replies.items()}
+    assert outcomes == {
+        "ok": Accepted(1, 1, 0),
+        "broken": Unavailable("rollback failed", stored_nothing=False),
+        # Its group rolled back and it was never retried: nothing of it was stored.
+        "rest": Unavailable("the server is stopping after a store failure: rollback failed"),
+    }
+    for reply in replies.values():
+        with pytest.raises(trio.WouldBlock):  # one answer, not two
+            reply.receive_nowait()
