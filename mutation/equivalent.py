@@ -83,6 +83,36 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     ("aggregator/decoders/publish.py", SUFFIX, SUFFIX.replace(" - at", " - AT"), NO_SUFFIX),
     (
+        "aggregator/store/base.py",
+        "def f(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:",
+        "def f(self, retention: Retention, max_events: int, *, reclaim: bool = True) -> Upkeep:",
+        "a Protocol's default is never used: a call takes the implementation's",
+    ),
+    (
+        "aggregator/decoders/syslog_framing.py",
+        "begun = bool(self._buffer) and not (self._skip_count or self._skip_line)",
+        "begun = bool(self._buffer) and not (self._skip_count and self._skip_line)",
+        "the buffer is empty while a frame is skipped (feed discards it): the buffer decides",
+    ),
+    (
+        "aggregator/decoders/syslog.py",
+        "if close > 0:",
+        "if close >= 0:",
+        "the search starts after the '[' at end >= 0: a found ']' is at 1 or more",
+    ),
+    (
+        "aggregator/decoders/syslog.py",
+        'day, clock = stamp[4:6].strip(), stamp[7:].split(":")',
+        'day, clock = stamp[4:7].strip(), stamp[7:].split(":")',
+        "stamp[6] must be a space (checked next), which strip() removes",
+    ),
+    (
+        "aggregator/decoders/publish.py",
+        'message, _, path = str(exc).partition(" - at `$.")',
+        'message, _, path = str(exc).rpartition(" - at `$.")',
+        "msgspec appends one path, once: the text occurs at most once",
+    ),
+    (
         WRITER,
         "probe_seconds: float = 1.0,",
         "probe_seconds: float = 2.0,",

@@ -9,7 +9,7 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable, sqlite_keys
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
 from aggregator.store.sqlite_schema import SCHEMA_VERSION
 from tests.wal import TransactionCounter
 
@@ -353,3 +353,19 @@ def test_a_failure_at_commit_says_the_events_may_have_been_stored(db: Path) -> N
         assert store.commit([[rec("t", "after")]]).counts == [(1, 0)]  # it goes on
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "pages"),
+    [
+        (0, 16_384),  # no size limit: ~64 MiB of WAL
+        (1 << 30, 16_384),  # an eighth of 1 GiB is more: the cap
+        (64 << 20, 2_048),  # an eighth of the limit, in 4 KiB pages
+        (100_000_000, 3_051),  # whole pages, rounded down
+        (1 << 20, 256),  # the floor: 1 MiB of WAL
+    ],
+)
+def test_the_wal_starts_over_at_an_eighth_of_the_size_limit_within_bounds(
+    max_bytes: int, pages: int
+) -> None:
+    assert wal_restart_pages(max_bytes) == pages

@@ -401,3 +401,14 @@ def test_any_bytes_in_any_chunks_frame_alike_within_bounded_memory(
                 decode_syslog(frame, "peer", NOW, with_limit)
             except Rejection as rejection:  # the only way a decoder may refuse
                 assert rejection.error in ("malformed", "too_large")
+
+
+def test_a_cut_truncates_only_a_frame_begun() -> None:
+    idle = Framer(100)
+    assert idle.cut() == []  # nothing arrived
+    whole = Framer(100)
+    assert whole.feed(b"<13>a\n") == [b"<13>a"]
+    assert whole.cut() == []  # every frame complete
+    skipping = Framer(10)
+    assert skipping.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
+    assert skipping.cut() == []  # reported when it started
