@@ -19,6 +19,27 @@ STRICT = "the store returns one count per batch: strict= only asserts what holds
 SUFFIX = 'got = str(exc).removesuffix(" - at `$`")'
 NO_SUFFIX = "msgspec names no path for a top-level value: there is never a suffix to remove"
 URI = "this SQLite is built with URI file names on: the URI opens read-only either way"
+SYSLOG = "aggregator/decoders/syslog.py"
+FIND = 'end = text.find(">", 1, 5)'
+FROM_0 = "text[0] is '<' or the message is refused: a '>' is never found at 0"
+FROM_2 = "a '>' at 1 leaves no digits; found later, the digits hold that '>': refused alike"
+FOUND_AT_1 = "searched from 1, find() returns -1 or at least 1: never 0"
+PRIORITY = 'if not text.startswith("<") or end < 0 or not (digits.isascii() and digits.isdigit()):'
+FRAMING = "aggregator/decoders/syslog_framing.py"
+SKIP_FIND = 'newline = buffer.find(b"\\n", pos)'
+AT_0 = "the skipped line's LF is looked for at the start of a feed, where pos is 0"
+NEWLINE = (
+    "a frame's first byte is never an LF (skipped between frames): a line's LF is at pos + 1 "
+    "or later, so never at 0 (only where a feed starts after a skipped line can it be at 0, "
+    "and there the same change is killed)"
+)
+SKIPPING = "skipping = self._skip_count or self._skip_line"
+EMPTY = "while a frame is skipped the buffer is empty: `not rest` returns [] all the same"
+TRUNCATED = (
+    "return [Problem.TRUNCATED] if count is not None and count >= 0 else [strip_frame(rest)]"
+)
+NO_ZERO = "a count never starts with 0: it is -1 (digits so far), None, or 1 or more"
+DIGITS = "while digit < end and digit - pos <= MAX_COUNT_DIGITS and buffer[digit] in _DIGITS:"
 # (path, before, after, why): changes that are equivalent for a reason of their own.
 BY_CHANGE: list[tuple[str, str, str, str]] = [
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=None"), STRICT),
@@ -105,6 +126,43 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         'day, clock = stamp[4:6].strip(), stamp[7:].split(":")',
         'day, clock = stamp[4:7].strip(), stamp[7:].split(":")',
         "stamp[6] must be a space (checked next), which strip() removes",
+    ),
+    (
+        SYSLOG,
+        'text = frame.decode("utf-8", "replace")',
+        'text = frame.decode("UTF-8", "replace")',
+        "Python's codec names are case-insensitive",
+    ),
+    (SYSLOG, FIND, FIND.replace("1, 5", "None, 5"), FROM_0),
+    (SYSLOG, FIND, FIND.replace("1, 5", "2, 5"), FROM_2),
+    (SYSLOG, PRIORITY, PRIORITY.replace("end < 0", "end <= 0"), FOUND_AT_1),
+    (SYSLOG, PRIORITY, PRIORITY.replace("end < 0", "end < 1"), FOUND_AT_1),
+    (
+        FRAMING,
+        "self._skip_line = False  # discarding an oversized line up to its LF",
+        "self._skip_line = None  # discarding an oversized line up to its LF",
+        "_skip_line is only ever tested for truth, and None is false like False",
+    ),
+    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", None)', AT_0),
+    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", )', AT_0),
+    (
+        FRAMING,
+        "pos = end",
+        "pos = None",
+        "break follows: del buffer[:None] clears the buffer as del buffer[:end] does",
+    ),
+    (FRAMING, "if newline < 0:", "if newline <= 0:", NEWLINE),
+    (FRAMING, "if newline < 0:", "if newline < 1:", NEWLINE),
+    (FRAMING, SKIPPING, "skipping = None", EMPTY),
+    (FRAMING, SKIPPING, "skipping = self._skip_count and self._skip_line", EMPTY),
+    (FRAMING, TRUNCATED, TRUNCATED.replace("count >= 0", "count > 0"), NO_ZERO),
+    (FRAMING, TRUNCATED, TRUNCATED.replace("count >= 0", "count >= 1"), NO_ZERO),
+    (
+        FRAMING,
+        DIGITS,
+        DIGITS.replace("<= MAX_COUNT_DIGITS", "< MAX_COUNT_DIGITS"),
+        "stopped at nine digits, a tenth is still not the space a count needs: not a count "
+        "either way; nine then the end of the buffer wait for more either way",
     ),
     (
         "aggregator/decoders/publish.py",

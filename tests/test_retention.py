@@ -157,5 +157,7 @@ def test_a_disk_filling_up_below_the_limit_is_met_by_deleting_the_oldest(tmp_pat
     assert store.maintain(Retention(max_age_seconds=3600), 10).expired == 0  # no size limit
     free[0] = 5 * 1024 * 1024
     assert upkeep(store, generous) == 0
+    free[0] = 4 * 1024 * 1024  # exactly the reserve: not below it
+    assert upkeep(store, generous) == 0
     assert seqs(tmp_path / "s.sqlite3")[0] == 11
     store.close()

@@ -206,6 +206,14 @@ LONG = "2026-13-30T07:48:44.123456789012345678901Z"  # the message quotes its fi
             "the timestamp '2026-11-30T07:48:44X' is not RFC 3339 with an offset",
         ),
         (
+            b"<13>1 2026-11-30T07-48-44Z h app - - - m",
+            "the timestamp '2026-11-30T07-48-44Z' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07:48:44X01:00 h app - - - m",
+            "the timestamp '2026-11-30T07:48:44X01:00' is not RFC 3339 with an offset",
+        ),
+        (
             b"<13>1 " + b"y" * 45 + b" h app - - - m",
             f"the timestamp '{'y' * 40}' is not RFC 3339 with an offset",
         ),
@@ -311,7 +319,7 @@ def test_an_app_name_with_a_space_is_sanitised_too() -> None:
 def test_a_payload_over_the_limit_is_too_large() -> None:
     with pytest.raises(Rejection) as caught:
         decode("<13>1 - h app - - - " + "x" * 5000)
-    assert caught.value.error == "too_large"
+    assert (caught.value.status, caught.value.error) == (413, "too_large")
     assert "AGGREGATOR_MAX_PAYLOAD_BYTES" in caught.value.message
     with pytest.raises(Rejection):  # escaping can push a message under the limit over it
         decode("<13>1 - h app - - - " + "\x01" * 800)
@@ -412,3 +420,55 @@ def test_a_cut_truncates_only_a_frame_begun() -> None:
     skipping = Framer(10)
     assert skipping.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
     assert skipping.cut() == []  # reported when it started
+
+
+def test_frames_of_exactly_the_limit_pass_and_an_oversized_one_is_skipped_whole() -> None:
+    assert frames(b"10 " + b"x" * 10, max_bytes=10) == [b"x" * 10]  # counted
+    assert frames(b"<13>abcdef\n", max_bytes=10) == [b"<13>abcdef"]  # a line
+    waiting = Framer(10)
+    assert waiting.feed(b"<13>abcdef") == [] and waiting.partial  # all of it, no LF yet
+    assert waiting.feed(b"\n") == [b"<13>abcdef"]
+    after = Framer(10)  # a line begun after a whole frame in the same chunk
+    assert after.feed(b"<13>abcde\n<13>x") == [b"<13>abcde"]
+    assert after.feed(b"y\n") == [b"<13>xy"]
+    # An oversized counted frame whose bytes come in three chunks, after a frame.
+    counted = Framer(10)
+    assert counted.feed(b"<13>a\n20 " + b"x" * 5) == [b"<13>a", Problem.TOO_LARGE]
+    assert counted.feed(b"x" * 10) == [] and counted.partial
+    assert counted.feed(b"x" * 5 + b"<13>next\n") == [b"<13>next"]
+    # An oversized line whose LF starts the next chunk.
+    line = Framer(10)
+    assert line.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
+    assert line.feed(b"\n<13>next\n") == [b"<13>next"]
+    # A count of nine digits is a count (here of a frame too large); ten are not.
+    assert frames(b"123456789 <13>x\n", max_bytes=100) == [Problem.TOO_LARGE]
+
+
+def test_a_new_framer_and_one_at_the_end_of_its_stream_are_inside_no_frame() -> None:
+    assert not Framer(10).partial
+    for stream in (b"", b"<13>x", b"30 <13>", b"<13>" + b"y" * 20, b"99 " + b"z" * 20):
+        framer = Framer(10)
+        framer.feed(stream)
+        framer.end()
+        assert not framer.partial
+
+
+def test_the_priority_is_one_to_three_digits_in_angle_brackets_up_to_191() -> None:
+    top = payload(decode("<191>1 - - - - - - m"))
+    assert (top["priority"], top["facility"], top["severity"]) == (191, "local7", "debug")
+    assert payload(decode("<13>>x"))["app_name"] == ">x"  # the first '>' closes it
+    for raw in (b"<1234>1 - - - - - - m", b"x13>1 - - - - - - m"):
+        with pytest.raises(Rejection) as caught:
+            decode(raw)
+        assert caught.value.message == f"not a syslog message: {PRIORITY}"
+
+
+def test_a_payload_of_exactly_the_limit_passes() -> None:
+    message = "<13>1 - h app - - - " + "x" * 100
+    size = len(decode(message).payload.encode())
+    exact = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=size)
+    assert decode_syslog(message.encode(), "peer", NOW, exact).topic == "app"
+    one_less = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=size - 1)
+    with pytest.raises(Rejection) as caught:
+        decode_syslog(message.encode(), "peer", NOW, one_less)
+    assert (caught.value.status, caught.value.error) == (413, "too_large")
