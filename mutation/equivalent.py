@@ -71,6 +71,18 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
+        "self._next_bucket = (bucket + 1) % len(self._recent.buckets)",
+        "self._next_bucket = (bucket - 1) % len(self._recent.buckets)",
+        "downwards visits every bucket once a round as upwards does; no step depends on order",
+    ),
+    (
+        SQLITE,
+        "self._merge(bucket, sweep=False)",
+        "self._merge(bucket, sweep=None)",
+        "sweep is only tested for truth (sqlite_keys.merge), and None is false like False",
+    ),
+    (
+        SQLITE,
         "_migrate(conn, path, version)",
         "_migrate(conn, None, version)",
         "the path is used only in the log line",

@@ -369,3 +369,12 @@ def test_the_wal_starts_over_at_an_eighth_of_the_size_limit_within_bounds(
     max_bytes: int, pages: int
 ) -> None:
     assert wal_restart_pages(max_bytes) == pages
+
+
+def test_the_stores_clock_is_utc_aware() -> None:
+    """So that arithmetic on it (retention's cutoff) is in UTC, whatever the local zone's DST."""
+    from datetime import timedelta
+
+    from aggregator.store.base import utc_now
+
+    assert utc_now().utcoffset() == timedelta(0)
