@@ -32,7 +32,7 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.store import CommitResult, StoreBroken
+from aggregator.store import CommitResult, StoreBroken, StoreContention, StoreUnavailable
 from aggregator.store.base import Retention, Upkeep
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
@@ -135,7 +135,8 @@ async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_o
             assert await write(send, [rec("t", "after")]) == Accepted(1, 1, 0)
             await send.aclose()
     stats = monitor.statistics()
-    assert stats.failed_transactions >= 1 and stats.last_error is None
+    # One group failed, as one transaction (the full disk is not retried request by request).
+    assert stats.failed_transactions == 1 and stats.last_error is None
     assert SQLiteReader(db).counters()[:3] == (2, 2, 0)
 
 
@@ -583,3 +584,74 @@ async def test_a_connection_broken_during_retries_refuses_the_rest_once_each(
     for reply in replies.values():
         with pytest.raises(trio.WouldBlock):  # one answer, not two
             reply.receive_nowait()
+
+
+async def test_a_request_that_would_pass_the_cap_waits_for_the_next_transaction(
+    tmp_path: Path,
+) -> None:
+    monitor = WriterMonitor()
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: list[WriteOutcome] = []
+
+    async def publisher(size: int) -> None:
+        outcomes.append(await write(send, [rec("t", f"{size}-{j}") for j in range(size)]))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for size in (2, 3):
+                    publishers.start_soon(publisher, size)
+                await trio.testing.wait_all_tasks_blocked()
+                store = SQLiteStore(tmp_path / "db")
+                nursery.start_soon(partial(run_writer, max_txn_events=4), recv, store, monitor)
+            await send.aclose()
+    stats = monitor.statistics()
+    # 2 + 3 would pass the cap of 4, whichever came first: two transactions.
+    assert (stats.transactions, stats.max_requests_per_transaction) == (2, 1)
+    assert sorted(o.stored for o in outcomes if isinstance(o, Accepted)) == [2, 3]
+
+
+class LockedRowStore(BuggyStore):
+    """A request with the event id ``locked`` waits too long for a row another session holds;
+    one with ``at-commit`` fails at COMMIT itself (it may have been stored)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        ids = {r.event_id for batch in batches for r in batch}
+        if "locked" in ids:
+            raise StoreContention("lock timeout on the row of key locked")
+        if "at-commit" in ids:
+            raise StoreUnavailable("disk I/O error at COMMIT", maybe_stored=True)
+        return self._store.commit(batches)
+
+
+async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Path) -> None:
+    monitor = WriterMonitor()
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(name: str) -> None:
+        outcomes[name] = await write(send, [rec("t", name)])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for name in ("free", "locked"):
+                    publishers.start_soon(publisher, name)
+                await trio.testing.wait_all_tasks_blocked()  # one group of two
+                store = LockedRowStore(SQLiteStore(tmp_path / "db"))
+                nursery.start_soon(partial(run_writer, max_txn_events=100), recv, store, monitor)
+            assert outcomes == {
+                "free": Accepted(1, 1, 0),  # retried alone, it commits
+                "locked": Unavailable("lock timeout on the row of key locked"),
+            }
+            assert monitor.statistics().failed_transactions == 2  # the group, then it alone
+            # Alone, a lock is not retried: one failed transaction.
+            outcome = await write(send, [rec("t", "locked")])
+            assert outcome == Unavailable("lock timeout on the row of key locked")
+            assert monitor.statistics().failed_transactions == 3
+            # A failure at COMMIT itself may have stored the events: the 503 says so.
+            outcome = await write(send, [rec("t", "at-commit")])
+            assert outcome == Unavailable("disk I/O error at COMMIT", stored_nothing=False)
+            await send.aclose()
+    stats = monitor.statistics()
+    assert (stats.transactions, stats.failed_transactions) == (1, 4)

@@ -378,3 +378,19 @@ def test_the_stores_clock_is_utc_aware() -> None:
     from aggregator.store.base import utc_now
 
     assert utc_now().utcoffset() == timedelta(0)
+
+
+def test_a_wal_the_checkpointer_let_grow_is_checkpointed_by_the_next_commit(
+    db: Path, frozen_wal: None
+) -> None:
+    """With the checkpointer starved (here: doing nothing), the WAL still stays within twice
+    its restart size, plus the transaction that crossed it."""
+    store = SQLiteStore(db, wal_pages=256)  # restarts at 1 MiB: bounded at 2 MiB
+    wal = db.with_name(db.name + "-wal")
+    biggest = 0
+    for i in range(40):  # ~4 MB in transactions of ~100 KB
+        store.commit([[rec("t", f"{i}-{j}", '{"x":"' + "y" * 2000 + '"}') for j in range(50)]])
+        biggest = max(biggest, wal.stat().st_size)
+    assert biggest <= 2 * 256 * 4096 + 512 * 1024  # the crossing transaction: pages, indexes
+    assert SQLiteReader(db).counters()[:3] == (2000, 2000, 0)
+    store.close()

@@ -18,7 +18,14 @@ from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.writer import run_writer
 from aggregator.incidents import Incidents
-from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
+from aggregator.messages import (
+    Accepted,
+    EventRecord,
+    Internal,
+    Unavailable,
+    WriteOutcome,
+    WriteRequest,
+)
 from aggregator.store import CommitResult, Retention, StoreUnavailable, Upkeep
 from aggregator.store.base import commit_result
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
@@ -230,3 +237,31 @@ async def test_failed_probes_keep_the_store_unhealthy_until_one_of_the_right_siz
         logged.getMessage(),
     )
     assert logged.exc_info is not None and logged.exc_info[1] is bug
+
+
+class BuggyCommitStore(ScriptedStore):
+    """A store whose first commit meets a bug (it has rolled back and takes writes)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        self._log("commit")
+        if sum(1 for what, _ in self.calls if what == "commit") == 1:
+            raise RuntimeError("a bug")
+        return commit_result([[True] * len(batch) for batch in batches])
+
+
+async def test_a_bug_in_a_commit_is_not_an_outage_upkeep_follows_as_after_any_commit(
+    virtual: trio.testing.MockClock,
+) -> None:
+    store = BuggyCommitStore(more=-10, until=2)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    monitor = WriterMonitor()
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=UpkeepPlan(idle_seconds=100)))
+            assert isinstance(await request(send, ["a"]), Internal)
+            await store.reached.wait()
+            await send.aclose()
+    # The step right after the commit, not an idle wait later; and no probe.
+    assert store.calls == [("maintain", 0.0), ("commit", 0.0), ("maintain", 0.0)]
+    assert monitor.statistics().last_error is None
