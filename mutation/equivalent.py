@@ -40,6 +40,11 @@ TRUNCATED = (
 )
 NO_ZERO = "a count never starts with 0: it is -1 (digits so far), None, or 1 or more"
 DIGITS = "while digit < end and digit - pos <= MAX_COUNT_DIGITS and buffer[digit] in _DIGITS:"
+IDENTIFY = 'conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)'
+PROBE_BYTES = (
+    "only a failed commit sets last_error before a probe, and it sets probe_bytes too: the "
+    "first value is never read"
+)
 # (path, before, after, why): changes that are equivalent for a reason of their own.
 BY_CHANGE: list[tuple[str, str, str, str]] = [
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=None"), STRICT),
@@ -100,6 +105,40 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         'conn.execute(f"PRAGMA synchronous = {synchronous.lower()}")',
         "SQLite reads pragma values in any case",
     ),
+    (SQLITE, IDENTIFY, IDENTIFY.replace(", uri=True)", ", )"), URI),
+    (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=False"), URI),
+    (
+        SQLITE,
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",
+        "tally = topics.get(None) or topics.setdefault(record.topic, [0, 0, 0])",
+        "setdefault returns the topic's tally when it has one, as get did",
+    ),
+    (
+        SQLITE,
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 1])",
+        "a tally with no stored event this commit is a known topic's, whose last_seq is at "
+        "least 1 already: max() keeps it",
+    ),
+    (
+        SQLITE,
+        "self._next_bucket = 0",
+        "self._next_bucket = 1",
+        "the round of buckets starts elsewhere: each is still visited once a round",
+    ),
+    (
+        SQLITE,
+        'synchronous: str = "full",',
+        'synchronous: str = "FULL",',
+        "both connections upper() it: SQLite reads pragma values in any case anyway",
+    ),
+    (
+        WRITER,
+        "probe_bytes = 0",
+        "probe_bytes = None",
+        PROBE_BYTES,
+    ),
+    (WRITER, "probe_bytes = 0", "probe_bytes = 1", PROBE_BYTES),
     (SQLITE, "uri=True,", "uri=None,", URI),
     (SQLITE, "uri=True,", "uri=False,", URI),
     (SQLITE, "uri=True,", "", URI),

@@ -286,6 +286,12 @@ def test_the_writer_connection_takes_its_settings(db: Path) -> None:
     store.close()
     store = SQLiteStore(db, cache_mib=3)
     assert store._conn.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    # A WAL that started over is cut back to its restart size.
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone() == (16_384 * 4096,)
+    store.close()
+    store = SQLiteStore(db, wal_pages=256)
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone() == (256 * 4096,)
+    store.close()
 
 
 def test_received_at_is_utc_now_whatever_the_local_zone(

@@ -98,9 +98,10 @@ async def test_a_step_after_each_commit_and_more_while_there_is_work(
     store = ScriptedStore(more=2, until=4)
     send, recv = trio.open_memory_channel[WriteRequest](10)
     plan = UpkeepPlan(idle_seconds=100)
+    monitor = WriterMonitor()
     with trio.fail_after(50):
         async with trio.open_nursery() as nursery:
-            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100)
             await nursery.start(partial(writer, upkeep=plan))
             assert isinstance(await request(send, ["a"]), Accepted)
             await store.reached.wait()
@@ -109,6 +110,8 @@ async def test_a_step_after_each_commit_and_more_while_there_is_work(
     # the two more it asked for, back to back: no idle wait between them.
     assert [what for what, _ in store.calls] == ["maintain", "commit", *["maintain"] * 3]
     assert {at for _, at in store.calls} == {0.0}
+    stats = monitor.statistics()  # what /stats and /metrics show of it
+    assert (stats.upkeep_steps, stats.upkeep_more, stats.expired) == (4, False, 0)
 
 
 async def test_with_no_traffic_a_step_every_idle_seconds(virtual: trio.testing.MockClock) -> None:
@@ -139,6 +142,7 @@ async def test_a_full_disk_under_a_size_limit_deletes_the_oldest_before_probing(
             await store.probed.wait()
             await send.aclose()
     kinds = [what for what, _ in store.calls]
+    assert monitor.statistics().expired == (2 if limit else 0)  # one per reclaiming step
     # Room is made right after the failed commit and again before each probe. Without a size
     # limit the contract is "keep everything": no event is deleted to make room.
     assert kinds == ["maintain", "commit", *(["reclaim"] * 2 if limit else []), "probe"]
@@ -265,3 +269,29 @@ async def test_a_bug_in_a_commit_is_not_an_outage_upkeep_follows_as_after_any_co
     # The step right after the commit, not an idle wait later; and no probe.
     assert store.calls == [("maintain", 0.0), ("commit", 0.0), ("maintain", 0.0)]
     assert monitor.statistics().last_error is None
+
+
+class BuggyMaintainStore(ScriptedStore):
+    """A store whose first upkeep step after a commit meets a bug."""
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        result = super().maintain(retention, max_events, reclaim=reclaim)
+        if [what for what, _ in self.calls][-2:] == ["commit", "maintain"]:
+            raise RuntimeError("a bug in upkeep")
+        return result
+
+
+async def test_a_bug_in_an_upkeep_step_is_an_incident_and_the_writer_goes_on(
+    virtual: trio.testing.MockClock,
+) -> None:
+    store = BuggyMaintainStore(more=-10, until=10**9)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    recorded: list[str] = []
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            await nursery.start(partial(writer, incidents=Incidents(recorded.append)))
+            assert isinstance(await request(send, ["a"]), Accepted)
+            assert isinstance(await request(send, ["b"]), Accepted)
+            await send.aclose()
+    assert recorded == ["writer", "writer"]  # after each commit, counted as the writer's
