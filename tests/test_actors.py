@@ -458,21 +458,27 @@ async def test_a_broken_store_answers_the_request_that_did_not_fit_too() -> None
     send, recv = trio.open_memory_channel[WriteRequest](10)
     outcomes: list[WriteOutcome] = []
 
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", str(i))]))
+    async def publisher(name: str) -> None:
+        outcomes.append(await write(send, [rec("t", f"{name}-{j}") for j in range(2)]))
 
     with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as publishers:
-                for i in range(2):
-                    publishers.start_soon(publisher, i)
+                for name in ("a", "b"):
+                    publishers.start_soon(publisher, name)
                 await trio.testing.wait_all_tasks_blocked()
-                # A cap of one event: the second request waits as "pending" when the first fails.
+                # A cap of three events: the second request does not fit beside the first, and
+                # waits as "pending" when the first fails.
                 nursery.start_soon(
-                    partial(run_writer, max_txn_events=1), recv, BrokenStore(), monitor
+                    partial(run_writer, max_txn_events=3), recv, BrokenStore(), monitor
                 )
             await send.aclose()
-    assert len(outcomes) == 2 and all(isinstance(o, Unavailable) for o in outcomes)
+    refusal = "the server is stopping after a store failure: rollback failed"
+    assert len(outcomes) == 2
+    assert sorted(o.reason for o in outcomes if isinstance(o, Unavailable)) == [
+        "rollback failed",
+        refusal,
+    ]
     assert monitor.statistics().last_error == ("the store's connection is broken: rollback failed")
 
 
