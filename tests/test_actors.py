@@ -625,13 +625,20 @@ class LockedRowStore(BuggyStore):
         ids = {r.event_id for batch in batches for r in batch}
         if "locked" in ids:
             raise StoreContention("lock timeout on the row of key locked")
+        if "bad" in ids:
+            raise RuntimeError("a bug")
         if "at-commit" in ids:
             raise StoreUnavailable("disk I/O error at COMMIT", maybe_stored=True)
         return self._store.commit(batches)
 
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        return self._store.maintain(retention, max_events, reclaim=reclaim)
+
 
 async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Path) -> None:
     monitor = WriterMonitor()
+    commits: list[int] = []
+    recorded: list[str] = []
     send, recv = trio.open_memory_channel[WriteRequest](10)
     outcomes: dict[str, WriteOutcome] = {}
 
@@ -641,23 +648,31 @@ async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Pat
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as publishers:
-                for name in ("free", "locked"):
+                for name in ("free", "locked", "bad"):
                     publishers.start_soon(publisher, name)
-                await trio.testing.wait_all_tasks_blocked()  # one group of two
+                await trio.testing.wait_all_tasks_blocked()  # one group of three
                 store = LockedRowStore(SQLiteStore(tmp_path / "db"))
-                nursery.start_soon(partial(run_writer, max_txn_events=100), recv, store, monitor)
-            assert outcomes == {
-                "free": Accepted(1, 1, 0),  # retried alone, it commits
-                "locked": Unavailable("lock timeout on the row of key locked"),
-            }
-            assert monitor.statistics().failed_transactions == 2  # the group, then it alone
+                writer = partial(
+                    run_writer,
+                    max_txn_events=100,
+                    on_commit=lambda: commits.append(1),
+                    incidents=Incidents(recorded.append),
+                )
+                nursery.start_soon(writer, recv, store, monitor)
+            assert outcomes["free"] == Accepted(1, 1, 0)  # retried alone, it commits
+            assert outcomes["locked"] == Unavailable("lock timeout on the row of key locked")
+            bad = outcomes["bad"]  # retried alone, it meets its bug: a 500 for it alone
+            assert isinstance(bad, Internal) and (bad.stage, bad.stored_nothing) == ("writer", True)
+            assert (commits, recorded) == ([1], ["writer"])
+            # The group, then the locked one and the bad one alone.
+            assert monitor.statistics().failed_transactions == 3
             # Alone, a lock is not retried: one failed transaction.
             outcome = await write(send, [rec("t", "locked")])
             assert outcome == Unavailable("lock timeout on the row of key locked")
-            assert monitor.statistics().failed_transactions == 3
+            assert monitor.statistics().failed_transactions == 4
             # A failure at COMMIT itself may have stored the events: the 503 says so.
             outcome = await write(send, [rec("t", "at-commit")])
             assert outcome == Unavailable("disk I/O error at COMMIT", stored_nothing=False)
             await send.aclose()
     stats = monitor.statistics()
-    assert (stats.transactions, stats.failed_transactions) == (1, 4)
+    assert (stats.transactions, stats.failed_transactions) == (1, 5)

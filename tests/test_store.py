@@ -375,6 +375,7 @@ def test_the_wal_starts_over_at_an_eighth_of_the_size_limit_within_bounds(
     max_bytes: int, pages: int
 ) -> None:
     assert wal_restart_pages(max_bytes) == pages
+    assert isinstance(wal_restart_pages(max_bytes), int)  # whole pages, into a PRAGMA's text
 
 
 def test_the_stores_clock_is_utc_aware() -> None:

@@ -295,3 +295,35 @@ async def test_a_bug_in_an_upkeep_step_is_an_incident_and_the_writer_goes_on(
             assert isinstance(await request(send, ["b"]), Accepted)
             await send.aclose()
     assert recorded == ["writer", "writer"]  # after each commit, counted as the writer's
+
+
+class AlwaysBuggyMaintainStore(ScriptedStore):
+    """Every upkeep step meets a bug; the first commit meets a full disk."""
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        super().maintain(retention, max_events, reclaim=reclaim)
+        raise RuntimeError("a bug in upkeep")
+
+
+async def test_bugs_in_every_kind_of_upkeep_step_are_incidents_and_the_writer_goes_on(
+    virtual: trio.testing.MockClock,
+) -> None:
+    """At start-up, reclaiming after a failed commit and before a probe, idle, after a commit."""
+    store = AlwaysBuggyMaintainStore(more=-10, until=2, failures=1)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    recorded: list[str] = []
+    plan = UpkeepPlan(retention=Retention(max_bytes=1 << 30), idle_seconds=3)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            incidents = Incidents(recorded.append)
+            await nursery.start(partial(writer, upkeep=plan, probe_seconds=2, incidents=incidents))
+            assert isinstance(await request(send, ["a"]), Unavailable)
+            await store.probed.wait()
+            await store.reached.wait()  # an idle step after the probe
+            assert isinstance(await request(send, ["b"]), Accepted)
+            await send.aclose()
+    kinds = [what for what, _ in store.calls]
+    assert kinds[:7] == ["maintain", "commit", "reclaim", "reclaim", "probe", "maintain", "commit"]
+    steps = kinds.count("maintain") + kinds.count("reclaim")
+    assert recorded == ["writer"] * steps and steps >= 5
