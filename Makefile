@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog fuzz mutation clean
+.PHONY: run test test-containers lint bench bench-scale bench-retention bench-postgres bench-syslog bench-elastic bench-otlp bench-loki bench-shippers fuzz mutation clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,18 @@ bench-postgres: $(VENV)/.installed  ## events/s with 1, 2, 3 processes on one Po
 
 bench-syslog: $(VENV)/.installed  ## events/s through the syslog TCP door beside /publish
 	$(BIN)/python -m bench.syslog $(ARGS)
+
+bench-elastic: $(VENV)/.installed  ## events/s through the Elasticsearch bulk door beside /publish
+	$(BIN)/python -m bench.elastic $(ARGS)
+
+bench-otlp: $(VENV)/.installed  ## records/s through the OTLP/HTTP door (protobuf, JSON) beside /publish
+	$(BIN)/python -m bench.shippers --doors otlp $(ARGS)
+
+bench-loki: $(VENV)/.installed  ## records/s through the Loki push door (protobuf+snappy, JSON) beside /publish
+	$(BIN)/python -m bench.shippers --doors loki $(ARGS)
+
+bench-shippers: $(VENV)/.installed  ## both doors and /publish in one run
+	$(BIN)/python -m bench.shippers --doors all $(ARGS)
 
 # Both fuzzers, each for SECONDS_EACH seconds (their short runs are part of make test).
 SECONDS_EACH ?= 600

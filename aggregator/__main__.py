@@ -34,7 +34,12 @@ import trio  # noqa: E402
 
 from aggregator.config import Config, ConfigError, load_config  # noqa: E402
 from aggregator.service import serve  # noqa: E402
-from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable  # noqa: E402
+from aggregator.store import (  # noqa: E402
+    StoreBroken,
+    StoreDamaged,
+    StoreMismatch,
+    StoreUnavailable,
+)
 
 LOGGER = logging.getLogger("aggregator")
 STOP_MARGIN_SECONDS = 5.0
@@ -123,7 +128,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         trio.run(_run, config)
     except BaseException as exc:
         problem = _sole(exc)
-        if isinstance(problem, StoreBroken):
+        if isinstance(problem, StoreDamaged):
+            # Not crash-only: a restart meets the same damage. The line says what to do.
+            sys.stderr.write(f"aggregator: error: {problem}\n")
+        elif isinstance(problem, StoreBroken):
             # Crash-only on purpose: one line, non-zero, and a supervisor restarts the server.
             sys.stderr.write(
                 f"aggregator: fatal: the store's connection is in an unknown state ({problem}); "

@@ -16,6 +16,7 @@ from aggregator.settings import SettingError, env_name, flag_name, load, setting
 ENV_PREFIX = "AGGREGATOR_"
 SYNCHRONOUS_MODES = ("full", "normal")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+INTEGRITY_CHECKS = ("quick", "full", "off")
 DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
@@ -75,6 +76,26 @@ class Config:
         minimum=1,
     )
     readers: int = setting(4, "read-only store connections serving GET requests", minimum=1)
+    max_topics: int = setting(
+        10_000,
+        "most topics the store may hold; a publish that would add one more is refused (422), "
+        "as Loki limits streams: each topic is a line of /stats and /topics",
+        minimum=1,
+    )
+    max_offset: int = setting(
+        10_000,
+        "largest offset of GET /events (deeper pages use the after cursor: an offset makes "
+        "the store read and skip every row before it)",
+        minimum=0,
+    )
+    integrity_check: str = setting(
+        "quick",
+        "SQLite: check every page of the store in the background once the server is ready "
+        "(quick: PRAGMA quick_check, 0.3–4 s per million events; full: integrity_check, which "
+        "also compares the indexes and the dedup index with the events; off); damage found stops "
+        "the server",
+        choices=INTEGRITY_CHECKS,
+    )
     database_url: str = setting(
         "",
         "PostgreSQL URL (postgresql://user@host/db): several processes share one database; "
@@ -89,6 +110,17 @@ class Config:
     subscriber_buffer_events: int = setting(
         10_000,
         "events buffered for one live subscriber; when full it is switched back to replay",
+        minimum=1,
+    )
+    subscriber_buffer_bytes: int = setting(
+        8 * 1024 * 1024,
+        "bytes of events buffered for one live subscriber; when over it is switched back to "
+        "replay (bounds the memory of slow subscribers whatever the payloads' size)",
+        minimum=1,
+    )
+    replay_cache_bytes: int = setting(
+        64 * 1024 * 1024,
+        "bytes of encoded events kept for replaying subscribers (shared by all of them)",
         minimum=1,
     )
     max_subscribers: int = setting(
@@ -113,6 +145,12 @@ class Config:
     )
     keep_alive_seconds: float = setting(
         5.0, "an idle keep-alive connection is closed after this long", minimum=0.01
+    )
+    send_timeout_seconds: float = setting(
+        30.0,
+        "a client that takes no data for this long while the server sends to it (a stalled "
+        "/subscribe reader) is disconnected",
+        minimum=0.01,
     )
     probe_seconds: float = setting(
         1.0, "while the store fails, how often the writer probes it for recovery", minimum=0.01

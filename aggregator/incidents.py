@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 LOGGER = logging.getLogger(__name__)
 # Where an incident can happen; the metric's label values, fixed so they cannot grow.
-STAGES = ("decode", "worker", "writer", "tail", "subscribe", "route")
+STAGES = ("decode", "worker", "writer", "tail", "subscribe", "route", "connection")
 
 
 class Incidents:

@@ -6,8 +6,8 @@ which turns it into the HTTP error body.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple, TypeAlias
 
 import trio
@@ -51,6 +51,9 @@ class Accepted:
     accepted: int
     stored: int
     duplicates: int
+    # Per event, in request order: stored (True) or already there (False), as the writer's
+    # transaction decided; a door that answers per item (the bulk API) needs it.
+    stored_flags: Sequence[bool] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,39 +8,50 @@ from dataclasses import dataclass
 from functools import partial
 
 import hypercorn.config
-import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
 from aggregator.actors.hub import Hub, run_tail
+from aggregator.actors.integrity import IntegrityMonitor, run_integrity_check
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.actors.replay import ReplayCache
 from aggregator.actors.syslog import SyslogDoor
 from aggregator.actors.syslog_tcp import serve_syslog_tcp
 from aggregator.actors.syslog_udp import serve_syslog_udp
 from aggregator.actors.upkeep import UpkeepPlan
-from aggregator.actors.workers import run_worker
+from aggregator.actors.workers import TopicBudget, run_worker
 from aggregator.actors.writer import run_writer
 from aggregator.config import Config
-from aggregator.front.app import Front, RequestTracker, create_app
+from aggregator.front.app import Front, Intake, RequestTracker, create_app
 from aggregator.front.auth import BearerAuth, Tokens
+from aggregator.front.elastic import ElasticRoute
 from aggregator.front.guard import Guard
-from aggregator.front.live import observe_request, register_live_routes
+from aggregator.front.live import SubscribeLimit, observe_request, register_live_routes
+from aggregator.front.loki import register_loki_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
+from aggregator.front.otlp import register_otlp_routes
 from aggregator.front.publish import PublishRoute
+from aggregator.front.server import HttpServer
 from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
 from aggregator.store import (
     Clock,
+    IntegrityCheck,
     Retention,
     WriteStore,
     describe_store,
+    open_integrity_check,
     open_reader,
     open_store,
     utc_now,
 )
 
 LOGGER = logging.getLogger(__name__)
+# After the grace, how long the commits already under way may take to be answered; less than
+# __main__'s STOP_MARGIN_SECONDS, so the store is still closed in time.
+ANSWER_MARGIN_SECONDS = 3.0
+DECODE_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,19 +69,19 @@ class Running:
 def _hypercorn_config(config: Config) -> hypercorn.config.Config:
     hc = hypercorn.config.Config()
     hc.bind = [f"{config.host}:{config.port}"]
-    hc.graceful_timeout = config.shutdown_grace_seconds
     hc.accesslog = None
     # Partial headers and idle connections are cut at the keep-alive timeout (hypercorn counts a
     # connection idle until its headers are complete); a body must arrive within the read
     # timeout (PublishRoute, Quart's BODY_TIMEOUT). No hypercorn read_timeout: it limits the
     # silence of the *client*, and an SSE client is silent for the whole stream: /subscribe
-    # would be cut every read_timeout seconds.
+    # would be cut every read_timeout seconds. A client that stops *reading* is cut by the
+    # send timeout (``front/server.py``).
     hc.keep_alive_timeout = config.keep_alive_seconds
     hc.errorlog = logging.getLogger("hypercorn.error")  # through our logging, not its own
     # HTTP/1.1 only: every HTTP/2 stream is refused (RFC 9113's SETTINGS_MAX_CONCURRENT_STREAMS
     # of 0). No client here needs HTTP/2, and hypercorn 0.18's HTTP/2 code raises out of the
-    # connection, and so stops the whole server, on one request with a byte above 0x7f in its
-    # :path or :method, or a CONNECT without :path (issue 18 attack; docs/reliability.md).
+    # connection on one request with a byte above 0x7f in its :path or :method, or a CONNECT
+    # without :path (issue 18 attack; docs/reliability.md).
     hc.h2_max_concurrent_streams = 0
     return hc
 
@@ -79,6 +90,8 @@ def create_routes(front: Front, config: Config) -> QuartTrio:
     """Every Quart route of the front; ``POST /publish`` is ``PublishRoute``, in front of it."""
     quart_app = create_app(front)
     register_live_routes(quart_app, front)
+    register_otlp_routes(quart_app, front)
+    register_loki_routes(quart_app, front)
     quart_app.config["BODY_TIMEOUT"] = config.read_timeout_seconds  # the whole body: 408 after
     return quart_app
 
@@ -89,25 +102,36 @@ async def _serve_http(
     # The front owns the ingest channel's send end: when the requests in flight are answered,
     # closing it lets the workers drain, and then the writer.
     tokens = Tokens(config.publish_token, config.read_token)
-    routes = PublishRoute(
-        front, create_routes(front, config), body_timeout=config.read_timeout_seconds
-    )
-    tracked = RequestTracker(BearerAuth(routes, tokens), partial(observe_request, front))
+    doors = ElasticRoute(front, create_routes(front, config))
+    routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
+    limited = SubscribeLimit(routes, front)
+    guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
+    tracked = RequestTracker(guarded, partial(observe_request, front))
     app = Guard(tracked, front.incidents)
+    server = HttpServer(
+        app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
+    )
     async with front.ingest, trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve, app, _hypercorn_config(config), shutdown_trigger=shutdown.wait
-            )
-        )
-        task_status.started(binds)
-        await shutdown.wait()  # hypercorn closes its listeners now
-        front.hub.close()  # live streams end now, or they would hold shutdown for the grace
-        # Under quart-trio, hypercorn holds idle keep-alive connections until graceful_timeout;
-        # once every request it accepted is answered, close them instead of waiting.
-        with trio.move_on_after(config.shutdown_grace_seconds):
-            await tracked.wait_idle()
-        nursery.cancel_scope.cancel()
+        try:
+            binds = await nursery.start(server.serve)
+            task_status.started(binds)
+            await shutdown.wait()
+            await server.stop()  # no new connections; idle ones close
+            front.hub.close()  # live streams end now, or they would hold shutdown for the grace
+            with trio.move_on_after(config.shutdown_grace_seconds):
+                await tracked.wait_idle()
+            # The grace is over. What is still queued is answered 503 and not stored; a request
+            # whose events reached the writer waits for that commit's answer, so that no client is
+            # cut off from a request that was then stored (within a margin: past it the process's
+            # own stop deadline, in __main__, is near).
+            front.intake.cutoff.set()
+            with trio.move_on_after(ANSWER_MARGIN_SECONDS):
+                await front.intake.wait_answered()
+        finally:
+            # Then every connection still open is closed, a stalled peer's send included: the
+            # store is closed and the process exits whatever the clients do. Also when this is
+            # cancelled (a second signal): hypercorn's sends are shielded from cancellation.
+            server.abort()
 
 
 async def serve(
@@ -124,9 +148,20 @@ async def serve(
     started = time.perf_counter()
     store: WriteStore = await trio.to_thread.run_sync(partial(open_store, config, clock=clock))
     LOGGER.info("opened the store in %.3f s", time.perf_counter() - started)
+    check = open_integrity_check(config)
+    integrity = IntegrityMonitor(shutdown.set, checking=check is not None)
+    opener = partial(open_reader, config)
     try:
-        async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
-            await _run_pipeline(config, store, readers, shutdown, task_status)
+        # The probes and the live tail each have a reader of their own: long reads by clients
+        # on the others cannot delay /health or the subscribers' fan-out.
+        async with (
+            open_reader_pool(opener, config.readers, integrity.damaged) as readers,
+            open_reader_pool(opener, 1, integrity.damaged) as probes,
+            open_reader_pool(opener, 1, integrity.damaged) as tail,
+        ):
+            pools = Readers(readers, probes, tail)
+            await _run_pipeline(config, store, pools, shutdown, integrity, check, task_status)
+        integrity.raise_damage()  # a reader or the check found it: the process exits 1
     finally:
         store.close()
     LOGGER.info("stopped; the store is closed")
@@ -141,6 +176,21 @@ async def _stop_on_crash(shutdown: trio.Event) -> None:
         await shutdown.wait()
     finally:
         shutdown.set()
+
+
+async def _check_integrity(
+    check: IntegrityCheck, integrity: IntegrityMonitor, shutdown: trio.Event
+) -> None:
+    """The background integrity check, cut short when the server stops."""
+    async with trio.open_nursery() as nursery:
+
+        async def stop() -> None:
+            await shutdown.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop)
+        await run_integrity_check(check, integrity)
+        nursery.cancel_scope.cancel()
 
 
 async def _start_syslog(
@@ -164,17 +214,37 @@ async def _start_syslog(
     return tcp, udp
 
 
+@dataclass(frozen=True, slots=True)
+class Readers:
+    """The reader pools: the clients', the probes', the live tail's."""
+
+    clients: ReaderPool
+    probes: ReaderPool
+    tail: ReaderPool
+
+
 async def _run_pipeline(
     config: Config,
     store: WriteStore,
-    readers: ReaderPool,
+    pools: Readers,
     shutdown: trio.Event,
+    integrity: IntegrityMonitor,
+    check: IntegrityCheck | None,
     task_status: trio.TaskStatus[Running],
 ) -> None:
     monitor = WriterMonitor(config.stall_seconds)
+    intake = Intake()
+    # Large bodies are decoded on threads: two at a time, the cores of a small machine.
+    decode_threads = trio.CapacityLimiter(DECODE_THREADS)
+    counters = await pools.clients.run(lambda r: r.counters())
+    topics = TopicBudget(counters.topics, config.max_topics)
     metrics = Metrics()
     incidents = Incidents(metrics.count_incident)
-    hub = Hub(buffer_events=config.subscriber_buffer_events)
+    hub = Hub(
+        buffer_events=config.subscriber_buffer_events,
+        buffer_bytes=config.subscriber_buffer_bytes,
+        replay=ReplayCache(kept_bytes=config.replay_cache_bytes),
+    )
     limits = Limits(config.max_body_bytes, config.max_batch_events, config.max_payload_bytes)
     ingest_send, ingest_recv = trio.open_memory_channel[Submission](config.queue_size)
     # Room for every worker's request: all of them can wait for the next group commit.
@@ -198,7 +268,7 @@ async def _run_pipeline(
             partial(
                 run_tail,
                 hub,
-                readers,
+                pools.tail,
                 poll_seconds=config.tail_poll_seconds,
                 incidents=incidents,
             )
@@ -219,12 +289,18 @@ async def _run_pipeline(
         )
         async with write_send, ingest_recv:
             for _ in range(config.workers):
-                worker = partial(run_worker, incidents=incidents)
+                worker = partial(
+                    run_worker,
+                    incidents=incidents,
+                    cutoff=intake.cutoff,
+                    decode_threads=decode_threads,
+                    topics=topics,
+                )
                 await nursery.start(worker, ingest_recv.clone(), write_send.clone(), limits)
             syslog_ports = await _start_syslog(nursery, config, write_send, shutdown, door)
         front = Front(
             ingest_send,
-            readers,
+            pools.clients,
             monitor,
             config.max_body_bytes,
             config.queue_size,
@@ -234,9 +310,15 @@ async def _run_pipeline(
             config.heartbeat_seconds,
             config.max_subscribers,
             incidents,
+            integrity,
+            intake,
+            config.max_offset,
+            pools.probes,
         )
         binds = await nursery.start(_serve_http, front, config, shutdown)
         url = binds[0]
         port = int(url.rsplit(":", 1)[1])
         LOGGER.info("listening on %s (store %s)", url, describe_store(config))
         task_status.started(Running(url, port, monitor, hub, *syslog_ports))
+        if check is not None:  # after "ready": a large store takes seconds to check
+            nursery.start_soon(_check_integrity, check, integrity, shutdown)

@@ -30,8 +30,8 @@ import httpx
 import msgspec
 import trio
 
+from bench.http import drive_http
 from simulator.procs import running
-from simulator.rawhttp import RawClient
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 100
@@ -69,25 +69,10 @@ def syslog_writes(count: int) -> list[bytes]:
 
 async def drive_publish(url: str, pool: list[bytes], clients: int, seconds: float) -> float:
     """Acknowledged events per second over ``seconds``."""
-    acked = 0
-    queue = iter(pool)
-
-    async def client() -> None:
-        nonlocal acked
-        async with RawClient(url, 60) as http:
-            for body in queue:
-                headers = {"Content-Type": "application/json"}
-                response = await http.post("/publish", content=body, headers=headers)
-                if response.status_code != 200:
-                    raise RuntimeError(f"/publish: {response.status_code} {response.text[:200]}")
-                acked += BATCH
-
-    started = time.perf_counter()
-    with trio.move_on_after(seconds):
-        async with trio.open_nursery() as nursery:
-            for _ in range(clients):
-                nursery.start_soon(client)
-    return acked / (time.perf_counter() - started)
+    return await drive_http(
+        url, "/publish", pool, per_body=BATCH, clients=clients, seconds=seconds,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
 
 
 async def drive_syslog(

@@ -88,7 +88,7 @@ BUGS = (
             ),
             Edit(
                 WRITER,
-                "        _reply(request, Accepted(stored + duplicates, stored, duplicates))",
+                "        _reply(request, Accepted(stored + duplicates, stored, duplicates, flags))",
                 "        pass",
             ),
         ),

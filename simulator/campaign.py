@@ -52,6 +52,11 @@ class Load:
     requests: int = 0
     acked_requests: int = 0
     acked_events: int = 0  # events in 200 answers, duplicates included
+    min_acked_events: int = 0  # the last round publishes until this many were acknowledged
+
+    def done(self) -> bool:
+        """The last round's publishers stop: nothing pending, and enough acknowledged."""
+        return not self.pending and self.acked_events >= self.min_acked_events
 
     def next_batch(self, size: int) -> Batch:
         if self.pending:
@@ -130,7 +135,7 @@ async def start_server(nursery: trio.Nursery, data_dir: Path, retention_bytes: i
 async def publish(url: str, load: Load, *, batch_size: int, stop_when_done: bool) -> None:
     """One at-least-once publisher: a batch not answered 200 goes back to ``pending``."""
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
-        while not (stop_when_done and not load.pending):
+        while not (stop_when_done and load.done()):
             batch = load.next_batch(batch_size)
             acked = False
             try:
@@ -271,9 +276,9 @@ def epoch(text: str) -> float:
 
 async def run_campaign(
     data_dir: Path, *, kills: int, clients: int, seed: int, max_delay: float,
-    retention_bytes: int = 0,
+    retention_bytes: int = 0, min_events: int = 0,
 ) -> Figures:  # fmt: skip
-    load = Load(random.Random(seed))
+    load = Load(random.Random(seed), min_acked_events=min_events)
     rounds = [load.rng.uniform(0, max_delay) for _ in range(kills)]
     for kill_after in [*rounds, None]:
         await run_round(data_dir, load, clients=clients, kill_after=kill_after,
@@ -291,6 +296,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a temporary one")
     parser.add_argument("--retention-bytes", type=int, default=0,
                         help="the server's AGGREGATOR_RETENTION_BYTES (0: off)")  # fmt: skip
+    parser.add_argument(
+        "--min-events",
+        type=int,
+        default=0,
+        help="the last round publishes until this many events were acknowledged in all "
+        "(whatever the machine's speed; default 0)",
+    )
     args = parser.parse_args(argv)
     seed = random.randrange(2**32) if args.seed is None else args.seed
     with tempfile.TemporaryDirectory(prefix="campaign-") as tmp:
@@ -299,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             lambda: run_campaign(
                 data_dir, kills=args.kills, clients=args.clients, seed=seed,
                 max_delay=args.max_delay, retention_bytes=args.retention_bytes,
+                min_events=args.min_events,
             )
         )  # fmt: skip
     out = sys.stdout

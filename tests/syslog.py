@@ -1,8 +1,9 @@
 """A real server process with its syslog listeners on, seen from outside; and an rsyslogd relay.
 
 ``Door.send_tcp`` closes the way a careful sender does: it half-closes and waits for the
-server's own close, which the server sends only once everything it read is committed; so when
-it returns, the messages are in ``/events`` (or counted as refused), with no polling.
+server's own close, which the server sends only once everything it read is committed (a FIN; a
+reset when a frame was cut); so when it returns, the messages are in ``/events`` (or counted as
+refused), with no polling.
 """
 
 from __future__ import annotations
@@ -62,13 +63,19 @@ class Door:
         wait_for(lambda: len(self.events(topic)) >= count, f"{count} events of {topic}")
         return self.events(topic)
 
-    def send_tcp(self, data: bytes) -> None:
-        """Send ``data`` on a new connection, half-close, and wait for the server's close."""
+    def send_tcp(self, data: bytes) -> bool:
+        """Send ``data`` on a new connection, half-close, and wait for the server's close: True
+        for a FIN (every frame whole and committed), False for a reset (a frame was cut, and
+        counted ``truncated``; the whole ones before it are committed too)."""
         with socket.create_connection(("127.0.0.1", self.tcp), timeout=30) as sock:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
-            while sock.recv(4096):
-                pass
+            try:
+                while sock.recv(4096):
+                    pass
+            except ConnectionResetError:
+                return False
+            return True
 
     def send_udp(self, data: bytes) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

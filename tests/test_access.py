@@ -37,6 +37,8 @@ async def test_tokens_guard_publish_and_reads_but_not_health(
             ]
             health = await http.get("/health")
             spec = await http.get("/openapi.json")
+            scraped = await http.get("/metrics", headers={"Authorization": f"Bearer {READ}"})
+            metrics = scraped.text
     for response in (missing, wrong, *reads):
         assert response.status_code == 401
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
@@ -47,6 +49,13 @@ async def test_tokens_guard_publish_and_reads_but_not_health(
     assert [r.status_code for r in authed] == [200, 200]
     assert (health.status_code, spec.status_code) == (200, 200)
     assert PUBLISH not in caplog.text and READ not in caplog.text
+    # Counted with the other refused publishes; logged at DEBUG only (a dashboard without its
+    # token added two INFO lines per refresh).
+    assert (
+        'aggregator_publish_rejected_total{protocol="publish",reason="unauthorized"} 2.0' in metrics
+    )
+    ours = [r for r in caplog.records if r.name.startswith("aggregator")]
+    assert [r.levelno for r in ours if "401" in r.getMessage()] == [logging.DEBUG] * 4
 
 
 async def test_tokens_are_off_by_default(tmp_path: Path) -> None:
@@ -77,12 +86,20 @@ async def test_slowloris_and_idle_connections_are_cut_and_others_served(tmp_path
             assert (await server.publish(event(event_id="served"))).status_code == 200
             for stream in [*idle, *slow]:  # the server closes them: EOF, no response
                 assert await stream.receive_some(1000) == b""
-            for stream in body:  # a slow body gets 408, saying it closes, then the close
+            for stream, route in zip(
+                body, ["POST /publish", "GET /stats", "POST /events"] * 2, strict=True
+            ):
+                # A slow body gets 408, saying it closes, then the close; only a publish speaks
+                # of storing (a GET's 408 said "nothing was stored").
                 data = b""
                 while chunk := await stream.receive_some(1000):
                     data += chunk
                 assert data.startswith(b"HTTP/1.1 408"), data
                 assert b"\r\nconnection: close\r\n" in data.lower(), data
+                if route == "POST /publish":
+                    assert b"nothing was stored" in data, data
+                else:
+                    assert b"stored" not in data and f"{route} was not served".encode() in data
             # A new connection: the client's pooled one was idle past keep_alive_seconds too.
             async with httpx.AsyncClient(base_url=server.running.url) as fresh:
                 assert (await fresh.get("/health")).status_code == 200

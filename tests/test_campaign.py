@@ -32,7 +32,8 @@ def test_five_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -
 def test_five_kills_with_retention_on_lose_nothing_that_had_not_expired(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "simulator.campaign", "--kills", "5", "--seed", "6",
-         "--max-delay", "2", "--data-dir", str(tmp_path), "--retention-bytes", "60000"],
+         "--max-delay", "2", "--data-dir", str(tmp_path), "--retention-bytes", "60000",
+         "--min-events", "2000"],  # some expire, however slow the machine
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

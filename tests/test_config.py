@@ -50,6 +50,7 @@ NON_DEFAULT = {
     "shutdown_grace_seconds": "2.5",
     "cache_mib": "9",
     "readers": "2",
+    "integrity_check": "off",
     "database_url": "postgresql://u@h/db",
     "log_level": "debug",
     "heartbeat_seconds": "0.5",
@@ -68,6 +69,11 @@ NON_DEFAULT = {
     "syslog_udp_port": "5515",
     "syslog_max_connections": "3",
     "syslog_buffer_bytes": "4096",
+    "max_topics": "23",
+    "max_offset": "29",
+    "subscriber_buffer_bytes": "65536",
+    "replay_cache_bytes": "131072",
+    "send_timeout_seconds": "6.5",
 }
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 from typing import Any
 
 import pytest
 
-from aggregator.decoders.content import decode_content, media_type
+from aggregator.decoders.content import GZIP_FEED, MAX_GZIP_MEMBERS, decode_content, media_type
 from aggregator.decoders.publish import decode_publish, normalise_timestamp
 from aggregator.messages import Detail, EventRecord, Limits, Rejection
 from tests.support import event
@@ -191,9 +192,10 @@ def test_the_wrapper_takes_only_events_and_an_array() -> None:
         (b"", JSON, "the body is not valid JSON: "),
         (b'{"events": [1,', JSON, "the body is not valid JSON: "),
         (b"\xff\xfe", JSON, "the body is not valid JSON: "),
-        (json.dumps(event()).encode() + b"\n{oops}\n", NDJSON, "line 1 is not valid JSON: "),
-        (b'\n\n{"events": [{"topic": "a"', NDJSON, "line 2 is not valid JSON: "),
-        (b'{"topic": 5, "x": [}', NDJSON, "line 0 is not valid JSON: "),
+        # NDJSON lines are named 1-based, as editors show them.
+        (json.dumps(event()).encode() + b"\n{oops}\n", NDJSON, "line 2 is not valid JSON: "),
+        (b'\n\n{"events": [{"topic": "a"', NDJSON, "line 3 is not valid JSON: "),
+        (b'{"topic": 5, "x": [}', NDJSON, "line 1 is not valid JSON: "),
     ],
 )
 def test_malformed_json_is_400_naming_where(
@@ -202,6 +204,38 @@ def test_malformed_json_is_400_naming_where(
     refusal = rejected(body, headers)
     assert (refusal.status, refusal.error) == (400, "malformed")
     assert refusal.message.startswith(start), refusal.message
+
+
+def test_ndjson_messages_name_lines_1_based_and_details_keep_the_0_based_index() -> None:
+    """A bad second line said "line 1" while a 422 for the third said "event 2"."""
+    lines = [json.dumps(event(event_id=str(n))) for n in range(2)] + [json.dumps(event(source=""))]
+    refusal = rejected("\n".join(lines).encode(), NDJSON)
+    assert refusal.message.startswith("1 problem; first: line 3 field 'source'"), refusal.message
+    assert [(d.index, d.field) for d in refusal.details or []] == [(2, "source")]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "headers"),
+    [
+        ("2026-11-21T10:00:00+0700", JSON),
+        ("2026-11-21T10:00:00.5-0130", NDJSON),
+        ("2026-11-21T10:00:00+0000", JSON),
+    ],
+)
+def test_an_offset_without_a_colon_is_422_naming_the_timestamp(
+    stamp: str, headers: dict[str, str]
+) -> None:
+    """RFC 3339 requires the colon; msgspec took "+0700" for "+07:00" (issue 12)."""
+    good = json.dumps(event(event_id="good", timestamp="2026-11-21T10:00:00+07:00"))
+    bad = json.dumps(event(event_id="bad", timestamp=stamp))
+    body = f"[{good}, {bad}]" if headers is JSON else f"{good}\n{bad}"
+    refusal = rejected(body.encode(), headers)
+    assert refusal.status == 422
+    [detail] = refusal.details or []
+    assert (detail.index, detail.field) == (1, "timestamp")
+    assert "the offset needs a colon, as in +07:00" in detail.message
+    alone = rejected(bad.encode(), JSON)  # one event alone: the same
+    assert [(d.index, d.field) for d in alone.details or []] == [(0, "timestamp")]
 
 
 def test_invalid_utf8_inside_a_string_is_400() -> None:
@@ -386,6 +420,23 @@ def test_the_decompressed_size_is_limited_exactly() -> None:
     # The decoder applies max_body_bytes to the decompressed body.
     bomb = gzip.compress(json.dumps(event()).encode() + b" " * 5000)
     assert rejected(bomb, {**JSON, "content-encoding": "gzip"}).status == 413
+
+
+def test_gzip_members_are_bounded_and_walked_across_feed_pieces() -> None:
+    """4 MiB of empty members cost quadratic time (the rest of the body copied per member)."""
+    gz = {"content-encoding": "gzip"}
+    members = [gzip.compress(str(n).encode(), mtime=0) for n in range(MAX_GZIP_MEMBERS)]
+    assert decode_content(b"".join(members), gz, 10_000) == b"".join(
+        str(n).encode() for n in range(MAX_GZIP_MEMBERS)
+    )
+    with pytest.raises(Rejection) as caught:
+        decode_content(b"".join(members) + members[0], gz, 10_000)
+    assert (caught.value.status, caught.value.error) == (413, "too_large")
+    assert f"more than {MAX_GZIP_MEMBERS} members, the limit" in caught.value.message
+    # Members that straddle the pieces zlib is fed, in both directions.
+    noise = random.Random(1).randbytes(3 * GZIP_FEED)  # incompressible: members of ~3 pieces
+    body = gzip.compress(noise) + gzip.compress(b"tail") + gzip.compress(noise[:100])
+    assert decode_content(body, gz, 10 * GZIP_FEED) == noise + b"tail" + noise[:100]
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ MODULES = ("aggregator", "simulator", "tui", "bench", "mutation")
 KNOWN_MODULES = {"pytest", "pip"}
 # Tools the docs may show that are not ours: each is documented by its own project.
 KNOWN_TOOLS = {"curl", "createdb", "psql", "sudo", "logger", "rsyslogd", "pip", "export", "cd"}
+KNOWN_TOOLS |= {"sqlite3"}  # the store's own shell (docs/reliability.md, "A damaged store")
 SETTINGS = {
     "AGGREGATOR_": [env_name(f, "AGGREGATOR_") for f in dataclasses.fields(Config)],
     "SIMULATOR_": [env_name(f, SIMULATOR_PREFIX) for f in dataclasses.fields(SimulatorOptions)],
@@ -62,6 +63,8 @@ def test_every_server_setting_is_in_the_operating_page(field: str) -> None:
     "route",
     [
         "POST /publish",
+        "POST /v1/logs",
+        "POST /loki/api/v1/push",
         "GET /events",
         "GET /stats",
         "GET /health",
@@ -71,6 +74,8 @@ def test_every_server_setting_is_in_the_operating_page(field: str) -> None:
         "GET /topics",
         "GET /metrics",
         "GET /openapi.json",
+        "POST /_bulk",
+        "POST /{index}/_bulk",
     ],
 )
 def test_every_route_is_in_the_api_page_and_the_readme(route: str) -> None:

@@ -359,7 +359,7 @@ def test_the_reproducer_is_rejected_by_the_decoder_itself() -> None:
             REPRODUCER, {"content-type": "application/x-ndjson"}, Limits(1 << 20, 1000, 65536)
         )
     assert raised.value.status == 400
-    assert raised.value.message == "line 0 is not valid JSON: Input data was truncated"
+    assert raised.value.message == "line 1 is not valid JSON: Input data was truncated"
 
 
 class BugThenBroken:

@@ -33,7 +33,7 @@ from tests.support import ROOT, running_server
 DOC = openapi_document(__version__)
 SCHEMATHESIS_EXAMPLES = 25  # per operation and phase
 # The test cases that run generates (seeded: the same every run); docs/reliability.md states it.
-SCHEMATHESIS_CASES = 634
+SCHEMATHESIS_CASES = 604
 
 
 def app_routes() -> set[tuple[str, str]]:
@@ -122,6 +122,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
                 "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                 "--phases", "examples,coverage,fuzzing,stateful",
                 "--exclude-path", "/subscribe",  # an endless stream: tests/test_subscribe.py
+                # Shippers' protocols, described not modelled: tests/test_otlp.py, test_loki.py.
+                "--exclude-path", "/v1/logs", "--exclude-path", "/loki/api/v1/push",
             ],
             cwd=tmp_path, capture_output=True, text=True, timeout=300,
         )  # fmt: skip

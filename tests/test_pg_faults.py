@@ -376,7 +376,8 @@ async def test_reads_survive_lost_connections_with_one_retry_each(
                     "WHERE application_name = 'aggregator-reader' "
                     "AND datname = current_database()"
                 ).fetchall()
-            assert killed == [(True,)] * 4  # every connection of the pool is gone
+            # Every reader is gone: the clients' four, the probes' and the live tail's.
+            assert killed == [(True,)] * 6
             stats = [(await server.client.get("/stats")).status_code for _ in range(6)]
             health = await server.client.get("/health")
             events = await server.client.get("/events")

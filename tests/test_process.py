@@ -226,6 +226,8 @@ async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
         (["--port", "http"], {}, "--port='http' is not an integer"),
         ([], {"AGGREGATOR_WORKERS": "0"}, "AGGREGATOR_WORKERS='0' must be at least 1"),
         ([], {"AGGREGATOR_SYNCHRONOUS": "off"}, "must be one of: full, normal"),
+        # An unknown flag: one line, not the whole usage first (issue 20).
+        (["--bogus"], {}, "unrecognized arguments: --bogus (see aggregator --help)"),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2(

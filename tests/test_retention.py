@@ -175,3 +175,31 @@ def test_a_step_that_deleted_events_asks_for_another(tmp_path: Path) -> None:
     # deletions say whether there is more to do.
     assert [(step.expired, step.more) for step in steps] == [(1, True), (1, True), (0, False)]
     store.close()
+
+
+def test_a_limit_far_below_the_store_keeps_what_fits(tmp_path: Path) -> None:
+    """The keys of expired events stay in the key table until their bucket is swept, and they
+    counted in the size: a limit set far below a store's size (turned on, or lowered) deleted
+    nearly every event while the space was held by keys of events already gone. On a real
+    server, a 60,000-event store (14 MB) under a 1 MB limit kept 351 events, where ~3,200 fit."""
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    for batch in range(60):
+        store.commit(
+            [[rec("t", f"{batch}-{i}", '{"text": "' + "x" * 100 + '"}') for i in range(1000)]]
+        )
+    store.close()  # the keys merged into the table, as a store that ran a while has them
+    conn = sqlite3.connect(db)
+    per_event = used_bytes(conn) / 60_000  # the event, its index entries and its key
+    conn.close()
+    limit = 1_000_000
+    store = SQLiteStore(db)
+    try:
+        upkeep(store, Retention(max_bytes=limit), step=5000)
+        conn = sqlite3.connect(db)
+        stored, used = conn.execute("SELECT count(*) FROM events").fetchone()[0], used_bytes(conn)
+        conn.close()
+    finally:
+        store.close()
+    assert used <= limit
+    assert stored >= 0.8 * limit / per_event, (stored, limit / per_event)

@@ -26,7 +26,7 @@ import trio.testing
 
 from aggregator.config import Config
 from aggregator.service import Running, serve
-from aggregator.store import open_store
+from aggregator.store import open_integrity_check, open_store
 from tests.conftest import Server, open_server
 from tests.sse import open_stream
 from tests.support import ROOT, ServerProcess, event, wait_for
@@ -43,6 +43,15 @@ ELSEWHERE = {
     "subscriber_buffer_events": (
         "test_subscribe.py",
         "test_a_stalled_subscriber_does_not_delay_publishes_and_replays_when_it_reads_again",
+    ),
+    "send_timeout_seconds": (
+        "test_connections.py",
+        "test_a_peer_that_stops_reading_is_disconnected_after_the_send_timeout",
+    ),
+    "max_offset": ("test_hardening.py", "test_offset_is_capped_with_a_message_naming_the_limit"),
+    "max_topics": (
+        "test_hardening.py",
+        "test_topics_beyond_the_limit_are_refused_with_the_limit_named",
     ),
     "database_url": (
         "test_postgres.py",
@@ -218,9 +227,21 @@ async def check_readers(tmp_path: Path) -> None:
 
     counts = []
     for readers in (1, 3):
-        async with open_server(tmp_path / str(readers), readers=readers) as server:
+        # No integrity check: its connection, open for a moment after start-up, would count.
+        settings = {"readers": readers, "integrity_check": "off"}
+        async with open_server(tmp_path / str(readers), **settings) as server:
             counts.append(connections(server.config.database_path))
     assert counts[1] - counts[0] == 2
+
+
+async def check_integrity_check(tmp_path: Path) -> None:
+    # Off: nothing checks the store and /readyz says so (by default: pending, running, passed).
+    async with open_server(tmp_path, integrity_check="off") as server:
+        ready = (await server.client.get("/readyz")).json()
+    assert ready == {"status": "ok", "integrity_check": "off"}
+    full = open_integrity_check(Config(data_dir=tmp_path, integrity_check="full"))
+    assert full is not None and full.pragma == "integrity_check"  # quick_check by default
+    await trio.to_thread.run_sync(full.run)  # the store passes it
 
 
 def _target(fd: Path) -> str:
@@ -257,6 +278,30 @@ async def check_heartbeat_seconds(tmp_path: Path) -> None:
         with trio.fail_after(3):  # the default is 15 s
             message = await stream.next()
     assert "heartbeat" in message.comments
+
+
+async def check_subscriber_buffer_bytes(tmp_path: Path) -> None:
+    # One event over the bytes a subscriber may buffer: it lags at once (by events it would not).
+    async with open_server(tmp_path, subscriber_buffer_bytes=1000) as server:
+        hub = server.running.hub
+        subscription = hub.subscribe(None)
+        assert (await server.publish(event(payload={"x": "y" * 5000}))).status_code == 200
+        await hub.wait_fanned_out(1)
+        assert subscription.lagged
+
+
+async def check_replay_cache_bytes(tmp_path: Path) -> None:
+    # Two complete blocks of about 200 KB each replayed; the cache keeps what fits its bytes.
+    async with open_server(tmp_path, replay_cache_bytes=300_000) as server:
+        for n in range(2):
+            batch = [event(event_id=f"{n}-{i}", payload={"x": "y" * 30}) for i in range(1000)]
+            assert (await server.publish(batch)).status_code == 200
+        await server.running.hub.wait_fanned_out(2000)
+        async with open_stream(server.running.url, after=0) as stream:
+            assert len(await stream.events(2000)) == 2000
+        replay = server.running.hub.replay
+        assert replay.reads == 2
+        assert 0 < replay.kept_bytes <= 300_000
 
 
 async def check_probe_seconds(tmp_path: Path) -> None:

@@ -207,8 +207,11 @@ async def test_metrics_parse_and_their_counters_match_stats(server: Server) -> N
     assert values["aggregator_events_received_total"] == stats["received"] == 12
     assert values["aggregator_events_stored_total"] == stats["unique_processed"] == 7
     assert values["aggregator_events_duplicate_total"] == stats["duplicate_dropped"] == 5
-    assert values["aggregator_publish_rejected_total{reason=validation}"] == 1
-    assert values["aggregator_publish_rejected_total{reason=unsupported_media_type}"] == 1
+    assert values["aggregator_publish_rejected_total{protocol=publish,reason=validation}"] == 1
+    assert (
+        values["aggregator_publish_rejected_total{protocol=publish,reason=unsupported_media_type}"]
+        == 1
+    )
     assert values["aggregator_transaction_events_count"] == writer.transactions == 2
     assert values["aggregator_transaction_events_sum"] == writer.events == 12
     assert values["aggregator_commit_duration_seconds_count"] == 2
@@ -308,6 +311,6 @@ async def test_overload_is_shed_with_429_the_queue_stays_bounded_and_it_recovers
             after = await metric_values(server)
     assert sorted(answers) == list(range(25)) and set(answers.values()) == {200}
     assert full["aggregator_ingest_queue_depth"] == 3 == full["aggregator_ingest_queue_capacity"]
-    assert full["aggregator_publish_rejected_total{reason=overloaded}"] == 20
+    assert full["aggregator_publish_rejected_total{protocol=publish,reason=overloaded}"] == 20
     assert after["aggregator_ingest_queue_depth"] == 0
     assert stats["unique_processed"] == 250 and stats["received"] == 250  # nothing lost

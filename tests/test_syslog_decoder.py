@@ -121,6 +121,56 @@ def test_rfc3164_without_hostname_with_pid_and_with_an_rfc3339_stamp() -> None:
 
 
 @pytest.mark.parametrize(
+    ("raw", "hostname", "message"),
+    [
+        # A sequence number, not a program (Cisco IOS): each would have been a topic.
+        ("<189>123: *Mar  1 18:46:11: %SYS-5-CONFIG_I: Configured", None, None),
+        ("<13>Nov 30 07:48:45 vm 12345: numbered", "vm", None),
+        ("<13>Nov 30 07:48:45 vm -- MARK --", "vm", None),  # no TAG at all
+        ("<13>Nov 30 07:48:45 -- MARK --", None, None),  # and no HOSTNAME either
+        # No stamp, and text that starts like one: was rejected as a bad RFC 3339 stamp.
+        ("<13>2024-01-01 backup done", None, None),
+        ("<13>1234-5678 job finished", None, None),
+        # "1 " is RFC 5424's version only when a "-" or a date follows: was rejected.
+        ("<13>1 file copied", None, None),
+    ],
+)
+def test_a_tag_without_a_letter_is_no_tag_and_the_text_is_kept_whole(
+    raw: str, hostname: str | None, message: str | None
+) -> None:
+    record = decode(raw)
+    fields = payload(record)
+    text = raw.split(">", 1)[1]
+    expected = message or (text if text[:1].isdigit() else text[16:])
+    if hostname:
+        expected = expected.removeprefix(hostname + " ")
+    assert (record.topic, fields["app_name"], fields["procid"]) == (DEFAULT_TOPIC, None, None)
+    assert (fields["format"], fields["hostname"], fields["message"]) == (
+        "rfc3164",
+        hostname,
+        expected,
+    )
+
+
+def test_a_tag_of_digits_with_a_pid_is_still_a_tag() -> None:
+    fields = payload(decode("<13>Nov 30 07:48:45 vm 4711[9]: numbered program"))
+    assert (fields["app_name"], fields["procid"], fields["message"]) == (
+        "4711",
+        "9",
+        "numbered program",
+    )
+
+
+@pytest.mark.parametrize(
+    "raw", ["<13>1 2026-13-01T00:00:00Z h a - - - x", "<13>1 - h a - - x", "<13>1 - h a"]
+)
+def test_a_broken_rfc5424_header_is_still_malformed(raw: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        decode(raw)
+    assert caught.value.error == "malformed"
+
+
+@pytest.mark.parametrize(
     ("stamp", "received", "expected"),
     [
         ("Dec 31 23:59:59", datetime(2027, 1, 1, 0, 0, 5, tzinfo=UTC), "2026-12-31T23:59:59Z"),
@@ -165,6 +215,14 @@ def test_event_id_is_a_hash_of_the_bytes() -> None:
     assert first.event_id == again.event_id and len(first.event_id) == 32
     assert decode(LOGGER_5424 + " ").event_id != first.event_id
     assert decode(b"<13>1 - h a - - - \xe9").event_id != decode(b"<13>1 - h a - - - \xe8").event_id
+
+
+def test_without_hostname_the_peer_is_part_of_the_id() -> None:
+    bare = "<13>Nov 30 07:48:45 sshd[1]: the same line"
+    assert decode(bare, peer="10.0.0.1").event_id != decode(bare, peer="10.0.0.2").event_id
+    assert decode(bare, peer="10.0.0.1").event_id == decode(bare, peer="10.0.0.1").event_id
+    named = "<13>Nov 30 07:48:45 host sshd[1]: the same line"  # relayed: one event
+    assert decode(named, peer="10.0.0.1").event_id == decode(named, peer="10.0.0.2").event_id
 
 
 PRIORITY = "it must start with a priority such as <13>"
@@ -386,6 +444,22 @@ def test_the_end_of_the_stream_truncates_a_counted_frame_and_ends_a_line() -> No
 def test_strip_frame_drops_one_lf_and_its_cr() -> None:
     assert strip_frame(b"<13>m\r\n") == b"<13>m"
     assert strip_frame(b"<13>m\n\n") == b"<13>m\n"
+    assert strip_frame(b"<13>m\x00") == b"<13>m"  # a NUL TRAILER, as over UDP
+
+
+def test_a_nul_ends_a_line_but_not_a_counted_frame() -> None:
+    """RFC 6587 3.4.2: some senders end each message with a NUL and no LF; they were read as
+    one message up to the next LF (or the size limit)."""
+    assert frames(b"<13>one\x00<13>two\x00\n<13>three\r\x00") == [
+        b"<13>one",
+        b"<13>two",
+        b"<13>three",
+    ]
+    assert frames(b"8 <13>a\x00b\n") == [b"<13>a\x00b"]  # counted: the NUL is the message's
+    assert frames(b"<13>" + b"y" * 150 + b"\x00<13>next\x00", max_bytes=100) == [
+        Problem.TOO_LARGE,
+        b"<13>next",
+    ]
 
 
 @settings(max_examples=300, deadline=None, database=None)

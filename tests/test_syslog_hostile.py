@@ -5,6 +5,7 @@ Each ends with the server healthy and ``/stats`` consistent."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import socket
 import sqlite3
@@ -58,16 +59,42 @@ def test_garbage_is_counted_and_the_next_line_is_read(door: Door) -> None:
         (b"999999999 " + b"x" * 70_000, "too_large"),
         (b"<13>1 - host big - - - " + b"x" * (LIMIT * 3) + b"\n", "too_large"),
         (b"<13>1 - host big2 - - - " + b"\x01" * (LIMIT // 2) + b"\n", "too_large"),  # escaped
+        (b"-5 <13>1 - host neg - - - m\n", "malformed"),  # no count: a line, not syslog
+        (b"12a <13>1 - host nondigit - - - m\n", "malformed"),
+        (b"1234567890 <13>1 - host ten - - - m\n", "malformed"),  # ten digits: no count
+        (b"4294967297 " + b"x" * 100, "malformed"),  # 2^32 + 1: no wrap-around to 1
         (b"<999>1 - host pri - - - m\n", "malformed"),
-        (b"\xff\xfe\x00\x01\n", "malformed"),
+        (b"\xff\xfe\x02\x01\n", "malformed"),  # (a NUL would end the line)
     ],
-    ids=["truncated-count", "huge-count", "long-line", "long-payload", "bad-pri", "binary"],
+    ids=[
+        "truncated-count",
+        "huge-count",
+        "long-line",
+        "long-payload",
+        "negative-count",
+        "non-digit-count",
+        "ten-digit-count",
+        "wrapping-count",
+        "bad-pri",
+        "binary",
+    ],
 )
 def test_a_bad_frame_is_counted_and_nothing_is_stored(door: Door, data: bytes, result: str) -> None:
     before, counters = door.messages(), door.counters()
-    door.send_tcp(data)
+    assert door.send_tcp(data) == (result != "truncated")  # a cut frame: a reset, not a FIN
     assert deltas(door, before) == {("tcp", result): 1}
     assert door.counters() == counters
+
+
+def test_a_sender_that_closes_inside_a_frame_gets_a_reset_after_the_commit(door: Door) -> None:
+    """A FIN says "every frame you sent is committed"; with a counted frame cut short by the
+    sender's close it was a FIN all the same."""
+    before = door.messages()
+    assert not door.send_tcp(line("before-cut") + b"300 <13>1 - host cut - - - part")
+    assert len(door.events("before-cut")) == 1  # the whole frame: committed before the reset
+    assert deltas(door, before) == {("tcp", "stored"): 1, ("tcp", "truncated"): 1}
+    assert door.send_tcp(line("no-cut") + b"<13>1 - host no-lf - - - a last line, no LF")
+    assert len(door.events("no-lf")) == 1  # a line ended by the close is whole: a FIN
 
 
 def test_a_line_over_the_limit_does_not_take_the_next_one_with_it(door: Door) -> None:
@@ -91,13 +118,24 @@ def test_udp_garbage_and_oversized_datagrams_are_counted(door: Door) -> None:
     }
 
 
-def test_a_peer_that_stalls_mid_frame_is_cut_and_costs_the_others_nothing(door: Door) -> None:
+@pytest.mark.parametrize(
+    "begun",
+    [b"200 <13>1 - host stalled - - - half of it", b"200", b"200 ", b"<13>1 - no newline"],
+    ids=["mid-frame", "bare-count", "count-and-space", "mid-line"],
+)
+def test_a_peer_that_stalls_mid_frame_is_cut_and_costs_the_others_nothing(
+    door: Door, begun: bytes
+) -> None:
+    """Slowloris: a frame begun (even a bare length prefix) must end within
+    --read-timeout-seconds."""
     before = door.messages()
     with socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as stalled:
-        stalled.sendall(b"200 <13>1 - host stalled - - - half of it")
-        door.send_tcp(line("while-stalled"))  # served meanwhile
-        assert len(door.events("while-stalled")) == 1
-        assert stalled.recv(100) == b""  # --read-timeout-seconds 1: the server closed it
+        stalled.sendall(begun)
+        other = f"while-stalled-{len(begun)}"
+        door.send_tcp(line(other))  # served meanwhile
+        assert len(door.events(other)) == 1
+        with pytest.raises(ConnectionResetError):  # --read-timeout-seconds 1: cut, a reset
+            stalled.recv(100)
     assert deltas(door, before) == {("tcp", "stored"): 1, ("tcp", "truncated"): 1}
     wait_for(lambda: door.gauge("aggregator_syslog_connections") == 0, "no connection open")
 
@@ -126,8 +164,9 @@ def test_arbitrary_bytes_never_hurt_the_listener(door: Door, chunks: list[bytes]
         for chunk in chunks:
             sock.sendall(chunk)
         sock.shutdown(socket.SHUT_WR)
-        while sock.recv(4096):
-            pass
+        with contextlib.suppress(ConnectionResetError):  # a frame cut at the end: a reset
+            while sock.recv(4096):
+                pass
     door.send_tcp(line("after-fuzz", str(random.random())))
     received, unique, duplicates = door.counters()
     assert received == unique + duplicates
@@ -280,6 +319,25 @@ def test_shutdown_closes_the_listeners_and_commits_what_was_read(tmp_path: Path)
 
 
 @pytest.mark.sqlite_only
+def test_a_server_killed_before_the_commit_resets_the_connection(tmp_path: Path) -> None:
+    """kill -9 with a line read and not committed: the kernel closed the dead process's socket
+    with a FIN, and a sender waiting for the close took its lost line for stored."""
+    with (
+        syslog_server(tmp_path) as door,
+        socket.create_connection(("127.0.0.1", door.tcp), timeout=30) as sock,
+    ):
+        with store_locked(tmp_path):
+            sock.sendall(line("killed"))
+            sock.shutdown(socket.SHUT_WR)
+            wait_for(lambda: door.gauge("aggregator_syslog_pending") == 1, "the line read")
+            door.server.proc.kill()
+            door.server.proc.wait(30)
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+    assert rows(tmp_path, "killed") == 0
+
+
+@pytest.mark.sqlite_only
 def test_a_connection_not_committed_within_the_grace_is_reset_not_closed(tmp_path: Path) -> None:
     """A sender that waits for the server's close must never take it for "committed" when the
     grace ran out first: it gets a reset."""
@@ -296,3 +354,40 @@ def test_a_connection_not_committed_within_the_grace_is_reset_not_closed(tmp_pat
             sock.recv(1)
         assert door.server.proc.wait(60) == 0
     assert rows(tmp_path, "grace-over") == 0
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_args(request: pytest.FixtureRequest) -> list[str]:
+    if request.param == "postgres":
+        return ["--database-url", request.getfixturevalue("pg_url")]
+    return []
+
+
+def test_nul_bytes_and_invalid_utf8_are_stored_as_the_docs_say(
+    tmp_path: Path, store_args: list[str]
+) -> None:
+    """A NUL ends a newline-framed message (RFC 6587's other TRAILER: three NUL-ended messages
+    were stored as one); inside a counted frame or a datagram it is kept, as U+0000, in every
+    field, on both stores (PostgreSQL's text cannot hold a NUL: the store escapes it). Bytes that
+    are not UTF-8 become U+FFFD; the id hashes the bytes, so they stay two events."""
+    inner = b"<13>1 - ho\x00st nul-inside - - - a\x00b"
+    with syslog_server(tmp_path, *store_args) as door:
+        door.send_tcp(b"".join(line(f"nul-ended-{n}").rstrip(b"\n") + b"\x00" for n in range(3)))
+        door.send_tcp(b"%d %s" % (len(inner), inner))
+        door.send_udp(line("nul-udp").rstrip(b"\n") + b"\x00")
+        door.send_tcp(line("nul-udp"))  # the same message LF-ended: the same event
+        door.send_tcp(line("latin1", "caf\xe9").replace(b"\xc3\xa9", b"\xe9"))
+        door.send_tcp(line("latin1", "caf\xe8").replace(b"\xc3\xa8", b"\xe8"))
+        # (PostgreSQL's /events may show a commit a moment later: wait_events, not events.)
+        for n in range(3):
+            [ended] = door.wait_events(f"nul-ended-{n}", 1)
+            assert ended["payload"]["message"] == "fine"
+        [kept] = door.wait_events("nul-inside", 1)
+        assert (kept["source"], kept["payload"]["message"]) == ("ho\x00st", "a\x00b")
+        door.wait_events("nul-udp", 1)
+        wait_for(lambda: door.messages().get(("tcp", "duplicate")) == 1, "the LF-ended copy")
+        assert len(door.events("nul-udp")) == 1
+        latin1 = door.wait_events("latin1", 2)
+        assert sorted(e["payload"]["message"] for e in latin1) == ["caf\ufffd"] * 2
+        assert latin1[0]["event_id"] != latin1[1]["event_id"]
+        door.assert_healthy()

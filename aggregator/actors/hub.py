@@ -25,7 +25,7 @@ from aggregator.actors.readers import ReaderPool
 from aggregator.actors.replay import ReplayCache
 from aggregator.actors.sse import Frame, encode_all
 from aggregator.incidents import Incidents
-from aggregator.store import ReadStore, StoreUnavailable
+from aggregator.store import ReadStore, StoreDamaged, StoreUnavailable
 
 LOGGER = logging.getLogger(__name__)
 TAIL_PAGE = 1000  # rows per tail read; a commit larger than this takes several reads
@@ -47,25 +47,30 @@ class HubStatistics:
 class Subscription:
     """One subscriber's bounded buffer: the tail fills it, the subscriber's stream drains it."""
 
-    def __init__(self, topic: str | None, limit: int) -> None:
+    def __init__(self, topic: str | None, limit: int, limit_bytes: int = 2**62) -> None:
         self.topic = topic
         self.lagged = False  # the buffer overflowed: frames were lost here, replay from the store
         self.closed = False  # the hub closed: the stream should end
         self._limit = limit
+        self._limit_bytes = limit_bytes
         self._batches: list[Sequence[Frame]] = []
         self._size = 0
+        self._bytes = 0
         self._wake = trio.Event()
 
-    def offer(self, frames: Sequence[Frame]) -> bool:
-        """Take ``frames`` (already for this topic) without blocking; False when it lags now."""
-        if self._size + len(frames) > self._limit:
+    def offer(self, frames: Sequence[Frame], size: int | None = None) -> bool:
+        """Take ``frames`` (already for this topic; ``size`` their bytes) without blocking;
+        False when it lags now."""
+        size = _bytes(frames) if size is None else size
+        if self._size + len(frames) > self._limit or self._bytes + size > self._limit_bytes:
             self.lagged = True
             self._batches.clear()
-            self._size = 0
+            self._size = self._bytes = 0
             self._wake.set()
             return False
         self._batches.append(frames)
         self._size += len(frames)
+        self._bytes += size
         self._wake.set()
         return True
 
@@ -82,15 +87,22 @@ class Subscription:
             return []
         frames = [frame for batch in self._batches for frame in batch]
         self._batches.clear()
-        self._size = 0
+        self._size = self._bytes = 0
         return frames
 
 
 class Hub:
     """The live subscriptions, the tail's wake-up signal, and their counters."""
 
-    def __init__(self, *, buffer_events: int, replay: ReplayCache | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        buffer_events: int,
+        buffer_bytes: int = 2**62,
+        replay: ReplayCache | None = None,
+    ) -> None:
         self._buffer_events = buffer_events
+        self._buffer_bytes = buffer_bytes
         self.replay = ReplayCache() if replay is None else replay  # shared by replaying streams
         self._subscriptions: set[Subscription] = set()
         self._wake_send, self.wake = trio.open_memory_channel[None](1)
@@ -122,7 +134,7 @@ class Hub:
     def subscribe(self, topic: str | None) -> Subscription:
         if self._closed:
             raise HubClosed("the server is shutting down")
-        subscription = Subscription(topic, self._buffer_events)
+        subscription = Subscription(topic, self._buffer_events, self._buffer_bytes)
         self._subscriptions.add(subscription)
         self.subscribed += 1
         return subscription
@@ -147,11 +159,14 @@ class Hub:
         if not frames or not self._subscriptions:
             return
         by_topic: dict[str, list[Frame]] = {}
+        sizes: dict[str | None, int] = {None: 0}
         for frame in frames:
             by_topic.setdefault(frame.topic, []).append(frame)
+            sizes[frame.topic] = sizes.get(frame.topic, 0) + len(frame.data)
+            sizes[None] += len(frame.data)
         for subscription in list(self._subscriptions):
             chosen = frames if subscription.topic is None else by_topic.get(subscription.topic)
-            if chosen and not subscription.offer(chosen):
+            if chosen and not subscription.offer(chosen, sizes[subscription.topic]):
                 self._lagged += 1
                 self._subscriptions.discard(subscription)
 
@@ -168,6 +183,10 @@ class Hub:
             self._tail_cursor,
             self._closed,
         )
+
+
+def _bytes(frames: Sequence[Frame]) -> int:
+    return sum(len(frame.data) for frame in frames)
 
 
 def _read_after(cursor: int, reader: ReadStore) -> list[Frame]:
@@ -206,6 +225,8 @@ async def run_tail(
             try:
                 head = await _skip_unwatched(hub, readers, cursor)
                 cursor = head if head is not None else await _read_new(hub, readers, cursor)
+            except StoreDamaged:
+                pass  # reported by the reader pool: the server is stopping
             except Exception as exc:
                 incidents.record("tail", exc, f"reading the events after seq {cursor}")
 

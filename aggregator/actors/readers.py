@@ -1,4 +1,9 @@
-"""The reader pool: read-only store connections, each used by one worker thread at a time."""
+"""The reader pool: read-only store connections, each used by one worker thread at a time.
+
+A read that finds the store damaged (``StoreDamaged``) is reported to ``on_damaged``, which stops
+the server (``aggregator/actors/integrity.py``), and raised to its caller as well, who answers
+its request with the reason.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from typing import TypeVar
 
 import trio
 
-from aggregator.store import ReadStore
+from aggregator.store import ReadStore, StoreDamaged
 
 T = TypeVar("T")
 
@@ -17,22 +22,32 @@ class ReaderPool:
     """Runs read calls on threads, each with a connection checked out of the pool."""
 
     def __init__(
-        self, idle: trio.MemorySendChannel[ReadStore], waiting: trio.MemoryReceiveChannel[ReadStore]
+        self,
+        idle: trio.MemorySendChannel[ReadStore],
+        waiting: trio.MemoryReceiveChannel[ReadStore],
+        on_damaged: Callable[[StoreDamaged], None] | None = None,
     ) -> None:
         self._idle = idle
         self._waiting = waiting
+        self._on_damaged = on_damaged
 
     async def run(self, call: Callable[[ReadStore], T]) -> T:
         reader = await self._waiting.receive()
         try:
             return await trio.to_thread.run_sync(call, reader)
+        except StoreDamaged as exc:
+            if self._on_damaged is not None:
+                self._on_damaged(exc)
+            raise
         finally:
             self._idle.send_nowait(reader)
 
 
 @asynccontextmanager
 async def open_reader_pool(
-    open_reader: Callable[[], ReadStore], size: int
+    open_reader: Callable[[], ReadStore],
+    size: int,
+    on_damaged: Callable[[StoreDamaged], None] | None = None,
 ) -> AsyncIterator[ReaderPool]:
     """``size`` connections opened on threads, all closed on exit."""
     idle, waiting = trio.open_memory_channel[ReadStore](size)
@@ -40,7 +55,7 @@ async def open_reader_pool(
     for reader in readers:
         idle.send_nowait(reader)
     try:
-        yield ReaderPool(idle, waiting)
+        yield ReaderPool(idle, waiting, on_damaged)
     finally:
         for reader in readers:
             reader.close()

@@ -25,15 +25,21 @@ from aggregator.store import ReadStore
 
 BLOCK = 1000  # seqs per block: a replay page of the old kind
 KEPT = 64  # blocks kept: at most 64,000 encoded events, ~20 MB with 64-byte payloads
+KEPT_BYTES = 64 * 1024 * 1024  # and at most this many bytes of frames: large payloads
 
 
 class ReplayCache:
     """Complete blocks of encoded frames of all topics, most recently used kept."""
 
-    def __init__(self, *, block: int = BLOCK, kept: int = KEPT) -> None:
+    def __init__(
+        self, *, block: int = BLOCK, kept: int = KEPT, kept_bytes: int = KEPT_BYTES
+    ) -> None:
         self.block = block
         self._kept = kept
+        self._kept_bytes = kept_bytes
+        self._bytes = 0  # of the blocks kept
         self._blocks: OrderedDict[int, list[Frame]] = OrderedDict()
+        self._sizes: dict[int, int] = {}
         self._reading: dict[int, trio.Event] = {}
         self.reads = 0  # blocks read from the store, in total
         self.hits = 0  # blocks served from memory, in total
@@ -63,14 +69,28 @@ class ReplayCache:
         try:
             frames = await readers.run(partial(_read_block, index * self.block, self.block))
             self.reads += 1
-            self._blocks[index] = frames
-            while len(self._blocks) > self._kept:
-                self._blocks.popitem(last=False)
+            self._keep(index, frames)
             return frames
         finally:
             # On failure nothing is kept: a waiter finds neither block nor reader and reads.
             del self._reading[index]
             done.set()
+
+    def _keep(self, index: int, frames: list[Frame]) -> None:
+        size = sum(len(frame.data) for frame in frames)
+        if size > self._kept_bytes:  # one block over the bound: served, not kept
+            return
+        self._blocks[index] = frames
+        self._sizes[index] = size
+        self._bytes += size
+        while len(self._blocks) > self._kept or self._bytes > self._kept_bytes:
+            oldest, _ = self._blocks.popitem(last=False)
+            self._bytes -= self._sizes.pop(oldest)
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of frames kept now."""
+        return self._bytes
 
 
 def _read_block(start: int, size: int, reader: ReadStore) -> list[Frame]:

@@ -2,7 +2,8 @@
 
 One task per connection reads, frames and decodes; its committer (``syslog.py``) commits what was
 read. What it promises (docs/syslog.md): a message is stored at most once, and when the sender
-closes the connection, everything it sent is committed *before* the aggregator closes its side.
+closes the connection, everything it sent is committed *before* the aggregator closes its side
+(a FIN); every other end of the connection, the process's death included, is a reset.
 
 Hostile or broken peers cost little: at most ``max_connections`` are served (beyond that the
 listener stops accepting and the kernel's backlog holds the rest); a frame begun must be complete
@@ -13,8 +14,11 @@ skipped unbuffered; garbage is counted as malformed and the next frame is read a
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
+import os
+import resource
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -30,6 +34,14 @@ LOGGER = logging.getLogger(__name__)
 CHUNK = 65536
 # A peer that vanishes without a FIN (its host died, a cable) is found by TCP keepalive.
 KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+# accept(2) failing for want of file descriptors or memory: the peer stays in the kernel's
+# queue, so wait and retry (trio's serve_listeners does the same) instead of ending the listener
+# and, with it, the server.
+EXHAUSTED = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+EXHAUSTED_RETRY_SECONDS = 0.1
+# Descriptors left for the rest of the server (store files, readers, HTTP connections): idle
+# syslog peers must never starve /health or the store. A server at rest holds about 30.
+RESERVED_DESCRIPTORS = 128
 
 
 async def serve_syslog_tcp(
@@ -44,13 +56,14 @@ async def serve_syslog_tcp(
     accepting and reading, commit what was read (within the grace period) and return."""
     listeners = await trio.open_tcp_listeners(port, host=door.host)
     bound = listeners[0].socket.getsockname()[1]
-    slots = trio.Semaphore(door.max_connections)
+    max_connections = connection_limit(door.max_connections)
+    slots = trio.Semaphore(max_connections)
     reading: set[trio.CancelScope] = set()
     async with writer, trio.open_nursery() as connections:
         serve = partial(_serve_connection, writer=writer, slots=slots, reading=reading, door=door)
         async with trio.open_nursery() as accepting:
             for listener in listeners:
-                accepting.start_soon(_accept, listener, connections, slots, serve)
+                accepting.start_soon(_accept, listener, connections, slots, serve, max_connections)
             LOGGER.info("syslog listening on tcp://%s:%d", door.host, bound)
             task_status.started(bound)
             await shutdown.wait()
@@ -62,19 +75,69 @@ async def serve_syslog_tcp(
         connections.cancel_scope.deadline = trio.current_time() + door.grace_seconds
 
 
+def connection_limit(wanted: int) -> int:
+    """``wanted`` connections if the open-files limit leaves ``RESERVED_DESCRIPTORS`` beside
+    them (raising the soft limit toward the hard one if need be, as Go's runtime does); else as
+    many as it leaves (at least a quarter of it), and a warning."""
+    needed = wanted + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return wanted
+    raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if raised > soft:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft >= needed:
+        return wanted
+    limit = max(soft - RESERVED_DESCRIPTORS, soft // 4, 1)
+    LOGGER.warning(
+        "syslog tcp: serving at most %d connections, not %d (AGGREGATOR_SYSLOG_MAX_CONNECTIONS): "
+        "the open-files limit is %d and %d are kept for the rest of the server; raise it "
+        "(ulimit -n %d) or lower the setting",
+        limit,
+        wanted,
+        soft,
+        RESERVED_DESCRIPTORS,
+        needed,
+    )
+    return limit
+
+
 async def _accept(
     listener: trio.SocketListener,
     connections: trio.Nursery,
     slots: trio.Semaphore,
     serve: Callable[[trio.SocketStream], Awaitable[None]],
+    max_connections: int,
 ) -> None:
+    exhausted = False  # logged once per episode, not at every retry
     while True:
         await slots.acquire()  # a free slot first: beyond max_connections, peers wait
         try:
             stream = await listener.accept()
+        except OSError as exc:
+            slots.release()
+            if exc.errno not in EXHAUSTED:
+                raise
+            if not exhausted:
+                LOGGER.warning(
+                    "syslog tcp: cannot accept a connection (%s); new peers wait until "
+                    "descriptors free up. Lower AGGREGATOR_SYSLOG_MAX_CONNECTIONS (%d now) or "
+                    "raise the open-files limit (ulimit -n %s)",
+                    os.strerror(exc.errno or 0),
+                    max_connections,
+                    _open_files_limit(),
+                )
+                exhausted = True
+            await trio.sleep(EXHAUSTED_RETRY_SECONDS)
+            continue
         except BaseException:
             slots.release()
             raise
+        if exhausted:
+            LOGGER.info("syslog tcp: accepting connections again")
+            exhausted = False
         connections.start_soon(serve, stream)
 
 
@@ -92,27 +155,27 @@ async def _serve_connection(
     except OSError:  # already gone
         peer = "unknown"
     _keepalive(stream)
+    # Until everything read is committed, any close is a reset, not a FIN: also the one the
+    # kernel makes when the process dies (kill -9, OOM, a crash), which a sender waiting for
+    # our close would otherwise take for "stored".
+    _reset_on_close(stream, True)
     backlog = Backlog(door.limits.max_batch_events, door.max_bytes, door.pending)
+    framer = Framer(door.limits.max_payload_bytes)
     scope = trio.CancelScope()
     reading.add(scope)
     try:
         async with stream:
-            committed = False
-            try:
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
-                    try:
-                        with scope:
-                            framer = Framer(door.limits.max_payload_bytes)
-                            await _read(stream, framer, backlog, peer, door)
-                    finally:
-                        backlog.close()  # the committer commits what is left, then we close
-                committed = True
-            finally:
-                if not committed:
-                    # Shutdown's grace ran out (or worse) before the commit: a reset, not a
-                    # FIN, so that a sender waiting for our close never takes it for "stored".
-                    _linger(stream, 0)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_committer, backlog, writer.clone(), "tcp", door)
+                try:
+                    with scope:
+                        await _read(stream, framer, backlog, peer, door)
+                finally:
+                    backlog.close()  # the committer commits what is left, then we close
+            # Committed: now a FIN, unless a frame was cut (the peer stalled, or closed, inside
+            # it; shutdown): a sender waiting for our close must not take that frame for stored.
+            # (Shutdown's grace over, or an error, leaves the reset too.)
+            _reset_on_close(stream, framer.truncated)
     finally:
         reading.discard(scope)
         slots.release()
@@ -159,9 +222,15 @@ def _count_cut(framer: Framer, door: SyslogDoor) -> None:
         door.count("tcp", problem.value, 1)
 
 
-def _linger(stream: trio.SocketStream, seconds: int) -> None:
+def _reset_on_close(stream: trio.SocketStream, reset: bool) -> None:
+    """SO_LINGER with a zero timeout: closing the socket sends a reset (RST), not a FIN."""
     with contextlib.suppress(OSError):
-        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, seconds))
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", int(reset), 0))
+
+
+def _open_files_limit() -> str:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return "unlimited" if soft == resource.RLIM_INFINITY else str(soft)
 
 
 def _keepalive(stream: trio.SocketStream) -> None:

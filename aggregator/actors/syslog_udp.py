@@ -59,6 +59,9 @@ async def _receive(sock: trio.socket.SocketType, backlog: Backlog, door: SyslogD
         frame = strip_frame(data)
         if not frame.strip(b"\r\n\x00"):
             continue
+        if backlog.full():  # dropped anyway: not worth decoding (a flood costs reads only)
+            door.count("udp", "dropped", 1)
+            continue
         frames: list[bytes | Problem] = [frame if len(frame) <= limit else Problem.TOO_LARGE]
         records = decode_frames(frames, str(address[0]), "udp", door)
         if records and not backlog.put_nowait(records, len(data)):

@@ -14,7 +14,8 @@ so only the request that meets it gets a 500. A connection whose state is unknow
 (``StoreBroken``: a failed rollback) is crash-only: the writer never touches it again, calls
 ``on_broken`` (the service stops accepting), answers 503 to every request still coming, and
 raises once its inbox closes; the process exits non-zero with the reason, and a supervisor
-restarts it on the intact store.
+restarts it on the intact store. A damaged file (``StoreDamaged``, a kind of ``StoreBroken``)
+takes the same path; the process's last line then says how to restore or recover it.
 
 Between commits the writer also does the store's upkeep, a small step at a time
 (``aggregator/actors/upkeep.py``): index work the store deferred, and retention.
@@ -32,7 +33,13 @@ from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan, disk_full, upkeep_step
 from aggregator.incidents import Incidents
 from aggregator.messages import Accepted, Internal, Unavailable, WriteOutcome, WriteRequest
-from aggregator.store import StoreBroken, StoreContention, StoreUnavailable, WriteStore
+from aggregator.store import (
+    StoreBroken,
+    StoreContention,
+    StoreDamaged,
+    StoreUnavailable,
+    WriteStore,
+)
 
 # A probe writes about twice the bytes of the transaction that failed (indexes roughly double
 # them), within these bounds, so that "it works again" means a transaction of that size fits.
@@ -130,8 +137,12 @@ async def run_writer(
                     if _reclaims(plan, monitor):  # make room before the next request comes
                         await _upkeep(store, plan, monitor, incidents, reclaim=True)
         except StoreBroken as exc:
-            LOGGER.critical("the store's connection is in an unknown state: %s; stopping", exc)
-            monitor.update(last_error=f"the store's connection is broken: {exc}")
+            if isinstance(exc, StoreDamaged):  # it says what it is, and what to do
+                LOGGER.critical("%s; stopping", exc)
+                monitor.update(last_error=str(exc))
+            else:
+                LOGGER.critical("the store's connection is in an unknown state: %s; stopping", exc)
+                monitor.update(last_error=f"the store's connection is broken: {exc}")
             if on_broken is not None:
                 on_broken()
             refusal = _refusal(exc)
@@ -254,8 +265,10 @@ async def _commit(
     )
     if on_commit is not None and result.stored:
         on_commit()
-    for request, (stored, duplicates) in zip(batch, result.counts, strict=True):
-        _reply(request, Accepted(stored + duplicates, stored, duplicates))
+    for request, (stored, duplicates), flags in zip(
+        batch, result.counts, result.stored_flags, strict=True
+    ):
+        _reply(request, Accepted(stored + duplicates, stored, duplicates, flags))
     return True
 
 

@@ -7,6 +7,7 @@ problem (``details``) instead of msgspec's first one.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ FIELD_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "payload": msgspec.json.Decoder(dict[str, msgspec.Raw]),
 }
 SERVER_FIELDS = ("seq", "received_at")
+_COLONLESS_OFFSET = re.compile(rb"[+-]\d{4}$")
 
 _ONE = msgspec.json.Decoder(EventIn)
 _MANY = msgspec.json.Decoder(list[EventIn])
@@ -96,12 +98,27 @@ def decode_publish(body: bytes, headers: Mapping[str, str], limits: Limits) -> l
         # msgspec writes a UTC datetime as "…[.ffffff]Z" in C, 50× faster than isoformat.
         stamps = msgspec.to_builtins([e.timestamp for _, e in items if isinstance(e, EventIn)])
         typed = iter(stamps)
+        offsets = []  # typed events whose timestamp is not in UTC's "Z": their text is checked
+        # msgspec reads "+0000" as UTC, "Z": a plain search (memchr-fast) finds its text.
+        zero_offset = b'+0000"' in body or b'-0000"' in body
         for index, event in items:
             if isinstance(event, EventIn):
-                _check_and_append(index, event, next(typed), limits, records, details)
+                stamp = next(typed)
+                if stamp[-1:] != "Z" or zero_offset:
+                    offsets.append(index)
+                _check_and_append(index, event, stamp, limits, records, details)
             else:
                 problems = list(_problems(index, event, limits))
                 details.extend(problems or _typed_problem(index, event))
+        if offsets:
+            # msgspec takes "+0700" for "+07:00"; RFC 3339 (and the contract) require the colon.
+            # Read only when an offset other than Z was given: the usual body pays nothing.
+            raw = _raw_lines(body) if ndjson else dict(_raw_json(body))
+            for index in offsets:
+                problem = _offset_problem(_OBJECT.decode(raw[index])["timestamp"])
+                if problem:
+                    details.append(Detail(index, "timestamp", f"{RULES['timestamp']} ({problem})"))
+            details.sort(key=lambda detail: detail.index or 0)
     except RecursionError:
         # msgspec decodes nested JSON recursively; a hostile body must not crash the worker.
         raise Rejection(
@@ -110,7 +127,7 @@ def decode_publish(body: bytes, headers: Mapping[str, str], limits: Limits) -> l
     except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside a string
         raise Rejection(400, "malformed", f"the body is not valid UTF-8: {exc}") from None
     if details:
-        raise _invalid(details)
+        raise _invalid(details, ndjson)
     if len(records) != len(items):  # an event is stored or named in details, never dropped
         raise RuntimeError(f"{len(items)} events decoded but {len(records)} kept, no problem named")
     return records
@@ -120,10 +137,15 @@ def _malformed(what: str, exc: msgspec.DecodeError) -> Rejection:
     return Rejection(400, "malformed", f"{what} is not valid JSON: {exc}")
 
 
-def _invalid(details: list[Detail]) -> Rejection:
+def _invalid(details: list[Detail], ndjson: bool) -> Rejection:
     noun = "problem" if len(details) == 1 else "problems"
     first = details[0]
-    where = f"event {first.index}" if first.index is not None else "the body"
+    if first.index is None:
+        where = "the body"
+    elif ndjson:  # lines counted from 1, as editors show them (details' index is 0-based)
+        where = f"line {first.index + 1}"
+    else:
+        where = f"event {first.index}"
     field = f" field {first.field!r}" if first.field else ""
     return Rejection(
         422,
@@ -185,8 +207,29 @@ def _decode_json(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msgsp
     return list(enumerate(items))
 
 
+def _raw_json(body: bytes) -> list[tuple[int, msgspec.Raw]]:
+    """The items of a JSON body that decoded as events, each as its raw text."""
+    top = _OBJECT.decode(body) if body.lstrip()[:1] == b"{" else None
+    if top is not None and "events" not in top:
+        return [(0, msgspec.Raw(body))]
+    return list(enumerate(_ARRAY.decode(body if top is None else top["events"])))
+
+
+def _raw_lines(body: bytes) -> dict[int, msgspec.Raw]:
+    return {i: msgspec.Raw(line) for i, line in enumerate(body.split(b"\n")) if line.strip()}
+
+
+def _offset_problem(raw: msgspec.Raw) -> str | None:
+    """What is wrong with a timestamp's offset as written (msgspec accepts ``+0700``)."""
+    text = bytes(raw).strip(b'"')
+    if _COLONLESS_OFFSET.search(text):
+        return f"the offset needs a colon, as in +07:00; got {text.decode(errors='replace')!r}"
+    return None
+
+
 def _decode_ndjson(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msgspec.Raw]]:
-    """One event per line; blank lines are skipped; an item's index is its 0-based line number."""
+    """One event per line; blank lines are skipped; an item's index is its 0-based line number
+    (messages name lines 1-based, as editors do)."""
     lines = [(i, line) for i, line in enumerate(body.split(b"\n")) if line.strip()]
     _check_count(len(lines), limits)
     items: list[tuple[int, EventIn | msgspec.Raw]] = []
@@ -199,10 +242,10 @@ def _decode_ndjson(body: bytes, limits: Limits) -> list[tuple[int, EventIn | msg
             try:
                 _ANY.decode(line)
             except msgspec.DecodeError as exc:
-                raise _malformed(f"line {index}", exc) from None
+                raise _malformed(f"line {index + 1}", exc) from None
             items.append((index, msgspec.Raw(line)))
         except msgspec.DecodeError as exc:
-            raise _malformed(f"line {index}", exc) from None
+            raise _malformed(f"line {index + 1}", exc) from None
     return items
 
 
@@ -279,6 +322,10 @@ def _problems(index: int, raw: msgspec.Raw, limits: Limits) -> Iterator[Detail]:
         elif name == "payload" and len(fields[name]) > limits.max_payload_bytes:
             yield Detail(index, name, _payload_too_large(len(fields[name]), limits))
         elif name == "timestamp":
+            problem = _offset_problem(fields[name])
+            if problem:
+                yield Detail(index, name, f"{rule} ({problem})")
+                continue
             try:
                 normalise_timestamp(value)
             except OverflowError:

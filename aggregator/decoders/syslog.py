@@ -6,7 +6,8 @@ message, without its octet count and without a trailing LF. The mapping is docs/
 - ``topic`` ← APP-NAME (RFC 5424) or TAG (RFC 3164), with whitespace and control characters
   replaced by ``_`` and cut to 255 characters; ``syslog`` when the message has none;
 - ``event_id`` ← a hash of the message's bytes, so byte-identical messages are one event (a
-  relay's resend of the same line, logger run twice in the same microsecond);
+  relay's resend of the same line, logger run twice in the same microsecond); and of the
+  peer's address when the message names no HOSTNAME (the address is then its ``source``);
 - ``timestamp`` ← the message's, else the time of receipt; an RFC 3164 stamp has no year and no
   zone: UTC, in the year that puts it nearest to the time of receipt;
 - ``source`` ← HOSTNAME, else the peer's address;
@@ -18,6 +19,7 @@ as received, so two messages that differ only there stay two events.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import unicodedata
 from datetime import UTC, datetime
@@ -55,7 +57,7 @@ def decode_syslog(frame: bytes, peer: str, received: datetime, limits: Limits) -
     ``malformed`` for what is not syslog, 413 ``too_large`` for a payload over the limit."""
     text = frame.decode("utf-8", "replace")
     priority, rest = _priority(text)
-    version_1 = rest.startswith("1 ")
+    version_1 = rest.startswith("1 ") and _rfc5424_like(rest[2:])
     stamp, parsed = _rfc5424(rest[2:]) if version_1 else _rfc3164(rest, received)
     fields = {
         "format": "rfc5424" if version_1 else "rfc3164",
@@ -73,10 +75,14 @@ def decode_syslog(frame: bytes, peer: str, received: datetime, limits: Limits) -
             f"{limits.max_payload_bytes} (AGGREGATOR_MAX_PAYLOAD_BYTES)",
         )
     hostname = fields["hostname"]
-    source = hostname[:MAX_TEXT] if hostname and not hostname.isspace() else peer
+    named = bool(hostname) and not hostname.isspace()
+    source = hostname[:MAX_TEXT] if named else peer
+    # Without a HOSTNAME the sender's address is part of the event (its source): two hosts'
+    # identical lines are two events, not one and a "duplicate".
+    hashed = frame if named else b"%s\x00%s" % (peer.encode(), frame)
     return EventRecord(
         topic(fields["app_name"]),
-        hashlib.blake2b(frame, digest_size=16).hexdigest(),
+        hashlib.blake2b(hashed, digest_size=16).hexdigest(),
         stamp or normalise_timestamp(received),
         source,
         payload.decode(),
@@ -106,6 +112,23 @@ def _priority(text: str) -> tuple[int, str]:
     if priority > 191:
         raise malformed(f"the priority <{digits}> is over 191")
     return priority, text[end + 1 :]
+
+
+def _rfc5424_like(header: str) -> bool:
+    """What follows ``<PRI>1 `` is meant as RFC 5424: its TIMESTAMP is ``-`` or a date, or it
+    has six fields with STRUCTURED-DATA where it belongs. An RFC 3164 message without a
+    timestamp may start with "1 " too ("1 file copied"): it is no broken RFC 5424 header."""
+    fields = header.split(" ", 5)
+    return (
+        fields[0] == NIL
+        or _dated(fields[0])
+        or (len(fields) == 6 and fields[5].startswith((NIL, "[")))
+    )
+
+
+def _dated(text: str) -> bool:
+    """``text`` starts like an RFC 3339 date (``YYYY-``)."""
+    return text[4:5] == "-" and text[:4].isascii() and text[:4].isdigit()
 
 
 def _nil(value: str) -> str | None:
@@ -211,12 +234,19 @@ def _rfc3164(rest: str, received: datetime) -> tuple[str | None, dict[str, Any]]
     if rest[3:4] == " " and rest[:3] in MONTHS and rest[15:16] in (" ", ""):
         stamp = normalise_timestamp(_bsd_stamp(rest[:15], received))
         rest = rest[16:]
-    elif rest[4:5] == "-" and rest[:4].isdigit():  # an RFC 3339 stamp in BSD layout
-        first, _, rest = rest.partition(" ")
-        stamp = rfc3339(first)
+    elif _dated(rest):  # an RFC 3339 stamp in BSD layout, or text that starts like one
+        first, _, after = rest.partition(" ")
+        # "2024-01-01 backup done": no stamp; the text is the message.
+        with contextlib.suppress(Rejection):
+            stamp, rest = rfc3339(first), after
     if stamp is not None:
         first, space, after = rest.partition(" ")
-        if space and first and not first.endswith(":") and "[" not in first:
+        if (
+            space
+            and not first.endswith(":")
+            and "[" not in first
+            and any(char.isalnum() for char in first)  # not the "--" of "-- MARK --"
+        ):
             hostname, rest = first, after
     app_name, procid, message = _tag(rest)
     return stamp, {
@@ -250,15 +280,21 @@ def _bsd_stamp(stamp: str, received: datetime) -> datetime:
 
 
 def _tag(rest: str) -> tuple[str | None, str | None, str]:
-    """TAG, the PID in ``TAG[PID]``, and the message after ``: `` (or after one space)."""
+    """TAG, the PID in ``TAG[PID]``, and the message after ``: `` (or after one space).
+
+    A first word without a letter is no TAG unless a ``[PID]`` follows it: Cisco IOS starts
+    with a sequence number (``<189>123: *Mar  1 18:46:11: %SYS-5-…``), and TAG-less text with
+    ``-- MARK --`` or a date; taken as the TAG, each number would become a topic of its own.
+    The message is then the whole text."""
     end = 0
     while end < len(rest) and rest[end] not in " [:":
         end += 1
     tag, procid = rest[:end] or None, None
-    if rest[end : end + 1] == "[":
-        close = rest.find("]", end)
-        if close > 0:
-            procid, end = rest[end + 1 : close], close + 1
+    close = rest.find("]", end) if rest[end : end + 1] == "[" else -1
+    if close > 0:
+        procid, end = rest[end + 1 : close], close + 1
+    elif tag is not None and not any(char.isalpha() for char in tag):
+        return None, None, rest
     if rest[end : end + 1] == ":":
         end += 1
     if rest[end : end + 1] == " ":

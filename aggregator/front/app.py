@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,6 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from aggregator import __version__
 from aggregator.actors.hub import Hub
+from aggregator.actors.integrity import IntegrityMonitor
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool
 from aggregator.actors.sse import event_out
@@ -36,13 +38,57 @@ from aggregator.messages import (
     Submission,
     Unavailable,
 )
-from aggregator.store import StoreUnavailable
+from aggregator.store import StoreDamaged, StoreUnavailable
 
 LOGGER = logging.getLogger(__name__)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 MAX_CURSOR = 2**63 - 1  # SQLite's INTEGER
 RETRY_AFTER_SECONDS = 1
+
+
+class Intake:
+    """The publish requests handed to the workers and not answered yet, and the end of the
+    shutdown grace (``cutoff``): from then on the workers answer what is still queued with a
+    503 and store nothing of it, while what already reached the writer waits for its commit's
+    answer (``service.py`` waits for ``wait_answered`` before closing the connections)."""
+
+    def __init__(self) -> None:
+        self.cutoff = trio.Event()
+        self._pending = 0
+        self._answered = trio.Event()
+        self._answered.set()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Count a request from its hand-over until its answer is sent (nesting counts once
+        more: the count is zero only when every holder is done)."""
+        if self._pending == 0:
+            self._answered = trio.Event()
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+            if self._pending == 0:
+                self._answered.set()
+
+    async def wait_answered(self) -> None:
+        while self._pending:
+            await self._answered.wait()
+
+
+class StreamCount:
+    """Open ``/subscribe`` streams, counted from their handler's start to its end
+    (``live.SubscribeLimit``), whatever the hub knows of them: a stalled stream that lagged is
+    out of the hub's fan-out but still holds its connection and its memory."""
+
+    def __init__(self) -> None:
+        self.active = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +106,20 @@ class Front:
     heartbeat_seconds: float
     max_subscribers: int
     incidents: Incidents
+    integrity: IntegrityMonitor | None = None  # None: no store check (tests of the routes)
+    intake: Intake = field(default_factory=Intake)
+    max_offset: int = 10_000
+    probes: ReaderPool | None = None  # the probes' own reader; None: they share ``readers``
+    streams: StreamCount = field(default_factory=StreamCount)
 
     async def submit(
         self, body: bytes, headers: Mapping[str, str], decode: Decoder
     ) -> PublishOutcome:
-        """Hand a request to the workers and wait for its outcome; 429 when the queue is full."""
+        """Hand a request to the workers and wait for its outcome; 429 when the queue is full.
+        Each door counts its outcome in the metrics under its own ``protocol``."""
         reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        if self.intake.cutoff.is_set():
+            return Unavailable("the server is shutting down")
         try:
             self.ingest.send_nowait(Submission(body, headers, decode, reply_send))
         except trio.WouldBlock:
@@ -79,8 +133,34 @@ class Front:
             )
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             return Unavailable("the server is shutting down")
-        async with reply_recv:
-            return await reply_recv.receive()
+        with self.intake.hold():
+            async with reply_recv:
+                return await reply_recv.receive()
+
+    async def unhealthy(self) -> str | None:
+        """Why the store cannot take writes now (``/health``'s reason); None when it can.
+        Every door's health check asks this, so that none says healthy when another does not."""
+        writer = self.writer.statistics()
+        integrity = self.integrity.statistics() if self.integrity is not None else None
+        if integrity is not None and integrity.damage is not None:
+            return integrity.damage
+        if not writer.running:
+            return "the writer is not running"
+        if writer.last_error is not None:
+            return f"the last transaction failed: {writer.last_error}"
+        if (stalled := self.writer.stalled()) is not None:
+            return (
+                f"the store has not answered the writer for {stalled:.0f} s "
+                "(AGGREGATOR_STALL_SECONDS)"
+            )
+        try:
+            # A reader of its own: long reads on the others cannot make the probe wait.
+            await (self.probes or self.readers).run(lambda r: r.ping())
+        except StoreUnavailable as exc:
+            return f"the store does not answer reads: {exc}"
+        except StoreDamaged as exc:
+            return str(exc)
+        return None
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -96,7 +176,7 @@ def reject(rejection: Rejection) -> Response:
     return json_response(error_body(rejection), rejection.status, headers)
 
 
-def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
+def _int_arg(name: str, default: int, minimum: int, rule: str, maximum: int = MAX_CURSOR) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
@@ -104,7 +184,7 @@ def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
         value = int(raw)
     except ValueError:
         value = minimum - 1
-    if not minimum <= value <= MAX_CURSOR:
+    if not minimum <= value <= maximum:
         raise Rejection(
             422, "validation", f"{name} {rule}; got {raw!r}", [Detail(None, name, rule)]
         )
@@ -169,7 +249,14 @@ def create_app(front: Front) -> QuartTrio:
             MAX_PAGE,
         )
         after = _int_arg("after", 0, 0, "must be a seq cursor, an integer of at least 0")
-        offset = _int_arg("offset", 0, 0, "must be an integer of at least 0")
+        offset = _int_arg(
+            "offset",
+            0,
+            0,
+            f"must be an integer from 0 to {front.max_offset}, the limit "
+            "(AGGREGATOR_MAX_OFFSET); page deeper with after=<seq> (the Link header)",
+            front.max_offset,
+        )
         rows = await front.readers.run(lambda r: r.events(topic, after, limit + 1, offset))
         page = [event_out(row) for row in rows[:limit]]
         headers = None
@@ -197,29 +284,19 @@ def create_app(front: Front) -> QuartTrio:
     @app.get("/health")
     @app.get("/readyz")
     async def health() -> Response:
-        writer = front.writer.statistics()
-        reason = None
-        if not writer.running:
-            reason = "the writer is not running"
-        elif writer.last_error is not None:
-            reason = f"the last transaction failed: {writer.last_error}"
-        elif (stalled := front.writer.stalled()) is not None:
-            reason = (
-                f"the store has not answered the writer for {stalled:.0f} s "
-                "(AGGREGATOR_STALL_SECONDS)"
-            )
-        else:
-            try:
-                await front.readers.run(lambda r: r.ping())
-            except StoreUnavailable as exc:
-                reason = f"the store does not answer reads: {exc}"
+        integrity = front.integrity.statistics() if front.integrity is not None else None
+        reason = await front.unhealthy()
+        # /readyz adds how the background integrity check stands (/health keeps its contract).
+        detail = {}
+        if integrity is not None and request.path == "/readyz":
+            detail = {"integrity_check": integrity.check}
         if reason is not None:
             return json_response(
-                {"status": "unavailable", "reason": reason},
+                {"status": "unavailable", "reason": reason, **detail},
                 503,
                 {"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        return json_response({"status": "ok"})
+        return json_response({"status": "ok", **detail})
 
     document = msgspec.json.encode(openapi_document(__version__))
 
@@ -241,6 +318,11 @@ def create_app(front: Front) -> QuartTrio:
                 retry_after=RETRY_AFTER_SECONDS,
             )
         )
+
+    @app.errorhandler(StoreDamaged)
+    async def store_damaged(exc: StoreDamaged) -> Response:
+        # Not "retry later": the server is stopping, and no retry can read a damaged page.
+        return reject(Rejection(503, "store_damaged", f"{exc}; the server is stopping"))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(exc: RequestEntityTooLarge) -> Response:

@@ -6,6 +6,9 @@ Routes only, as in ``app.py``: the stream is ``stream.py``, the fan-out
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -26,6 +29,9 @@ from aggregator.store import ReadStore
 ROUTES = frozenset(
     {
         "/publish",
+        "/_bulk",
+        "/",
+        "/_cat/health",
         "/events",
         "/stats",
         "/health",
@@ -36,14 +42,60 @@ ROUTES = frozenset(
         "/subscribe",
     }
 )
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 CURSOR_RULE = "must be a seq cursor, an integer of at least 0"
+
+
+class SubscribeLimit:
+    """ASGI: ``GET /subscribe`` beyond ``AGGREGATOR_MAX_SUBSCRIBERS`` open streams is refused
+    with 503 before it starts; a stream counts from here until its handler returns, so stalled
+    streams the hub has dropped from its fan-out still count (they hold their connection)."""
+
+    def __init__(self, app: Any, front: Front) -> None:
+        self._app = app
+        self._front = front
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not (
+            scope["type"] == "http" and scope["path"] == "/subscribe" and scope["method"] == "GET"
+        ):
+            await self._app(scope, receive, send)
+            return
+        streams, limit = self._front.streams, self._front.max_subscribers
+        if streams.active >= limit:
+            await _refuse(
+                send,
+                f"{limit} subscribers are connected, the limit "
+                "(AGGREGATOR_MAX_SUBSCRIBERS); try again later",
+            )
+            return
+        streams.active += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            streams.active -= 1
+
+
+async def _refuse(send: Any, message: str) -> None:
+    body = msgspec.json.encode({"error": "unavailable", "message": message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def observe_request(front: Front, method: str, path: str, seconds: float) -> None:
     """Record a request's latency by route (bounded labels); streams are not requests to time."""
     if path != "/subscribe":
-        route = path if path in ROUTES else "other"
-        front.metrics.request_seconds.labels(method, route).observe(seconds)
+        route = path if path in ROUTES else "/{index}/_bulk" if path.endswith("/_bulk") else "other"
+        # Methods too: a client may send any token as a method, and each new one would be a
+        # label for good (20,000 invented methods made /metrics 35 MB).
+        verb = method if method in METHODS else "other"
+        front.metrics.request_seconds.labels(verb, route).observe(seconds)
 
 
 def _last_event_id() -> int | None:
@@ -96,16 +148,8 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
                     retry_after=RETRY_AFTER_SECONDS,
                 )
             )
-        if front.hub.statistics().active >= front.max_subscribers:
-            return reject(
-                Rejection(
-                    503,
-                    "unavailable",
-                    f"{front.max_subscribers} subscribers are connected, the limit "
-                    "(AGGREGATOR_MAX_SUBSCRIBERS); try again later",
-                    retry_after=RETRY_AFTER_SECONDS,
-                )
-            )
+        if request.method == "HEAD":  # the headers a stream would have, and no stream
+            return Response(b"", content_type="text/event-stream", headers=STREAM_HEADERS)
         body = stream_events(
             front.hub,
             front.readers,
@@ -117,7 +161,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
         response = Response(
             body,
             content_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            headers=STREAM_HEADERS,
         )
         response.timeout = None  # a stream has no response timeout
         return response
@@ -132,6 +176,7 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
         size = await front.readers.run(lambda r: r.size_bytes())
         hub = front.hub.statistics()
         queue = front.ingest.statistics()
+        integrity = front.integrity.statistics() if front.integrity is not None else None
         snapshot = Snapshot(
             received=counters.received,
             stored=counters.unique_processed,
@@ -140,9 +185,11 @@ def register_live_routes(app: QuartTrio, front: Front) -> None:
             topics=len(counters.topics),
             queue_depth=queue.current_buffer_used,
             queue_capacity=front.queue_size,
-            subscribers=hub.active,
+            subscribers=front.streams.active,
             subscribers_lagged=hub.lagged,
             tail_reads=hub.tail_reads,
             database_bytes=size,
+            integrity_check=integrity.check if integrity is not None else "off",
+            integrity_seconds=integrity.seconds if integrity is not None else None,
         )
         return Response(front.metrics.render(snapshot), content_type=CONTENT_TYPE)

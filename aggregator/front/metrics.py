@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from aggregator.actors.integrity import STATES
 from aggregator.actors.syslog import RESULTS, TRANSPORTS
 from aggregator.incidents import STAGES
 from aggregator.messages import EventRecord
@@ -43,6 +44,8 @@ class Snapshot:
     subscribers_lagged: int
     tail_reads: int
     database_bytes: int
+    integrity_check: str = "off"  # the background check's state, one of STATES
+    integrity_seconds: float | None = None  # how long it took, once finished
 
 
 class _SnapshotCollector(Collector):
@@ -97,6 +100,25 @@ class _SnapshotCollector(Collector):
             "disk space of the store (SQLite: file and WAL; PostgreSQL: the database)",
             value=s.database_bytes,
         )
+        check = GaugeMetricFamily(
+            "aggregator_store_integrity_check",
+            "the store's background integrity check (PRAGMA quick_check): 1 for its state now; "
+            "damaged stops the server",
+            labels=["state"],
+        )
+        for state in STATES:
+            check.add_metric([state], 1 if state == s.integrity_check else 0)
+        yield check
+        if s.integrity_seconds is not None:
+            yield GaugeMetricFamily(
+                "aggregator_store_integrity_check_seconds",
+                "how long the finished integrity check took",
+                value=s.integrity_seconds,
+            )
+
+
+# The publish route of each front door with a fixed path, and its ``protocol`` label.
+DOORS = {"/publish": "publish", "/v1/logs": "otlp", "/loki/api/v1/push": "loki"}
 
 
 class Metrics:
@@ -112,8 +134,16 @@ class Metrics:
         )
         self.rejected = Counter(
             "aggregator_publish_rejected",
-            "publish requests refused, by reason (the error kind of the response)",
-            ["reason"],
+            "publish requests refused, by front door (protocol) and reason (the error kind)",
+            ["protocol", "reason"],
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "aggregator_publish_events",
+            "events of acknowledged publish requests, by front door (protocol) and result: "
+            "stored, duplicate, refused (an item a bulk request refused alone, or a record an "
+            "OTLP partial success left out)",
+            ["protocol", "result"],
             registry=self.registry,
         )
         self.internal_errors = Counter(
@@ -154,6 +184,17 @@ class Metrics:
             registry=self.registry,
         )
 
+    def count_rejected(self, protocol: str, reason: str) -> None:
+        """A refused publish request; ``protocol`` names its door (publish, otlp, loki, ...)."""
+        self.rejected.labels(protocol, reason).inc()
+
+    def count_published(
+        self, protocol: str, stored: int, duplicates: int, refused: int = 0
+    ) -> None:
+        """An acknowledged publish request of the door ``protocol``."""
+        for result, events in (("stored", stored), ("duplicate", duplicates), ("refused", refused)):
+            self.published.labels(protocol, result).inc(events)
+
     def count_syslog(self, transport: str, result: str, messages: int) -> None:
         if messages:
             self._syslog[transport, result].inc(messages)
@@ -163,6 +204,12 @@ class Metrics:
 
     def count_syslog_pending(self, delta: int) -> None:
         self.syslog_pending.inc(delta)
+
+    def count_unauthorized(self, path: str) -> None:
+        """A 401: counted as a refused publish when its path is a front door's publish route."""
+        door = DOORS.get(path, "elasticsearch" if path.endswith("/_bulk") else None)
+        if door is not None:
+            self.count_rejected(door, "unauthorized")
 
     def count_incident(self, stage: str) -> None:
         self.internal_errors.labels(stage).inc()

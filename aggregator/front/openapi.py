@@ -17,7 +17,8 @@ ERRORS = {
     "408": "the body did not arrive within AGGREGATOR_READ_TIMEOUT_SECONDS",
     "413": "the body, the decompressed body or the event count is over its limit",
     "415": "another Content-Type or Content-Encoding",
-    "422": "an invalid event or query parameter; nothing was stored",
+    "422": "an invalid event or query parameter, or a new topic over AGGREGATOR_MAX_TOPICS; "
+    "nothing was stored",
     "429": "the ingest queue is full; resend the same events after Retry-After",
     "503": "the store cannot take writes; nothing was stored; resend after Retry-After",
 }
@@ -53,6 +54,28 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 
 
 READ_ERRORS = {"401": error("401"), "422": error("422"), "503": error("503")}
+
+
+def shipper_door(summary: str, success: dict[str, Any], media: list[str]) -> dict[str, Any]:
+    """A door that speaks a log shipper's protocol (docs/otlp.md, docs/loki.md): its bodies
+    and answers are that protocol's, so they are described, not modelled, here."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    described = {"description": "in the protocol's own shape (see the summary's page)"}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"publishToken": []}, {}],
+            "requestBody": {"required": True, "content": dict.fromkeys(media, binary)},
+            "responses": {
+                **success,
+                **{s: described for s in ("400", "413", "415", "500")},
+                "401": error("401"),
+                **{s: {**described, "headers": RETRY_AFTER} for s in ("429", "503")},
+            },
+        }
+    }
+
+
 PATHS: dict[str, Any] = {
     "/publish": {
         "post": {
@@ -73,6 +96,16 @@ PATHS: dict[str, Any] = {
             },
         }
     },
+    "/v1/logs": shipper_door(
+        "OpenTelemetry logs, OTLP/HTTP (docs/otlp.md); 200 with partial_success once committed",
+        {"200": {"description": "an ExportLogsServiceResponse, in the request's encoding"}},
+        ["application/x-protobuf", JSON],
+    ),
+    "/loki/api/v1/push": shipper_door(
+        "Loki push, protobuf + snappy or JSON (docs/loki.md); 204 once committed",
+        {"204": {"description": "every entry is committed or was already stored"}},
+        ["application/x-protobuf", JSON],
+    ),
     "/events": {
         "get": {
             "summary": "Stored events ordered by seq, paged by cursor",
@@ -91,8 +124,9 @@ PATHS: dict[str, Any] = {
                 ),
                 query(
                     "offset",
-                    {"type": "integer", "minimum": 0, "maximum": MAX_CURSOR},
-                    "skip this many events after the cursor",
+                    {"type": "integer", "minimum": 0, "maximum": 10_000},
+                    "skip this many events after the cursor; at most AGGREGATOR_MAX_OFFSET "
+                    "(default 10,000, the maximum here): page deeper with after",
                 ),
             ],
             "responses": {

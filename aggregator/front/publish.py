@@ -11,6 +11,7 @@ shielded from cancellation. Routes only: no validation of events here.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import msgspec
@@ -61,25 +62,32 @@ class PublishRoute:
             return
         close = False
         if scope["method"] == "POST":
-            try:
-                status, body = await self._publish(scope, receive)
-            except _Disconnected:
-                return
-            except _Unread as unread:
-                status, body, close = unread.status, error_body(unread), True
-            except Exception as exc:  # a bug here answers this request alone
-                request_id = self._front.incidents.record("route", exc, f"serving POST {PATH}")
-                status, body = 500, _internal(Internal("route", request_id, stored_nothing=False))
-        else:
-            status, body = (
-                405,
-                ErrorBody(
-                    "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
-                ),
-            )
-            close = _declares_body(scope)  # left unread
+            # Held from the hand-over to the workers until the answer is sent: at the end of
+            # the shutdown grace, a request whose events may be committed gets its answer.
+            with contextlib.ExitStack() as held:
+                try:
+                    status, body = await self._publish(scope, receive, held)
+                except _Disconnected:
+                    return
+                except _Unread as unread:
+                    status, body, close = unread.status, error_body(unread), True
+                except Exception as exc:  # a bug here answers this request alone
+                    what = f"serving POST {PATH}"
+                    request_id = self._front.incidents.record("route", exc, what)
+                    status = 500
+                    body = _internal(Internal("route", request_id, stored_nothing=False))
+                await self._answer(send, status, body, close)
+            return
+        refusal = ErrorBody(
+            "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
+        )
+        await self._answer(send, 405, refusal, _declares_body(scope))  # a body left unread
+
+    async def _answer(
+        self, send: Any, status: int, body: PublishResult | ErrorBody, close: bool
+    ) -> None:
         if isinstance(body, ErrorBody):
-            self._front.metrics.rejected.labels(body.error).inc()
+            self._front.metrics.count_rejected("publish", body.error)
         await _answer(send, status, body, close=close)
 
     async def _with_whole_body(self, scope: Any, receive: Any) -> Any:
@@ -89,7 +97,8 @@ class PublishRoute:
         if not _declares_body(scope):
             return receive
         length = dict(scope["headers"]).get(b"content-length")
-        body = await self._read_body(receive, length.decode("latin-1") if length else None)
+        declared = length.decode("latin-1") if length else None
+        body = await self._read_body(receive, declared, f"{scope['method']} {scope['path']}")
         replayed = False
 
         async def replay() -> dict[str, Any]:
@@ -102,13 +111,17 @@ class PublishRoute:
 
         return replay
 
-    async def _publish(self, scope: Any, receive: Any) -> tuple[int, PublishResult | ErrorBody]:
+    async def _publish(
+        self, scope: Any, receive: Any, held: contextlib.ExitStack
+    ) -> tuple[int, PublishResult | ErrorBody]:
         headers = {
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
         }
         body = await self._read_body(receive, headers.get("content-length"))
+        held.enter_context(self._front.intake.hold())
         outcome = await self._front.submit(body, headers, decode_publish)
         if isinstance(outcome, Accepted):
+            self._front.metrics.count_published("publish", outcome.stored, outcome.duplicates)
             return 200, PublishResult(outcome.accepted, outcome.stored, outcome.duplicates)
         if isinstance(outcome, Unavailable):
             return 503, _unavailable(outcome)
@@ -116,7 +129,11 @@ class PublishRoute:
             return 500, _internal(outcome)
         return outcome.status, error_body(outcome)
 
-    async def _read_body(self, receive: Any, content_length: str | None) -> bytes:
+    async def _read_body(
+        self, receive: Any, content_length: str | None, other: str | None = None
+    ) -> bytes:
+        """The whole body; ``other`` names a request of another route than ``POST /publish``
+        (its rejections then say nothing about storing)."""
         limit = self._front.max_body_bytes
         too_large = _Unread(
             413,
@@ -125,6 +142,7 @@ class PublishRoute:
         )
         if content_length is not None and content_length.isdigit() and int(content_length) > limit:
             raise too_large
+        outcome = "nothing was stored" if other is None else f"{other} was not served"
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_after(self._body_timeout):
@@ -143,7 +161,7 @@ class PublishRoute:
             408,
             "request_timeout",
             f"the body did not arrive within {self._body_timeout} s "
-            "(AGGREGATOR_READ_TIMEOUT_SECONDS); nothing was stored",
+            f"(AGGREGATOR_READ_TIMEOUT_SECONDS); {outcome}",
         )
 
 

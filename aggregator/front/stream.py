@@ -18,7 +18,7 @@ their replay reads below the tail's cursor (``aggregator/actors/replay.py``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import aclosing
 
 import trio
@@ -35,9 +35,10 @@ from aggregator.actors.sse import (
     internal_error,
 )
 from aggregator.incidents import Incidents
-from aggregator.store import StoreUnavailable
+from aggregator.store import StoreDamaged, StoreUnavailable
 
 REPLAY_PAGE = 1000
+PIECE_BYTES = 256 * 1024  # bytes handed to the connection at a time
 
 
 async def stream_events(
@@ -86,8 +87,15 @@ async def _stream(
                 except StoreUnavailable:
                     yield STORE_UNAVAILABLE
                     return
-                if frames:
-                    yield b"".join(frame.data for frame in frames)
+                except StoreDamaged as exc:  # reported by the reader pool: the server stops
+                    reason = str(exc).replace("\n", " ")
+                    yield f": {reason}; the server is stopping\n\n".encode()
+                    return
+                # A page is sent in pieces: a slow client holds one piece of bytes, not a copy
+                # of the whole page (its frames are shared with the replay cache).
+                for piece in _pieces(frames):
+                    yield piece
+                del frames
                 if ended or hub.closed:
                     break
             # Step 3: live, until the subscription lags or the hub closes.
@@ -97,9 +105,12 @@ async def _stream(
                     yield HEARTBEAT
                     continue
                 fresh = [frame for frame in live if frame.seq > cursor]
+                del live
                 if fresh:
                     cursor = fresh[-1].seq
-                    yield b"".join(frame.data for frame in fresh)
+                    for piece in _pieces(fresh):
+                        yield piece
+                    del fresh
         finally:
             hub.unsubscribe(subscription)
         # Lagged: back to step 1 from our own cursor, unless the server is shutting down.
@@ -110,6 +121,18 @@ async def _stream(
         except HubClosed:
             yield SHUTTING_DOWN
             return
+
+
+def _pieces(frames: list[Frame]) -> Iterator[bytes]:
+    """The frames' bytes in pieces of about ``PIECE_BYTES`` (a frame is never split)."""
+    start = size = 0
+    for end, frame in enumerate(frames, 1):
+        size += len(frame.data)
+        if size >= PIECE_BYTES:
+            yield b"".join(f.data for f in frames[start:end])
+            start, size = end, 0
+    if start < len(frames):
+        yield b"".join(f.data for f in frames[start:])
 
 
 async def _replay(

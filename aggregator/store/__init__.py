@@ -13,6 +13,7 @@ from aggregator.store.base import (
     Retention,
     StoreBroken,
     StoreContention,
+    StoreDamaged,
     StoreMismatch,
     StoreUnavailable,
     TopicCounts,
@@ -21,24 +22,29 @@ from aggregator.store.base import (
     utc_now,
 )
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
+from aggregator.store.sqlite_check import CheckInterrupted, IntegrityCheck
 
 if TYPE_CHECKING:
     from types import ModuleType
 
 __all__ = [
+    "CheckInterrupted",
     "Clock",
     "CommitResult",
     "Counters",
+    "IntegrityCheck",
     "ReadStore",
     "Retention",
     "StoreBroken",
     "StoreContention",
+    "StoreDamaged",
     "StoreMismatch",
     "StoreUnavailable",
     "TopicCounts",
     "Upkeep",
     "WriteStore",
     "describe_store",
+    "open_integrity_check",
     "open_reader",
     "open_store",
     "utc_now",
@@ -89,3 +95,11 @@ def open_reader(config: Config) -> ReadStore:
         reader: ReadStore = _postgres().PostgresReader(config.database_url)
         return reader
     return SQLiteReader(config.database_path)
+
+
+def open_integrity_check(config: Config) -> IntegrityCheck | None:
+    """The store's background integrity check; None when it is off, or for PostgreSQL (no
+    whole-database check of this kind is run there)."""
+    if config.database_url or config.integrity_check == "off":
+        return None
+    return IntegrityCheck(config.database_path, config.integrity_check)

@@ -45,6 +45,19 @@ class StoreBroken(Exception):
     """The connection is unusable (e.g. a failed rollback): the writer must not go on with it."""
 
 
+class StoreDamaged(StoreBroken):
+    """The store's file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB, or a failed integrity check):
+    fatal. No retry can help and a restart meets it again; the message says what to do."""
+
+    def __init__(self, detail: str, where: str) -> None:
+        super().__init__(
+            f"the store is damaged ({detail}) at {where}: restore it from a backup, or recover "
+            f"what it holds with `sqlite3 {where} .recover` (docs/reliability.md, "
+            '"A damaged store")'
+        )
+        self.detail = detail
+
+
 class StoreMismatch(Exception):
     """The database at start-up is not one this aggregator can use; it was left untouched."""
 

@@ -8,6 +8,9 @@ checkpointed, and so never restarts from its beginning: once it holds ``restart_
 more pass runs while holding ``pause`` (the writer holds it around each transaction), which
 copies only what the previous pass missed, and the writer's next transaction then starts the
 WAL over. So the WAL stays near ``restart_frames`` pages plus one transaction.
+
+A checkpoint that finds the file damaged (SQLITE_CORRUPT, SQLITE_NOTADB) stops this thread; the
+writer's next transaction or upkeep step raises it (``raise_damage``), which stops the server.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
+
+from aggregator.store.base import StoreDamaged
+from aggregator.store.sqlite_reader import damaged, is_damage
 
 LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +39,8 @@ class Checkpointer:
         self._idle_seconds = idle_seconds
         self._wake = threading.Event()
         self._stopping = False
+        self._path = path
+        self._damage: StoreDamaged | None = None
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
@@ -59,8 +67,17 @@ class Checkpointer:
                     with self.pause:
                         self._checkpoint()
                     self.restarts += 1
-            except sqlite3.Error as exc:  # e.g. disk full: the next pass tries again
-                LOGGER.warning("checkpoint failed: %s", exc)
+            except sqlite3.Error as exc:
+                if is_damage(exc):
+                    self._damage = damaged(exc, self._path)
+                    LOGGER.critical("checkpoint failed: %s", self._damage)
+                    return
+                LOGGER.warning("checkpoint failed: %s", exc)  # e.g. disk full: try again next
+
+    def raise_damage(self) -> None:
+        """Raise the ``StoreDamaged`` a checkpoint met, if one did."""
+        if self._damage is not None:
+            raise self._damage
 
     def close(self) -> None:
         self._stopping = True

@@ -136,3 +136,23 @@ def sweep_due(cur: sqlite3.Cursor | sqlite3.Connection, bucket: int) -> bool:
         (bucket,),
     ).fetchone()
     return bool(expired - swept >= max((unique - expired) // 2, 1))
+
+
+# A key row's share of the table's pages, at the least (18.8 bytes measured on a store of 20,000
+# prefilled events): what an expired event's key still holds until its bucket is swept.
+KEY_ROW_BYTES = 16
+
+
+def unswept_bytes(cur: sqlite3.Cursor | sqlite3.Connection) -> int:
+    """About how many bytes keys of expired events hold: per bucket, a 64th of the events
+    expired since its last sweep (the keys spread evenly over the buckets)."""
+    (count,) = cur.execute(
+        "SELECT coalesce(sum(c.expired - m.swept), 0) FROM counters AS c, merged AS m"
+    ).fetchone()
+    return int(count) // BUCKETS * KEY_ROW_BYTES
+
+
+def stalest_bucket(cur: sqlite3.Cursor | sqlite3.Connection) -> int:
+    """The bucket swept longest ago: it holds the most keys of expired events."""
+    (bucket,) = cur.execute("SELECT bucket FROM merged ORDER BY swept LIMIT 1").fetchone()
+    return int(bucket)

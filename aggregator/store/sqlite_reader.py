@@ -3,15 +3,30 @@ the writer. Each is used by one thread at a time (the reader pool sees to that).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from aggregator.messages import StoredEvent
-from aggregator.store.base import Counters, StoreUnavailable, TopicCounts
+from aggregator.store.base import Counters, StoreDamaged, StoreUnavailable, TopicCounts
 
 EVENT_COLUMNS = "seq, topic, event_id, timestamp, source, payload, received_at"
+# A read is interrupted after this long, as PostgreSQL's readers are (pg_connect.READ_TIMEOUT):
+# a cancelled request's read holds its connection until the read ends, so none may run for ever.
+READ_TIMEOUT_SECONDS = 10.0
+PROGRESS_STEPS = 10_000  # SQLite virtual machine steps between two looks at the clock
+# The primary result codes that say the file itself is damaged (extended codes such as
+# SQLITE_CORRUPT_INDEX share them in their low byte): no retry can help.
+DAMAGE_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def wal_path(path: Path) -> Path:
+    """Where SQLite keeps the file's WAL: beside the file a symlink points to, not the link."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + "-wal")
 
 
 def describe(exc: sqlite3.Error) -> str:
@@ -19,11 +34,31 @@ def describe(exc: sqlite3.Error) -> str:
     return f"{exc} ({name})" if name else str(exc)
 
 
+def is_damage(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in DAMAGE_CODES
+
+
+def damaged(exc: sqlite3.Error, path: Path) -> StoreDamaged:
+    return StoreDamaged(describe(exc), str(path))
+
+
 @contextmanager
-def _reading() -> Iterator[None]:
+def reading(path: Path, reader: SQLiteReader | None = None) -> Iterator[None]:
+    """SQLite errors as the store's: ``StoreDamaged`` (fatal) or ``StoreUnavailable``; with
+    ``reader``, its read is interrupted after ``READ_TIMEOUT_SECONDS``."""
+    if reader is not None:
+        reader.deadline = time.monotonic() + READ_TIMEOUT_SECONDS
     try:
         yield
     except sqlite3.Error as exc:
+        if reader is not None and exc.sqlite_errorcode == sqlite3.SQLITE_INTERRUPT:
+            raise StoreUnavailable(
+                f"the read took longer than {READ_TIMEOUT_SECONDS:g} s, the limit of a read; "
+                "ask for less (a smaller limit or offset, a topic)"
+            ) from exc
+        if is_damage(exc):
+            raise damaged(exc, path) from exc
         raise StoreUnavailable(describe(exc)) from exc
 
 
@@ -38,9 +73,14 @@ class SQLiteReader:
             isolation_level=None,
             check_same_thread=False,
         )
+        self.deadline = float("inf")  # of the read under way; each read sets it
+        self._conn.set_progress_handler(self._overdue, PROGRESS_STEPS)
+
+    def _overdue(self) -> bool:
+        return time.monotonic() > self.deadline  # True interrupts the statement
 
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
-        with _reading():
+        with reading(self._path, self):
             return self._events(topic, after, limit, offset)
 
     def _events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
@@ -58,7 +98,7 @@ class SQLiteReader:
         return [StoredEvent(*row) for row in rows]
 
     def counters(self) -> Counters:
-        with _reading():
+        with reading(self._path, self):
             return self._counters()
 
     def _counters(self) -> Counters:
@@ -79,7 +119,7 @@ class SQLiteReader:
         return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
-        with _reading():
+        with reading(self._path, self):
             return [
                 TopicCounts(*row)
                 for row in self._conn.execute(
@@ -88,21 +128,17 @@ class SQLiteReader:
             ]
 
     def head(self) -> int:
-        with _reading():
+        with reading(self._path, self):
             (head,) = self._conn.execute("SELECT last_seq FROM counters").fetchone()
         return int(head)
 
     def ping(self) -> None:
-        with _reading():
+        with reading(self._path, self):
             self._conn.execute("SELECT 1 FROM counters").fetchone()
 
     def size_bytes(self) -> int:
         """The database file and its WAL."""
-        return sum(
-            p.stat().st_size
-            for p in (self._path, self._path.with_name(self._path.name + "-wal"))
-            if p.exists()
-        )
+        return sum(p.stat().st_size for p in (self._path, wal_path(self._path)) if p.exists())
 
     def close(self) -> None:
         self._conn.close()
