@@ -69,8 +69,14 @@ BUGS = (
             Edit(
                 SERVICE,
                 "with trio.move_on_after(config.shutdown_grace_seconds):\n"
-                "            await tracked.wait_idle()",
-                "with trio.move_on_after(0):\n            await tracked.wait_idle()",
+                "                await tracked.wait_idle()",
+                "with trio.move_on_after(0):\n                await tracked.wait_idle()",
+            ),
+            Edit(
+                SERVICE,
+                "with trio.move_on_after(ANSWER_MARGIN_SECONDS):\n"
+                "                await front.intake.wait_answered()",
+                "pass",
             ),
         ),
         ("tests/test_process.py::test_sigterm_answers_every_publish_in_flight",),
