@@ -344,7 +344,12 @@ def test_rfc3164_fields_with_no_tag_pid_colon_or_space_where_expected() -> None:
     }
     assert fields("<13>Nov 30 07:48:45 sshd: hello") == ("sshd", None, None, "hello")
     assert fields("<13>Nov 30 07:48:45 sshd[811] fwd") == ("sshd", None, "811", "fwd")
-    assert fields("<13>2026 was a year") == ("2026", None, None, "was a year")
+    assert fields("<13>2026 was a year") == (
+        None,
+        None,
+        None,
+        "2026 was a year",
+    )  # no letter: no TAG
     assert fields("<13>justatag") == ("justatag", None, None, "")
     assert fields("<13>Xorg: started") == ("Xorg", None, None, "started")
     assert fields("<13>odd]tag[7]: m") == ("odd]tag", None, "7", "m")
