@@ -30,7 +30,16 @@ class Bug:
 SQLITE = "aggregator/store/sqlite.py"
 WRITER = "aggregator/actors/writer.py"
 SERVICE = "aggregator/service.py"
-COUNTERS = "            cur.execute(ADD_COUNTERS, (total, result.stored, total - result.stored))\n"
+TOTALS = (
+    "            cur.execute(ADD_COUNTERS, (total, len(rows), total - len(rows), seq))\n"
+    "            cur.executemany(ADD_TOPIC, [(t, *tally) for t, tally in topics.items()])\n"
+)
+TRANSACTION = (
+    '                cur.execute("BEGIN IMMEDIATE")\n'
+    "                yield cur\n"
+    "                committing = True\n"
+    '                cur.execute("COMMIT")\n'
+)
 
 BUGS = (
     Bug(
@@ -39,10 +48,13 @@ BUGS = (
         (
             Edit(
                 SQLITE,
-                "                counts.append((cur.rowcount, len(batch) - cur.rowcount))\n",
-                "                counts.append((cur.rowcount, len(batch) - cur.rowcount))\n"
-                '                cur.execute("COMMIT")\n'
-                '                cur.execute("BEGIN IMMEDIATE")\n',
+                "        received_at = utc_text(self._clock())\n",
+                "        if len(batches) > 1:\n"
+                "            flags: list[list[bool]] = []\n"
+                "            for one in batches:\n"
+                "                flags += self.commit([one]).stored_flags\n"
+                "            return commit_result(flags)\n"
+                "        received_at = utc_text(self._clock())\n",
             ),
         ),
         (
@@ -57,8 +69,14 @@ BUGS = (
             Edit(
                 SERVICE,
                 "with trio.move_on_after(config.shutdown_grace_seconds):\n"
-                "            await app.wait_idle()",
-                "with trio.move_on_after(0):\n            await app.wait_idle()",
+                "                await tracked.wait_idle()",
+                "with trio.move_on_after(0):\n                await tracked.wait_idle()",
+            ),
+            Edit(
+                SERVICE,
+                "with trio.move_on_after(ANSWER_MARGIN_SECONDS):\n"
+                "                await front.intake.wait_answered()",
+                "pass",
             ),
         ),
         ("tests/test_process.py::test_sigterm_answers_every_publish_in_flight",),
@@ -69,10 +87,10 @@ BUGS = (
         (
             Edit(
                 WRITER,
-                "        result = await trio.to_thread.run_sync(store.commit, ",
-                "        for early in batch:\n"
-                "            _reply(early, Accepted(len(early.events), len(early.events), 0))\n"
-                "        result = await trio.to_thread.run_sync(store.commit, ",
+                "            result = await trio.to_thread.run_sync(store.commit, ",
+                "            for early in batch:\n"
+                "                _reply(early, Accepted(len(early.events), len(early.events), 0))\n"
+                "            result = await trio.to_thread.run_sync(store.commit, ",
             ),
             Edit(
                 WRITER,
@@ -88,16 +106,12 @@ BUGS = (
         (
             Edit(
                 SQLITE,
-                '            cur.execute("BEGIN IMMEDIATE")\n            (head,)',
-                "            if self._conn.in_transaction:\n"
-                '                cur.execute("COMMIT")\n'
-                '            cur.execute("BEGIN IMMEDIATE")\n            (head,)',
-            ),
-            Edit(
-                SQLITE,
-                "            cur.executemany(ADD_TOPIC, topics)\n"
-                '            cur.execute("COMMIT")\n',
-                "            cur.executemany(ADD_TOPIC, topics)\n",
+                TRANSACTION,
+                "                if self._conn.in_transaction:\n"
+                '                    cur.execute("COMMIT")\n'
+                '                cur.execute("BEGIN IMMEDIATE")\n'
+                "                yield cur\n"
+                "                committing = True\n",
             ),
         ),
         ("tests/test_actors.py::test_a_request_is_answered_only_once_its_commit_is_visible",),
@@ -108,11 +122,10 @@ BUGS = (
         (
             Edit(
                 SQLITE,
-                COUNTERS + "            cur.executemany(ADD_TOPIC, topics)\n"
-                '            cur.execute("COMMIT")\n',
-                '            cur.execute("COMMIT")\n'
-                + COUNTERS
-                + "            cur.executemany(ADD_TOPIC, topics)\n",
+                TOTALS + "        for h, seq in keys:",
+                "        cur = self._conn.cursor()  # autocommit: each statement on its own\n"
+                + TOTALS.replace("            ", "        ")
+                + "        for h, seq in keys:",
             ),
         ),
         (
@@ -150,8 +163,14 @@ BUGS = (
         (
             Edit(
                 SQLITE,
-                "ON CONFLICT (topic, event_id) DO NOTHING",
-                "ON CONFLICT (topic, event_id) DO UPDATE SET payload = excluded.payload",
+                "                first.pop(key, None)\n",
+                "                later = first.pop(key, None)\n"
+                "                if later is not None:\n"
+                "                    cur.execute(\n"
+                '                        "UPDATE events SET payload = ?"\n'
+                '                        " WHERE topic = ? AND event_id = ?",\n'
+                "                        (later.payload, *key),\n"
+                "                    )\n",
             ),
         ),
         (

@@ -19,6 +19,32 @@ STRICT = "the store returns one count per batch: strict= only asserts what holds
 SUFFIX = 'got = str(exc).removesuffix(" - at `$`")'
 NO_SUFFIX = "msgspec names no path for a top-level value: there is never a suffix to remove"
 URI = "this SQLite is built with URI file names on: the URI opens read-only either way"
+SYSLOG = "aggregator/decoders/syslog.py"
+FIND = 'end = text.find(">", 1, 5)'
+FROM_0 = "text[0] is '<' or the message is refused: a '>' is never found at 0"
+FROM_2 = "a '>' at 1 leaves no digits; found later, the digits hold that '>': refused alike"
+FOUND_AT_1 = "searched from 1, find() returns -1 or at least 1: never 0"
+PRIORITY = 'if not text.startswith("<") or end < 0 or not (digits.isascii() and digits.isdigit()):'
+FRAMING = "aggregator/decoders/syslog_framing.py"
+SKIP_FIND = 'newline = buffer.find(b"\\n", pos)'
+AT_0 = "the skipped line's LF is looked for at the start of a feed, where pos is 0"
+NEWLINE = (
+    "a frame's first byte is never an LF (skipped between frames): a line's LF is at pos + 1 "
+    "or later, so never at 0 (only where a feed starts after a skipped line can it be at 0, "
+    "and there the same change is killed)"
+)
+SKIPPING = "skipping = self._skip_count or self._skip_line"
+EMPTY = "while a frame is skipped the buffer is empty: `not rest` returns [] all the same"
+TRUNCATED = (
+    "return [Problem.TRUNCATED] if count is not None and count >= 0 else [strip_frame(rest)]"
+)
+NO_ZERO = "a count never starts with 0: it is -1 (digits so far), None, or 1 or more"
+DIGITS = "while digit < end and digit - pos <= MAX_COUNT_DIGITS and buffer[digit] in _DIGITS:"
+IDENTIFY = 'conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)'
+PROBE_BYTES = (
+    "only a failed commit sets last_error before a probe, and it sets probe_bytes too: the "
+    "first value is never read"
+)
 # (path, before, after, why): changes that are equivalent for a reason of their own.
 BY_CHANGE: list[tuple[str, str, str, str]] = [
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=None"), STRICT),
@@ -50,6 +76,25 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
+        "self._next_bucket = (bucket + 1) % len(self._recent.buckets)",
+        "self._next_bucket = (bucket - 1) % len(self._recent.buckets)",
+        "downwards visits every bucket once a round as upwards does; no step depends on order",
+    ),
+    (
+        SQLITE,
+        "self._merge(bucket, sweep=False)",
+        "self._merge(bucket, sweep=None)",
+        "sweep is only tested for truth (sqlite_keys.merge), and None is false like False",
+    ),
+    (
+        SQLITE,
+        "self._merge(bucket, sweep=False)",
+        "self._merge(bucket, sweep=True)",
+        "a sweep at close deletes only keys of expired events, which no lookup can match (the "
+        "index is joined with the events): it changes when space is reclaimed, not what is found",
+    ),
+    (
+        SQLITE,
         "_migrate(conn, path, version)",
         "_migrate(conn, None, version)",
         "the path is used only in the log line",
@@ -60,6 +105,40 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         'conn.execute(f"PRAGMA synchronous = {synchronous.lower()}")',
         "SQLite reads pragma values in any case",
     ),
+    (SQLITE, IDENTIFY, IDENTIFY.replace(", uri=True)", ", )"), URI),
+    (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=False"), URI),
+    (
+        SQLITE,
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",
+        "tally = topics.get(None) or topics.setdefault(record.topic, [0, 0, 0])",
+        "setdefault returns the topic's tally when it has one, as get did",
+    ),
+    (
+        SQLITE,
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",
+        "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 1])",
+        "a tally with no stored event this commit is a known topic's, whose last_seq is at "
+        "least 1 already: max() keeps it",
+    ),
+    (
+        SQLITE,
+        "self._next_bucket = 0",
+        "self._next_bucket = 1",
+        "the round of buckets starts elsewhere: each is still visited once a round",
+    ),
+    (
+        SQLITE,
+        'synchronous: str = "full",',
+        'synchronous: str = "FULL",',
+        "both connections upper() it: SQLite reads pragma values in any case anyway",
+    ),
+    (
+        WRITER,
+        "probe_bytes = 0",
+        "probe_bytes = None",
+        PROBE_BYTES,
+    ),
+    (WRITER, "probe_bytes = 0", "probe_bytes = 1", PROBE_BYTES),
     (SQLITE, "uri=True,", "uri=None,", URI),
     (SQLITE, "uri=True,", "uri=False,", URI),
     (SQLITE, "uri=True,", "", URI),
@@ -82,6 +161,73 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         NO_SUFFIX,
     ),
     ("aggregator/decoders/publish.py", SUFFIX, SUFFIX.replace(" - at", " - AT"), NO_SUFFIX),
+    (
+        "aggregator/store/base.py",
+        "def f(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:",
+        "def f(self, retention: Retention, max_events: int, *, reclaim: bool = True) -> Upkeep:",
+        "a Protocol's default is never used: a call takes the implementation's",
+    ),
+    (
+        "aggregator/decoders/syslog_framing.py",
+        "begun = bool(self._buffer) and not (self._skip_count or self._skip_line)",
+        "begun = bool(self._buffer) and not (self._skip_count and self._skip_line)",
+        "the buffer is empty while a frame is skipped (feed discards it): the buffer decides",
+    ),
+    (
+        "aggregator/decoders/syslog.py",
+        "if close > 0:",
+        "if close >= 0:",
+        "the search starts after the '[' at end >= 0: a found ']' is at 1 or more",
+    ),
+    (
+        "aggregator/decoders/syslog.py",
+        'day, clock = stamp[4:6].strip(), stamp[7:].split(":")',
+        'day, clock = stamp[4:7].strip(), stamp[7:].split(":")',
+        "stamp[6] must be a space (checked next), which strip() removes",
+    ),
+    (
+        SYSLOG,
+        'text = frame.decode("utf-8", "replace")',
+        'text = frame.decode("UTF-8", "replace")',
+        "Python's codec names are case-insensitive",
+    ),
+    (SYSLOG, FIND, FIND.replace("1, 5", "None, 5"), FROM_0),
+    (SYSLOG, FIND, FIND.replace("1, 5", "2, 5"), FROM_2),
+    (SYSLOG, PRIORITY, PRIORITY.replace("end < 0", "end <= 0"), FOUND_AT_1),
+    (SYSLOG, PRIORITY, PRIORITY.replace("end < 0", "end < 1"), FOUND_AT_1),
+    (
+        FRAMING,
+        "self._skip_line = False  # discarding an oversized line up to its LF",
+        "self._skip_line = None  # discarding an oversized line up to its LF",
+        "_skip_line is only ever tested for truth, and None is false like False",
+    ),
+    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", None)', AT_0),
+    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", )', AT_0),
+    (
+        FRAMING,
+        "pos = end",
+        "pos = None",
+        "break follows: del buffer[:None] clears the buffer as del buffer[:end] does",
+    ),
+    (FRAMING, "if newline < 0:", "if newline <= 0:", NEWLINE),
+    (FRAMING, "if newline < 0:", "if newline < 1:", NEWLINE),
+    (FRAMING, SKIPPING, "skipping = None", EMPTY),
+    (FRAMING, SKIPPING, "skipping = self._skip_count and self._skip_line", EMPTY),
+    (FRAMING, TRUNCATED, TRUNCATED.replace("count >= 0", "count > 0"), NO_ZERO),
+    (FRAMING, TRUNCATED, TRUNCATED.replace("count >= 0", "count >= 1"), NO_ZERO),
+    (
+        FRAMING,
+        DIGITS,
+        DIGITS.replace("<= MAX_COUNT_DIGITS", "< MAX_COUNT_DIGITS"),
+        "stopped at nine digits, a tenth is still not the space a count needs: not a count "
+        "either way; nine then the end of the buffer wait for more either way",
+    ),
+    (
+        "aggregator/decoders/publish.py",
+        'message, _, path = str(exc).partition(" - at `$.")',
+        'message, _, path = str(exc).rpartition(" - at `$.")',
+        "msgspec appends one path, once: the text occurs at most once",
+    ),
     (
         WRITER,
         "probe_seconds: float = 1.0,",

@@ -59,12 +59,13 @@ def changed_lines(functions: dict[str, str], name: str) -> tuple[str, str]:
     orig_name = short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
     original = functions.get(orig_name, "").replace(orig_name, "f")
     mutant = functions.get(short, "").replace(short, "f")
+    before, after = original.splitlines(), mutant.splitlines()
     removed, added = [], []
-    for line in difflib.ndiff(original.splitlines(), mutant.splitlines()):
-        if line.startswith("- "):
-            removed.append(line[2:].strip())
-        elif line.startswith("+ "):
-            added.append(line[2:].strip())
+    # Opcodes, not ndiff: ndiff's fuzzy matching of similar lines takes minutes on long functions.
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, before, after).get_opcodes():
+        if tag != "equal":
+            removed += [line.strip() for line in before[i1:i2]]
+            added += [line.strip() for line in after[j1:j2]]
     return " ".join(removed), " ".join(added)
 
 
@@ -74,8 +75,9 @@ def mutants(path: str) -> Iterator[Mutant]:
         return
     codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
     source = (ROOT / "mutants" / path).read_text()
+    lines = source.splitlines()  # once: ast.get_source_segment splits the file at each call
     functions = {
-        node.name: ast.get_source_segment(source, node) or ""
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
         for node in ast.walk(ast.parse(source))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
     }

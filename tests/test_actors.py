@@ -32,7 +32,7 @@ from aggregator.messages import (
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.store import CommitResult, StoreBroken
+from aggregator.store import CommitResult, StoreBroken, StoreContention, StoreUnavailable
 from aggregator.store.base import Retention, Upkeep
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
@@ -135,7 +135,8 @@ async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_o
             assert await write(send, [rec("t", "after")]) == Accepted(1, 1, 0)
             await send.aclose()
     stats = monitor.statistics()
-    assert stats.failed_transactions >= 1 and stats.last_error is None
+    # One group failed, as one transaction (the full disk is not retried request by request).
+    assert stats.failed_transactions == 1 and stats.last_error is None
     assert SQLiteReader(db).counters()[:3] == (2, 2, 0)
 
 
@@ -457,21 +458,27 @@ async def test_a_broken_store_answers_the_request_that_did_not_fit_too() -> None
     send, recv = trio.open_memory_channel[WriteRequest](10)
     outcomes: list[WriteOutcome] = []
 
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", str(i))]))
+    async def publisher(name: str) -> None:
+        outcomes.append(await write(send, [rec("t", f"{name}-{j}") for j in range(2)]))
 
     with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as publishers:
-                for i in range(2):
-                    publishers.start_soon(publisher, i)
+                for name in ("a", "b"):
+                    publishers.start_soon(publisher, name)
                 await trio.testing.wait_all_tasks_blocked()
-                # A cap of one event: the second request waits as "pending" when the first fails.
+                # A cap of three events: the second request does not fit beside the first, and
+                # waits as "pending" when the first fails.
                 nursery.start_soon(
-                    partial(run_writer, max_txn_events=1), recv, BrokenStore(), monitor
+                    partial(run_writer, max_txn_events=3), recv, BrokenStore(), monitor
                 )
             await send.aclose()
-    assert len(outcomes) == 2 and all(isinstance(o, Unavailable) for o in outcomes)
+    refusal = "the server is stopping after a store failure: rollback failed"
+    assert len(outcomes) == 2
+    assert sorted(o.reason for o in outcomes if isinstance(o, Unavailable)) == [
+        "rollback failed",
+        refusal,
+    ]
     assert monitor.statistics().last_error == ("the store's connection is broken: rollback failed")
 
 
@@ -519,3 +526,182 @@ async def test_a_compressed_body_is_decoded_off_the_event_loop_however_small(
     compressed, plain = threads
     assert compressed is not threading.main_thread()
     assert plain is threading.main_thread()  # a small plain body stays on the loop: cheap
+
+
+async def test_a_workers_500_names_one_log_line_with_its_error_and_what_it_was_doing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request id of a worker's 500 finds one log line: the stage, what was being done
+    (the body's size and media type, the decoder; the events waiting for their commit), and
+    the traceback of the error. A worker given no ``incidents`` logs them too."""
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    bug = RuntimeError("a decoder bug")
+
+    def buggy(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        raise bug
+
+    def accept(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        return [rec("t", body.decode())]
+
+    async def ask(body: bytes, decode: Any) -> PublishOutcome:
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        await ingest_send.send(submission(body, reply_send, decode))
+        return await reply_recv.receive()
+
+    outcomes: list[PublishOutcome] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            outcomes.append(await ask(b"abc", buggy))
+            async with trio.open_nursery() as writer:
+
+                async def lost() -> None:
+                    outcomes.append(await ask(b"x", accept))
+
+                writer.start_soon(lost)
+                request = await write_recv.receive()
+                await request.reply.aclose()  # the writer drops it unanswered
+            await ingest_send.aclose()
+    decoding, waiting = outcomes
+    assert isinstance(decoding, Internal) and isinstance(waiting, Internal)
+    [first] = [r for r in caplog.records if decoding.request_id in r.getMessage()]
+    assert first.getMessage().startswith(
+        f"internal error in decode (request id {decoding.request_id}) while decoding a 3-byte "
+        f"body (application/x-test) with <function "
+    )
+    assert first.exc_info is not None and first.exc_info[1] is bug
+    [second] = [r for r in caplog.records if waiting.request_id in r.getMessage()]
+    assert second.getMessage() == (
+        f"internal error in worker (request id {waiting.request_id}) while waiting for the "
+        "commit of 1 events"
+    )
+    assert second.exc_info is not None and isinstance(second.exc_info[1], trio.EndOfChannel)
+
+
+class BreaksWhenRetriedStore(BuggyStore):
+    """A group meets a bug; retried one by one, ``ok`` commits and ``broken`` finds the
+    connection in an unknown state (a failed rollback)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        if len(batches) > 1:
+            raise RuntimeError("a bug in the group")
+        if batches[0][0].event_id == "broken":
+            raise StoreBroken("rollback failed")
+        return self._store.commit(batches)
+
+
+async def test_a_connection_broken_during_retries_refuses_the_rest_once_each(
+    tmp_path: Path,
+) -> None:
+    """Retried alone after a bug in their group, the requests before the broken one keep their
+    answer, it gets its 503, and those after it are refused naming the failure: exactly one
+    answer each."""
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    replies: dict[str, trio.MemoryReceiveChannel[WriteOutcome]] = {}
+    for name in ("ok", "broken", "rest"):
+        reply_send, replies[name] = trio.open_memory_channel[WriteOutcome](1)
+        await send.send(WriteRequest([rec("t", name)], reply_send))
+    store = BreaksWhenRetriedStore(SQLiteStore(tmp_path / "db"))
+    with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                partial(run_writer, max_txn_events=100), recv, store, WriterMonitor()
+            )
+            await send.aclose()
+    outcomes = {name: reply.receive_nowait() for name, reply in replies.items()}
+    assert outcomes == {
+        "ok": Accepted(1, 1, 0),
+        "broken": Unavailable("rollback failed", stored_nothing=False),
+        # Its group rolled back and it was never retried: nothing of it was stored.
+        "rest": Unavailable("the server is stopping after a store failure: rollback failed"),
+    }
+    for reply in replies.values():
+        with pytest.raises(trio.WouldBlock):  # one answer, not two
+            reply.receive_nowait()
+
+
+async def test_a_request_that_would_pass_the_cap_waits_for_the_next_transaction(
+    tmp_path: Path,
+) -> None:
+    monitor = WriterMonitor()
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: list[WriteOutcome] = []
+
+    async def publisher(size: int) -> None:
+        outcomes.append(await write(send, [rec("t", f"{size}-{j}") for j in range(size)]))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for size in (2, 3):
+                    publishers.start_soon(publisher, size)
+                await trio.testing.wait_all_tasks_blocked()
+                store = SQLiteStore(tmp_path / "db")
+                nursery.start_soon(partial(run_writer, max_txn_events=4), recv, store, monitor)
+            await send.aclose()
+    stats = monitor.statistics()
+    # 2 + 3 would pass the cap of 4, whichever came first: two transactions.
+    assert (stats.transactions, stats.max_requests_per_transaction) == (2, 1)
+    assert sorted(o.stored for o in outcomes if isinstance(o, Accepted)) == [2, 3]
+
+
+class LockedRowStore(BuggyStore):
+    """A request with the event id ``locked`` waits too long for a row another session holds;
+    one with ``at-commit`` fails at COMMIT itself (it may have been stored)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        ids = {r.event_id for batch in batches for r in batch}
+        if "locked" in ids:
+            raise StoreContention("lock timeout on the row of key locked")
+        if "bad" in ids:
+            raise RuntimeError("a bug")
+        if "at-commit" in ids:
+            raise StoreUnavailable("disk I/O error at COMMIT", maybe_stored=True)
+        return self._store.commit(batches)
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        return self._store.maintain(retention, max_events, reclaim=reclaim)
+
+
+async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Path) -> None:
+    monitor = WriterMonitor()
+    commits: list[int] = []
+    recorded: list[str] = []
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(name: str) -> None:
+        outcomes[name] = await write(send, [rec("t", name)])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for name in ("free", "locked", "bad"):
+                    publishers.start_soon(publisher, name)
+                await trio.testing.wait_all_tasks_blocked()  # one group of three
+                store = LockedRowStore(SQLiteStore(tmp_path / "db"))
+                writer = partial(
+                    run_writer,
+                    max_txn_events=100,
+                    on_commit=lambda: commits.append(1),
+                    incidents=Incidents(recorded.append),
+                )
+                nursery.start_soon(writer, recv, store, monitor)
+            assert outcomes["free"] == Accepted(1, 1, 0)  # retried alone, it commits
+            assert outcomes["locked"] == Unavailable("lock timeout on the row of key locked")
+            bad = outcomes["bad"]  # retried alone, it meets its bug: a 500 for it alone
+            assert isinstance(bad, Internal) and (bad.stage, bad.stored_nothing) == ("writer", True)
+            assert (commits, recorded) == ([1], ["writer"])
+            # The group, then the locked one and the bad one alone.
+            assert monitor.statistics().failed_transactions == 3
+            # Alone, a lock is not retried: one failed transaction.
+            outcome = await write(send, [rec("t", "locked")])
+            assert outcome == Unavailable("lock timeout on the row of key locked")
+            assert monitor.statistics().failed_transactions == 4
+            # A failure at COMMIT itself may have stored the events: the 503 says so.
+            outcome = await write(send, [rec("t", "at-commit")])
+            assert outcome == Unavailable("disk I/O error at COMMIT", stored_nothing=False)
+            await send.aclose()
+    stats = monitor.statistics()
+    assert (stats.transactions, stats.failed_transactions) == (1, 5)

@@ -479,6 +479,25 @@ def test_the_slow_path_checks_payload_size_and_timestamp_range_too() -> None:
     ]
 
 
+def test_the_slow_path_takes_a_payload_of_exactly_the_limit() -> None:
+    exact = json.dumps(event(payload={"k": "x" * 56}), separators=(",", ":")).encode()
+    typed_wrong = json.dumps({**event(event_id="x"), "topic": 5}).encode()
+    assert rejected(b"[" + exact + b"," + typed_wrong + b"]").details == [
+        Detail(1, "topic", f"{rule_message('topic')} (Expected `str`, got `int`)"),
+    ]
+
+
+def test_a_field_given_twice_must_be_valid_both_times() -> None:
+    """A JSON object may repeat a key; a dict keeps the last copy, the typed decode checks each.
+    The first copy's problem is named, alone or in a batch with a valid item."""
+    rest = json.dumps(event())[1:-1].removeprefix('"topic": "t", ')
+    twice = b'{"topic": 1, "topic": "a", ' + rest.encode() + b"}"
+    why = "Expected `str`, got `int`; a field given more than once must be valid each time"
+    assert rejected(b"[" + twice + b"]").details == [Detail(0, "topic", why)]
+    valid = json.dumps(event(event_id="ok")).encode()
+    assert rejected(b"[" + valid + b"," + twice + b"]").details == [Detail(1, "topic", why)]
+
+
 def test_offsets_convert_to_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 

@@ -157,7 +157,23 @@ def test_a_disk_filling_up_below_the_limit_is_met_by_deleting_the_oldest(tmp_pat
     assert store.maintain(Retention(max_age_seconds=3600), 10).expired == 0  # no size limit
     free[0] = 5 * 1024 * 1024
     assert upkeep(store, generous) == 0
+    free[0] = 4 * 1024 * 1024  # exactly the reserve: not below it
+    assert upkeep(store, generous) == 0
     assert seqs(tmp_path / "s.sqlite3")[0] == 11
+    store.close()
+
+
+def test_a_step_that_deleted_events_asks_for_another(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SQLiteStore(tmp_path / "s.sqlite3", clock=clock)
+    store.commit([[rec("t", "old-1"), rec("t", "old-2")]])
+    clock.advance(120)
+    store.commit([[rec("t", str(i)) for i in range(10)]])
+    minute = Retention(max_age_seconds=60)
+    steps = [store.maintain(minute, 1) for _ in range(3)]
+    # Few keys of expired events (no sweep due) and few recent keys (no merge): only the
+    # deletions say whether there is more to do.
+    assert [(step.expired, step.more) for step in steps] == [(1, True), (1, True), (0, False)]
     store.close()
 
 

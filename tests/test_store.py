@@ -9,7 +9,7 @@ import pytest
 
 from aggregator.messages import EventRecord
 from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable, sqlite_keys
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore
+from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
 from aggregator.store.sqlite_schema import SCHEMA_VERSION
 from tests.wal import TransactionCounter
 
@@ -69,6 +69,9 @@ def test_commit_dedups_within_and_across_batches_first_copy_wins(db: Path) -> No
     assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
     assert reader.counters() == (5, 3, 2, ["a", "b"], 0)
     assert reader.topics() == [("a", 2, 2, 3, 0), ("b", 1, 0, 2, 0)]
+    # A copy in a later transaction is a duplicate too: the stored payload stays the first's.
+    assert store.commit([[rec("a", "1", '{"v":4}')]]).counts == [(0, 1)]
+    assert [e.payload for e in reader.events("a", 0, 10, 0)] == ['{"v":1}', "{}"]
 
 
 def test_same_event_id_on_two_topics_is_two_events(db: Path) -> None:
@@ -283,6 +286,12 @@ def test_the_writer_connection_takes_its_settings(db: Path) -> None:
     store.close()
     store = SQLiteStore(db, cache_mib=3)
     assert store._conn.execute("PRAGMA cache_size").fetchone() == (-3 * 1024,)
+    # A WAL that started over is cut back to its restart size.
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone() == (16_384 * 4096,)
+    store.close()
+    store = SQLiteStore(db, wal_pages=256)
+    assert store._conn.execute("PRAGMA journal_size_limit").fetchone() == (256 * 4096,)
+    store.close()
 
 
 def test_received_at_is_utc_now_whatever_the_local_zone(
@@ -350,3 +359,45 @@ def test_a_failure_at_commit_says_the_events_may_have_been_stored(db: Path) -> N
         assert store.commit([[rec("t", "after")]]).counts == [(1, 0)]  # it goes on
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "pages"),
+    [
+        (0, 16_384),  # no size limit: ~64 MiB of WAL
+        (1 << 30, 16_384),  # an eighth of 1 GiB is more: the cap
+        (64 << 20, 2_048),  # an eighth of the limit, in 4 KiB pages
+        (100_000_000, 3_051),  # whole pages, rounded down
+        (1 << 20, 256),  # the floor: 1 MiB of WAL
+    ],
+)
+def test_the_wal_starts_over_at_an_eighth_of_the_size_limit_within_bounds(
+    max_bytes: int, pages: int
+) -> None:
+    assert wal_restart_pages(max_bytes) == pages
+    assert isinstance(wal_restart_pages(max_bytes), int)  # whole pages, into a PRAGMA's text
+
+
+def test_the_stores_clock_is_utc_aware() -> None:
+    """So that arithmetic on it (retention's cutoff) is in UTC, whatever the local zone's DST."""
+    from datetime import timedelta
+
+    from aggregator.store.base import utc_now
+
+    assert utc_now().utcoffset() == timedelta(0)
+
+
+def test_a_wal_the_checkpointer_let_grow_is_checkpointed_by_the_next_commit(
+    db: Path, frozen_wal: None
+) -> None:
+    """With the checkpointer starved (here: doing nothing), the WAL still stays within twice
+    its restart size, plus the transaction that crossed it."""
+    store = SQLiteStore(db, wal_pages=256)  # restarts at 1 MiB: bounded at 2 MiB
+    wal = db.with_name(db.name + "-wal")
+    biggest = 0
+    for i in range(40):  # ~4 MB in transactions of ~100 KB
+        store.commit([[rec("t", f"{i}-{j}", '{"x":"' + "y" * 2000 + '"}') for j in range(50)]])
+        biggest = max(biggest, wal.stat().st_size)
+    assert biggest <= 2 * 256 * 4096 + 512 * 1024  # the crossing transaction: pages, indexes
+    assert SQLiteReader(db).counters()[:3] == (2000, 2000, 0)
+    store.close()

@@ -178,3 +178,14 @@ def test_bucket_ranges_cover_the_hashes_without_overlap() -> None:
         assert low == high + 1
     for b, (low, high) in enumerate(ranges):
         assert bucket_of(low) == bucket_of(high) == b
+
+
+@pytest.mark.parametrize("keys", [49, 50])
+def test_the_merge_starts_once_the_recent_keys_reach_their_limit(tmp_path: Path, keys: int) -> None:
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db, recent_keys=50)
+    store.commit([[rec("t", str(i)) for i in range(keys)]])
+    step = store.maintain(Retention(), 100)
+    in_table = sqlite3.connect(db).execute("SELECT count(*) FROM keys").fetchone()[0]
+    assert (step.more, in_table > 0) == ((True, True) if keys == 50 else (False, False))
+    store.close()

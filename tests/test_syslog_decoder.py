@@ -225,37 +225,164 @@ def test_without_hostname_the_peer_is_part_of_the_id() -> None:
     assert decode(named, peer="10.0.0.1").event_id == decode(named, peer="10.0.0.2").event_id
 
 
+PRIORITY = "it must start with a priority such as <13>"
+HEADER = "an RFC 5424 header has six fields after the version"
+SD_START = "STRUCTURED-DATA must be '-' or start with '['"
+SD_END = "an SD-ELEMENT must end with ']'"
+SD_NAME = "an SD-ID or PARAM-NAME is empty or too long"
+LONG = "2026-13-30T07:48:44.123456789012345678901Z"  # the message quotes its first 40 characters
+
+
 @pytest.mark.parametrize(
     ("raw", "why"),
     [
-        (b"", "priority"),
-        (b"hello", "priority"),
-        (b"<192>1 - - - - - - m", "over 191"),
-        (b"<x>1 - - - - - - m", "priority"),
-        (b"\x00\xff\xfe garbage", "priority"),
-        (b"<13>1 - h app", "six fields"),
-        (b"<13>1 yesterday h app - - - m", "RFC 3339"),
-        (b"<13>1 2026-11-30T07:48:44 h app - - - m", "RFC 3339"),
-        (b"<13>1 2026-13-30T07:48:44Z h app - - - m", "not a valid"),
-        (b"<13>1 - h app - - [id x=1] m", '="value"'),
-        (b'<13>1 - h app - - [id x="1 m', "closing quote"),
-        (b'<13>1 - h app - - [id x="1" m', '="value"'),
-        (b'<13>1 - h app - - [id x="1"]m', "followed by a space"),
-        (b"<13>1 - h app - - {} m", "STRUCTURED-DATA"),
-        (b"<13>Nov 31 07:48:45 h app: m", "not a date"),
-        (b"<13>Nov 30 7:48:450 h app: m", "Mmm dd"),
+        (b"", PRIORITY),
+        (b"hello", PRIORITY),
+        (b"<192>1 - - - - - - m", "the priority <192> is over 191"),
+        (b"<x>1 - - - - - - m", PRIORITY),
+        (b"\x00\xff\xfe garbage", PRIORITY),
+        (b"<13>1 - h app", HEADER),
+        (b"<13>1 - h  app - - - m", HEADER),  # two spaces: an empty field
+        (
+            b"<13>1 yesterday h app - - - m",
+            "the timestamp 'yesterday' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07:48:44 h app - - - m",
+            "the timestamp '2026-11-30T07:48:44' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07:48:4Z h app - - - m",
+            "the timestamp '2026-11-30T07:48:4Z' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30X07:48:44Z h app - - - m",
+            "the timestamp '2026-11-30X07:48:44Z' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07:48:44X h app - - - m",
+            "the timestamp '2026-11-30T07:48:44X' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07-48-44Z h app - - - m",
+            "the timestamp '2026-11-30T07-48-44Z' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-11-30T07:48:44X01:00 h app - - - m",
+            "the timestamp '2026-11-30T07:48:44X01:00' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 " + b"y" * 45 + b" h app - - - m",
+            f"the timestamp '{'y' * 40}' is not RFC 3339 with an offset",
+        ),
+        (
+            b"<13>1 2026-13-30T07:48:44Z h app - - - m",
+            "the timestamp '2026-13-30T07:48:44Z' is not a valid date-time",
+        ),
+        (
+            f"<13>1 {LONG} h app - - - m".encode(),
+            f"the timestamp '{LONG[:40]}' is not a valid date-time",
+        ),
+        (b"<13>1 - h app - - [id x=1] m", "the SD-PARAM 'x' must be followed by =\"value\""),
+        (b'<13>1 - h app - - [id x="1 m', "a PARAM-VALUE has no closing quote"),
+        (b'<13>1 - h app - - [id x="1" m', "the SD-PARAM 'm' must be followed by =\"value\""),
+        (
+            b'<13>1 - h app - - [id x="1"]m',
+            "STRUCTURED-DATA must be followed by a space and the message",
+        ),
+        (b'<13>1 - h app - - [id x="1"x] m', SD_END),
+        (b"<13>1 - h app - - [" + b"a" * 33 + b"] m", SD_END),  # an SD-ID is at most 32
+        (b'<13>1 - h app - - [ x="1"] m', SD_NAME),
+        (b'<13>1 - h app - - [id ="1"] m', SD_NAME),
+        (b"<13>1 - h app - - {} m", SD_START),
+        (b"<13>1 - h app - - ", SD_START),  # the sixth field is there, and empty
+        (b"<13>Nov 31 07:48:45 h app: m", "the timestamp 'Nov 31 07:48:45' is not a date"),
+        (
+            b"<13>Nov 30 7:48:450 h app: m",
+            "the timestamp 'Nov 30 7:48:450' is not 'Mmm dd hh:mm:ss'",
+        ),
+        (
+            b"<13>Nov 30X07:48:45 h app: m",
+            "the timestamp 'Nov 30X07:48:45' is not 'Mmm dd hh:mm:ss'",
+        ),
     ],
 )
 def test_malformed_messages_are_rejected_naming_the_rule(raw: bytes, why: str) -> None:
     with pytest.raises(Rejection) as caught:
         decode(raw)
-    assert caught.value.error == "malformed" and why in caught.value.message
+    assert (caught.value.status, caught.value.error) == (400, "malformed")
+    assert caught.value.message == f"not a syslog message: {why}"
+
+
+def test_rfc3339_in_lower_case_an_sd_name_of_32_and_sd_at_the_end() -> None:
+    lower = decode("<13>1 2026-11-30t07:48:44z h app - - - m")  # RFC 3339 allows t and z
+    assert lower.timestamp == "2026-11-30T07:48:44Z"
+    longest = payload(decode("<13>1 - h app - - [" + "a" * 32 + ' X="1"] m'))
+    assert longest["structured_data"] == {"a" * 32: {"X": "1"}}
+    bare = payload(decode('<13>1 - h app - - [id x="1"]'))  # no MSG after STRUCTURED-DATA
+    assert (bare["structured_data"], bare["message"]) == ({"id": {"x": "1"}}, "")
+    thrice = payload(decode('<13>1 - h app - - [id x="1" x="2" x="3"] m'))
+    assert thrice["structured_data"] == {"id": {"x": ["1", "2", "3"]}}
+
+
+def test_rfc3164_fields_with_no_tag_pid_colon_or_space_where_expected() -> None:
+    def fields(message: str) -> tuple[str, str | None, str | None, str]:
+        got = payload(decode(message))
+        return got["app_name"], got["hostname"], got["procid"], got["message"]
+
+    assert payload(decode("<13>ntp synced")) == {
+        "format": "rfc3164",
+        "priority": 13,
+        "facility": "user",
+        "severity": "notice",
+        "hostname": None,
+        "app_name": "ntp",
+        "procid": None,
+        "msgid": None,
+        "structured_data": None,
+        "message": "synced",
+    }
+    assert fields("<13>Nov 30 07:48:45 sshd: hello") == ("sshd", None, None, "hello")
+    assert fields("<13>Nov 30 07:48:45 sshd[811] fwd") == ("sshd", None, "811", "fwd")
+    assert fields("<13>2026 was a year") == (
+        None,
+        None,
+        None,
+        "2026 was a year",
+    )  # no letter: no TAG
+    assert fields("<13>justatag") == ("justatag", None, None, "")
+    assert fields("<13>Xorg: started") == ("Xorg", None, None, "started")
+    assert fields("<13>odd]tag[7]: m") == ("odd]tag", None, "7", "m")
+    assert fields("<13>app[7]: value [x]") == ("app", None, "7", "value [x]")
+    assert fields("<13>app[7]msg") == ("app", None, "7", "msg")
+    assert fields("<13>app:msg") == ("app", None, None, "msg")
+    assert fields("<13>app msg") == ("app", None, None, "msg")
+    assert fields("<13>[]: m") == (None, None, "", "m")
+    assert fields("<13>: hello") == (None, None, None, "hello")
+    assert decode("<13>: hello").topic == DEFAULT_TOPIC
+
+
+def test_an_rfc3164_stamp_ends_the_message_or_is_followed_by_a_space() -> None:
+    alone = decode("<13>Nov 30 07:48:45")
+    assert (alone.timestamp, alone.topic, payload(alone)["message"]) == (
+        "2026-11-30T07:48:45Z",
+        DEFAULT_TOPIC,
+        "",
+    )
+    # Not 'Mmm dd hh:mm:ss ': no stamp; the time of receipt, and the text is the message.
+    glued = decode("<13>Nov 30 07:48:45.5 h app: m")
+    assert (glued.timestamp, glued.topic) == ("2026-11-30T08:00:00Z", "Nov")
+    assert payload(glued)["message"] == "30 07:48:45.5 h app: m"
+
+
+def test_an_app_name_with_a_space_is_sanitised_too() -> None:
+    assert topic("my app") == "my_app"
 
 
 def test_a_payload_over_the_limit_is_too_large() -> None:
     with pytest.raises(Rejection) as caught:
         decode("<13>1 - h app - - - " + "x" * 5000)
-    assert caught.value.error == "too_large"
+    assert (caught.value.status, caught.value.error) == (413, "too_large")
     assert "AGGREGATOR_MAX_PAYLOAD_BYTES" in caught.value.message
     with pytest.raises(Rejection):  # escaping can push a message under the limit over it
         decode("<13>1 - h app - - - " + "\x01" * 800)
@@ -361,3 +488,66 @@ def test_any_bytes_in_any_chunks_frame_alike_within_bounded_memory(
                 decode_syslog(frame, "peer", NOW, with_limit)
             except Rejection as rejection:  # the only way a decoder may refuse
                 assert rejection.error in ("malformed", "too_large")
+
+
+def test_a_cut_truncates_only_a_frame_begun() -> None:
+    idle = Framer(100)
+    assert idle.cut() == []  # nothing arrived
+    whole = Framer(100)
+    assert whole.feed(b"<13>a\n") == [b"<13>a"]
+    assert whole.cut() == []  # every frame complete
+    skipping = Framer(10)
+    assert skipping.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
+    assert skipping.cut() == []  # reported when it started
+
+
+def test_frames_of_exactly_the_limit_pass_and_an_oversized_one_is_skipped_whole() -> None:
+    assert frames(b"10 " + b"x" * 10, max_bytes=10) == [b"x" * 10]  # counted
+    assert frames(b"<13>abcdef\n", max_bytes=10) == [b"<13>abcdef"]  # a line
+    waiting = Framer(10)
+    assert waiting.feed(b"<13>abcdef") == [] and waiting.partial  # all of it, no LF yet
+    assert waiting.feed(b"\n") == [b"<13>abcdef"]
+    after = Framer(10)  # a line begun after a whole frame in the same chunk
+    assert after.feed(b"<13>abcde\n<13>x") == [b"<13>abcde"]
+    assert after.feed(b"y\n") == [b"<13>xy"]
+    # An oversized counted frame whose bytes come in three chunks, after a frame.
+    counted = Framer(10)
+    assert counted.feed(b"<13>a\n20 " + b"x" * 5) == [b"<13>a", Problem.TOO_LARGE]
+    assert counted.feed(b"x" * 10) == [] and counted.partial
+    assert counted.feed(b"x" * 5 + b"<13>next\n") == [b"<13>next"]
+    # An oversized line whose LF starts the next chunk.
+    line = Framer(10)
+    assert line.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
+    assert line.feed(b"\n<13>next\n") == [b"<13>next"]
+    # A count of nine digits is a count (here of a frame too large); ten are not.
+    assert frames(b"123456789 <13>x\n", max_bytes=100) == [Problem.TOO_LARGE]
+
+
+def test_a_new_framer_and_one_at_the_end_of_its_stream_are_inside_no_frame() -> None:
+    assert not Framer(10).partial
+    for stream in (b"", b"<13>x", b"30 <13>", b"<13>" + b"y" * 20, b"99 " + b"z" * 20):
+        framer = Framer(10)
+        framer.feed(stream)
+        framer.end()
+        assert not framer.partial
+
+
+def test_the_priority_is_one_to_three_digits_in_angle_brackets_up_to_191() -> None:
+    top = payload(decode("<191>1 - - - - - - m"))
+    assert (top["priority"], top["facility"], top["severity"]) == (191, "local7", "debug")
+    assert payload(decode("<13>>x"))["app_name"] == ">x"  # the first '>' closes it
+    for raw in (b"<1234>1 - - - - - - m", b"x13>1 - - - - - - m"):
+        with pytest.raises(Rejection) as caught:
+            decode(raw)
+        assert caught.value.message == f"not a syslog message: {PRIORITY}"
+
+
+def test_a_payload_of_exactly_the_limit_passes() -> None:
+    message = "<13>1 - h app - - - " + "x" * 100
+    size = len(decode(message).payload.encode())
+    exact = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=size)
+    assert decode_syslog(message.encode(), "peer", NOW, exact).topic == "app"
+    one_less = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=size - 1)
+    with pytest.raises(Rejection) as caught:
+        decode_syslog(message.encode(), "peer", NOW, one_less)
+    assert (caught.value.status, caught.value.error) == (413, "too_large")

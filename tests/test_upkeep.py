@@ -4,6 +4,7 @@ deleting the oldest events before the probe. Virtual time (pytest-trio's ``mock_
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,15 @@ import trio.testing
 from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.upkeep import UpkeepPlan
 from aggregator.actors.writer import run_writer
-from aggregator.messages import Accepted, EventRecord, Unavailable, WriteOutcome, WriteRequest
+from aggregator.incidents import Incidents
+from aggregator.messages import (
+    Accepted,
+    EventRecord,
+    Internal,
+    Unavailable,
+    WriteOutcome,
+    WriteRequest,
+)
 from aggregator.store import CommitResult, Retention, StoreUnavailable, Upkeep
 from aggregator.store.base import commit_result
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
@@ -89,9 +98,10 @@ async def test_a_step_after_each_commit_and_more_while_there_is_work(
     store = ScriptedStore(more=2, until=4)
     send, recv = trio.open_memory_channel[WriteRequest](10)
     plan = UpkeepPlan(idle_seconds=100)
+    monitor = WriterMonitor()
     with trio.fail_after(50):
         async with trio.open_nursery() as nursery:
-            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100)
             await nursery.start(partial(writer, upkeep=plan))
             assert isinstance(await request(send, ["a"]), Accepted)
             await store.reached.wait()
@@ -100,6 +110,8 @@ async def test_a_step_after_each_commit_and_more_while_there_is_work(
     # the two more it asked for, back to back: no idle wait between them.
     assert [what for what, _ in store.calls] == ["maintain", "commit", *["maintain"] * 3]
     assert {at for _, at in store.calls} == {0.0}
+    stats = monitor.statistics()  # what /stats and /metrics show of it
+    assert (stats.upkeep_steps, stats.upkeep_more, stats.expired) == (4, False, 0)
 
 
 async def test_with_no_traffic_a_step_every_idle_seconds(virtual: trio.testing.MockClock) -> None:
@@ -114,7 +126,7 @@ async def test_with_no_traffic_a_step_every_idle_seconds(virtual: trio.testing.M
     assert [at for _, at in store.calls] == [0.0, 3.0, 6.0, 9.0]
 
 
-@pytest.mark.parametrize("limit", [1 << 30, 0])
+@pytest.mark.parametrize("limit", [1 << 30, 1, 0])  # 1 byte: a limit too
 async def test_a_full_disk_under_a_size_limit_deletes_the_oldest_before_probing(
     virtual: trio.testing.MockClock, limit: int
 ) -> None:
@@ -130,6 +142,7 @@ async def test_a_full_disk_under_a_size_limit_deletes_the_oldest_before_probing(
             await store.probed.wait()
             await send.aclose()
     kinds = [what for what, _ in store.calls]
+    assert monitor.statistics().expired == (2 if limit else 0)  # one per reclaiming step
     # Room is made right after the failed commit and again before each probe. Without a size
     # limit the contract is "keep everything": no event is deleted to make room.
     assert kinds == ["maintain", "commit", *(["reclaim"] * 2 if limit else []), "probe"]
@@ -172,3 +185,145 @@ class ExpiryWatched(SQLiteStore):
         if result.expired:
             trio.from_thread.run_sync(self.expired.set)
         return result
+
+
+class ProbedStore(ScriptedStore):
+    """A store whose first commit meets a full disk; its probes fail, or meet a bug, as
+    scripted, then succeed. It keeps the size of each probe and the writer's health when each
+    began."""
+
+    def __init__(self, monitor: WriterMonitor, probes: list[BaseException]) -> None:
+        super().__init__(more=-10, until=10**9, failures=1)
+        self.monitor = monitor
+        self.probes = probes
+        self.sizes: list[int] = []
+        self.health: list[str | None] = []
+        self.recovered = trio.Event()
+
+    def probe(self, reserve_bytes: int) -> None:
+        self.sizes.append(reserve_bytes)
+        self.health.append(self.monitor.statistics().last_error)
+        if self.probes:
+            raise self.probes.pop(0)
+        trio.from_thread.run_sync(self.recovered.set)
+
+
+async def test_failed_probes_keep_the_store_unhealthy_until_one_of_the_right_size_commits(
+    virtual: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    monitor = WriterMonitor()
+    bug = RuntimeError("a bug in the probe")
+    store = ProbedStore(monitor, [StoreUnavailable("still full"), bug])
+    recorded: list[str] = []
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    big = EventRecord("t", "big", "2026-11-21T10:00:00Z", "src", "x" * 100_000)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100, probe_seconds=2)
+            await nursery.start(partial(writer, incidents=Incidents(recorded.append)))
+            reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
+            await send.send(WriteRequest([big], reply_send))
+            # A failure before COMMIT (the default of StoreUnavailable) stored nothing.
+            assert await reply_recv.receive() == Unavailable("database or disk is full")
+            await store.recovered.wait()
+            assert isinstance(await request(send, ["a"]), Accepted)
+            await send.aclose()
+    # Twice the bytes of the transaction that failed, each time.
+    assert store.sizes == [2 * sum(len(field) for field in big)] * 3
+    # A failed probe leaves the store unhealthy with its own error; a bug in one as it was.
+    assert store.health == ["database or disk is full", "still full", "still full"]
+    assert monitor.statistics().last_error is None
+    assert recorded == ["writer"]
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("internal error")]
+    assert re.fullmatch(
+        rf"internal error in writer \(request id [0-9a-f]{{12}}\) while probing the store with "
+        rf"{store.sizes[0]} bytes",
+        logged.getMessage(),
+    )
+    assert logged.exc_info is not None and logged.exc_info[1] is bug
+
+
+class BuggyCommitStore(ScriptedStore):
+    """A store whose first commit meets a bug (it has rolled back and takes writes)."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        self._log("commit")
+        if sum(1 for what, _ in self.calls if what == "commit") == 1:
+            raise RuntimeError("a bug")
+        return commit_result([[True] * len(batch) for batch in batches])
+
+
+async def test_a_bug_in_a_commit_is_not_an_outage_upkeep_follows_as_after_any_commit(
+    virtual: trio.testing.MockClock,
+) -> None:
+    store = BuggyCommitStore(more=-10, until=2)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    monitor = WriterMonitor()
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, monitor, max_txn_events=100)
+            await nursery.start(partial(writer, upkeep=UpkeepPlan(idle_seconds=100)))
+            assert isinstance(await request(send, ["a"]), Internal)
+            await store.reached.wait()
+            await send.aclose()
+    # The step right after the commit, not an idle wait later; and no probe.
+    assert store.calls == [("maintain", 0.0), ("commit", 0.0), ("maintain", 0.0)]
+    assert monitor.statistics().last_error is None
+
+
+class BuggyMaintainStore(ScriptedStore):
+    """A store whose first upkeep step after a commit meets a bug."""
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        result = super().maintain(retention, max_events, reclaim=reclaim)
+        if [what for what, _ in self.calls][-2:] == ["commit", "maintain"]:
+            raise RuntimeError("a bug in upkeep")
+        return result
+
+
+async def test_a_bug_in_an_upkeep_step_is_an_incident_and_the_writer_goes_on(
+    virtual: trio.testing.MockClock,
+) -> None:
+    store = BuggyMaintainStore(more=-10, until=10**9)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    recorded: list[str] = []
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            await nursery.start(partial(writer, incidents=Incidents(recorded.append)))
+            assert isinstance(await request(send, ["a"]), Accepted)
+            assert isinstance(await request(send, ["b"]), Accepted)
+            await send.aclose()
+    assert recorded == ["writer", "writer"]  # after each commit, counted as the writer's
+
+
+class AlwaysBuggyMaintainStore(ScriptedStore):
+    """Every upkeep step meets a bug; the first commit meets a full disk."""
+
+    def maintain(self, retention: Retention, max_events: int, *, reclaim: bool = False) -> Upkeep:
+        super().maintain(retention, max_events, reclaim=reclaim)
+        raise RuntimeError("a bug in upkeep")
+
+
+async def test_bugs_in_every_kind_of_upkeep_step_are_incidents_and_the_writer_goes_on(
+    virtual: trio.testing.MockClock,
+) -> None:
+    """At start-up, reclaiming after a failed commit and before a probe, idle, after a commit."""
+    store = AlwaysBuggyMaintainStore(more=-10, until=2, failures=1)
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    recorded: list[str] = []
+    plan = UpkeepPlan(retention=Retention(max_bytes=1 << 30), idle_seconds=3)
+    with trio.fail_after(50):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
+            incidents = Incidents(recorded.append)
+            await nursery.start(partial(writer, upkeep=plan, probe_seconds=2, incidents=incidents))
+            assert isinstance(await request(send, ["a"]), Unavailable)
+            await store.probed.wait()
+            await store.reached.wait()  # an idle step after the probe
+            assert isinstance(await request(send, ["b"]), Accepted)
+            await send.aclose()
+    kinds = [what for what, _ in store.calls]
+    assert kinds[:7] == ["maintain", "commit", "reclaim", "reclaim", "probe", "maintain", "commit"]
+    steps = kinds.count("maintain") + kinds.count("reclaim")
+    assert recorded == ["writer"] * steps and steps >= 5

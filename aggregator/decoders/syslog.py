@@ -262,7 +262,8 @@ def _rfc3164(rest: str, received: datetime) -> tuple[str | None, dict[str, Any]]
 def _bsd_stamp(stamp: str, received: datetime) -> datetime:
     """``Mmm dd hh:mm:ss`` (day space-padded), taken as UTC in the year nearest to ``received``."""
     day, clock = stamp[4:6].strip(), stamp[7:].split(":")
-    if not (day.isdigit() and len(clock) == 3 and all(len(p) == 2 and p.isdigit() for p in clock)):
+    digits = all(len(p) == 2 and p.isdigit() for p in clock)
+    if not (stamp[6] == " " and day.isdigit() and len(clock) == 3 and digits):
         raise malformed(f"the timestamp {stamp!r} is not 'Mmm dd hh:mm:ss'")
     candidates = []
     for year in (received.year - 1, received.year, received.year + 1):
