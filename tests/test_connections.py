@@ -164,7 +164,7 @@ commit = sqlite.SQLiteStore.commit
 def slow(self, batches):
     if any(record.event_id == "slow" for batch in batches for record in batch):
         print("committing the slow one", file=sys.stderr, flush=True)
-        time.sleep(2)  # a slow disk: the commit outlives the 1 s grace
+        time.sleep(2)  # sleep-ok: the injected slow disk; the commit outlives the 1 s grace
     return commit(self, batches)
 
 sqlite.SQLiteStore.commit = slow

@@ -100,7 +100,7 @@ def wait_for_line(server: ServerProcess, text: str, deadline: float = 30) -> Non
     end = time.monotonic() + deadline
     while not any(text in line for line in server.lines):
         assert time.monotonic() < end, f"no line with {text!r}:\n{server.log()}"
-        time.sleep(0.01)
+        time.sleep(0.01)  # sleep-ok: polls a real subprocess's log with a deadline
 
 
 def wait_exit(server: ServerProcess, seconds: float = 30) -> int:

@@ -153,7 +153,7 @@ def publish_until_acknowledged(url: str, body: dict[str, Any], timeout: float) -
         response = httpx.post(url + "/publish", json=body, timeout=30)
         if response.status_code != 503 or time.monotonic() > deadline:
             return response.status_code
-        time.sleep(float(response.headers.get("Retry-After", "1")))
+        time.sleep(float(response.headers.get("Retry-After", "1")))  # sleep-ok: as Retry-After asks
 
 
 def test_down_v_leaves_no_volume(pg: Project) -> None:
