@@ -33,6 +33,7 @@ from aggregator.incidents import Incidents, internal_message
 from aggregator.messages import (
     Decoder,
     Detail,
+    Internal,
     PublishOutcome,
     Rejection,
     Submission,
@@ -160,6 +161,19 @@ class Front:
         except StoreDamaged as exc:
             return str(exc)
         return None
+
+
+def refusal(outcome: Rejection | Unavailable | Internal) -> tuple[int, str, str]:
+    """A refused submission as a shipper door answers it: (status, error kind, message)."""
+    if isinstance(outcome, Unavailable):
+        return (
+            503,
+            "unavailable",
+            f"the store cannot take writes now: {outcome.reason}; retry later",
+        )
+    if isinstance(outcome, Internal):
+        return 500, "internal", internal_message(outcome.request_id, outcome.stored_nothing)
+    return outcome.status, outcome.error, outcome.message
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -14,9 +14,8 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from aggregator.decoders.loki import decode_loki
-from aggregator.front.app import RETRY_AFTER_SECONDS, Front
-from aggregator.incidents import internal_message
-from aggregator.messages import Accepted, Internal, Unavailable
+from aggregator.front.app import RETRY_AFTER_SECONDS, Front, refusal
+from aggregator.messages import Accepted
 
 PATH = "/loki/api/v1/push"
 PROTOCOL = "loki"
@@ -32,14 +31,7 @@ def register_loki_routes(app: QuartTrio, front: Front) -> None:
         if isinstance(outcome, Accepted):
             front.metrics.count_published(PROTOCOL, outcome.stored, outcome.duplicates)
             return Response(b"", 204)
-        if isinstance(outcome, Unavailable):
-            status, error = 503, "unavailable"
-            message = f"the store cannot take writes now: {outcome.reason}; retry later"
-        elif isinstance(outcome, Internal):
-            status, error = 500, "internal"
-            message = internal_message(outcome.request_id, outcome.stored_nothing)
-        else:
-            status, error, message = outcome.status, outcome.error, outcome.message
+        status, error, message = refusal(outcome)
         front.metrics.count_rejected(PROTOCOL, error)
         headers_out = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status in (429, 503) else None
         # Loki's errors are plain text, one line.

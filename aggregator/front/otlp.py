@@ -23,9 +23,8 @@ from quart_trio import QuartTrio
 from aggregator.decoders.content import media_type
 from aggregator.decoders.otlp import JSON, decode_otlp
 from aggregator.decoders.shipper import Refused
-from aggregator.front.app import RETRY_AFTER_SECONDS, Front
-from aggregator.incidents import internal_message
-from aggregator.messages import Accepted, Internal, Unavailable
+from aggregator.front.app import RETRY_AFTER_SECONDS, Front, refusal
+from aggregator.messages import Accepted
 
 PATH = "/v1/logs"
 PROTOCOL = "otlp"
@@ -46,14 +45,7 @@ def register_otlp_routes(app: QuartTrio, front: Front) -> None:
                 PROTOCOL, outcome.stored, outcome.duplicates, refused.count
             )
             return _success(refused, as_json=as_json)
-        if isinstance(outcome, Unavailable):
-            status, error = 503, "unavailable"
-            message = f"the store cannot take writes now: {outcome.reason}; retry later"
-        elif isinstance(outcome, Internal):
-            status, error = 500, "internal"
-            message = internal_message(outcome.request_id, outcome.stored_nothing)
-        else:
-            status, error, message = outcome.status, outcome.error, outcome.message
+        status, error, message = refusal(outcome)
         front.metrics.count_rejected(PROTOCOL, error)
         return _status(status, message, as_json=as_json)
 
