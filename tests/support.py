@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -59,10 +60,15 @@ class ServerProcess(Child):
 
 @contextmanager
 def running_server(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, launcher: str | None = None
 ) -> Iterator[ServerProcess]:
-    """A started server on ``data_dir``; SIGKILLed on the way out if it is still running."""
-    server = ServerProcess(["--port", "0", "--data-dir", str(data_dir), *args], env=env)
+    """A started server on ``data_dir``; SIGKILLed on the way out if it is still running.
+    ``launcher``: Python source run with ``-c`` instead of ``-m aggregator`` (a test's patched
+    server, which ends by calling ``aggregator.__main__.main``)."""
+    command = [sys.executable, "-c", launcher] if launcher is not None else None
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(data_dir), *args], env=env, command=command
+    )
     try:
         server.wait_ready()
         yield server

@@ -13,10 +13,8 @@ import contextlib
 import re
 import signal
 import socket
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -172,17 +170,8 @@ main(sys.argv[1:])
 """
 
 
-@contextmanager
-def slow_commit_server(tmp_path: Path, *args: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path), *args],
-        command=[sys.executable, "-c", LAUNCHER],
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+def slow_commit_server(tmp_path: Path, *args: str) -> AbstractContextManager[ServerProcess]:
+    return running_server(tmp_path, *args, launcher=LAUNCHER)
 
 
 def post_in_background(url: str, event_id: str, answers: dict[str, Any]) -> threading.Thread:

@@ -6,11 +6,9 @@ probes, and an unbounded number of topics.
 from __future__ import annotations
 
 import gzip
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -97,17 +95,8 @@ main(sys.argv[1:])
 """
 
 
-@contextmanager
-def slow_read_server(tmp_path: Path, *args: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path), *args],
-        command=[sys.executable, "-c", LAUNCHER],
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+def slow_read_server(tmp_path: Path, *args: str) -> AbstractContextManager[ServerProcess]:
+    return running_server(tmp_path, *args, launcher=LAUNCHER)
 
 
 def test_long_reads_on_every_client_reader_do_not_delay_health_or_the_tail(

@@ -13,17 +13,15 @@ import contextlib
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support import ServerProcess, event
+from tests.support import ServerProcess, event, running_server
 
 LAUNCHER = """
 import sys, threading
@@ -58,17 +56,8 @@ main(sys.argv[1:])
 """
 
 
-@contextmanager
-def faulty_server(tmp_path: Path, *args: str) -> Iterator[ServerProcess]:
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path), *args],
-        command=[sys.executable, "-c", LAUNCHER],
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.kill()
+def faulty_server(tmp_path: Path, *args: str) -> AbstractContextManager[ServerProcess]:
+    return running_server(tmp_path, *args, launcher=LAUNCHER)
 
 
 def publish_in_background(url: str, event_id: str) -> threading.Thread:
