@@ -20,7 +20,6 @@ other load on the machine disturbs less.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -32,7 +31,7 @@ import httpx
 import msgspec
 import trio
 
-from bench.http import drive_http
+from bench.http import drive_http, load_parser
 from bench.syslog import BATCH, TOPICS, publish_bodies
 from simulator.procs import running
 
@@ -105,28 +104,7 @@ def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--rounds",
-        metavar="N",
-        type=int,
-        default=3,
-        help="rounds; the table shows medians (default %(default)s)",
-    )
-    parser.add_argument(
-        "--duration",
-        metavar="SECONDS",
-        type=float,
-        default=8.0,
-        help="seconds each row sends (default %(default)s)",
-    )
-    parser.add_argument(
-        "--clients",
-        metavar="N",
-        type=int,
-        default=50,
-        help="concurrent clients of each door (default %(default)s)",
-    )
+    parser = load_parser(__doc__.split("\n\n")[0], "concurrent clients of each door")
     args = parser.parse_args()
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
     cpus: dict[str, list[float]] = {row: [] for row in ROWS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Iterable
 
@@ -47,3 +48,26 @@ async def drive_http(
             for _ in range(clients):
                 nursery.start_soon(client)
     return acked / (time.perf_counter() - started)
+
+
+def load_parser(description: str, clients_help: str) -> argparse.ArgumentParser:
+    """The options every door benchmark takes: rounds, seconds a row, clients."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--rounds",
+        metavar="N",
+        type=int,
+        default=3,
+        help="rounds; the table shows medians (default %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=float,
+        default=8.0,
+        help="seconds each row sends (default %(default)s)",
+    )
+    parser.add_argument(
+        "--clients", metavar="N", type=int, default=50, help=clients_help + " (default %(default)s)"
+    )
+    return parser

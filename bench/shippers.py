@@ -15,7 +15,6 @@ Ratios are computed within a round (this machine's speed drifts); the table show
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import uuid
@@ -33,7 +32,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeL
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from aggregator.decoders.proto.loki_push_pb2 import EntryAdapter, PushRequest, StreamAdapter
-from bench.http import drive_http
+from bench.http import drive_http, load_parser
 from bench.syslog import BATCH, TOPICS, publish_bodies
 from simulator.procs import running
 
@@ -164,11 +163,8 @@ def run(row: str, clients: int, seconds: float, work: Path) -> tuple[float, int]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = load_parser(__doc__.split("\n\n")[0], "concurrent connections of each door")
     parser.add_argument("--doors", choices=sorted(SETS), default="all")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--clients", type=int, default=50)
     args = parser.parse_args()
     rows = SETS[args.doors]
     rates: dict[str, list[float]] = {row: [] for row in rows}

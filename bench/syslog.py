@@ -18,7 +18,6 @@ Ratios are computed within a round (this machine's speed drifts); the table show
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ import httpx
 import msgspec
 import trio
 
-from bench.http import drive_http
+from bench.http import drive_http, load_parser
 from simulator.procs import running
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,27 +134,8 @@ ROWS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--rounds",
-        metavar="N",
-        type=int,
-        default=3,
-        help="rounds; the table shows medians (default %(default)s)",
-    )
-    parser.add_argument(
-        "--duration",
-        metavar="SECONDS",
-        type=float,
-        default=8.0,
-        help="seconds each row sends (default %(default)s)",
-    )
-    parser.add_argument(
-        "--clients",
-        metavar="N",
-        type=int,
-        default=50,
-        help="publishers, and connections of the many-connection row" + " (default %(default)s)",
+    parser = load_parser(
+        __doc__.split("\n\n")[0], "publishers, and connections of the many-connection row"
     )
     args = parser.parse_args()
     rates: dict[str, list[float]] = {row: [] for row in ROWS}
