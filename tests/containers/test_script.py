@@ -10,7 +10,9 @@ import select
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,16 +70,27 @@ def test_a_run_killed_by_sigterm_leaves_nothing_of_its_own(engine: Engine) -> No
     assert images == []
 
 
-def test_a_user_who_may_not_use_the_engine_is_told_so(engine: Engine) -> None:
+def test_a_user_who_may_not_use_the_engine_is_told_so(
+    engine: Engine, request: pytest.FixtureRequest
+) -> None:
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv (util-linux) to run the script as another user")
     env = {k: v for k, v in engine.env.items() if k not in ("IMAGE_TAG", "DOCKER", "CI")}
 
+    # The script alone, where that user can read it: a checkout may sit in a directory only
+    # root may enter (a fresh clone in `mktemp -d`), and before the engine check the script
+    # reads nothing else.
+    copy = Path(tempfile.mkdtemp(prefix="test-sh-"))
+    copy.chmod(0o755)
+    (copy / "containers").mkdir(mode=0o755)
+    shutil.copy(ROOT / "containers" / "test.sh", copy / "containers" / "test.sh")
+    request.addfinalizer(lambda: shutil.rmtree(copy))
+
     def run_as_nobody(**extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *SCRIPT],
-            cwd=ROOT,
+            cwd=copy,
             env={**env, "HOME": "/nonexistent", **extra},
             capture_output=True,
             text=True,
