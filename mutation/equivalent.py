@@ -26,8 +26,18 @@ FROM_2 = "a '>' at 1 leaves no digits; found later, the digits hold that '>': re
 FOUND_AT_1 = "searched from 1, find() returns -1 or at least 1: never 0"
 PRIORITY = 'if not text.startswith("<") or end < 0 or not (digits.isascii() and digits.isdigit()):'
 FRAMING = "aggregator/decoders/syslog_framing.py"
-SKIP_FIND = 'newline = buffer.find(b"\\n", pos)'
-AT_0 = "the skipped line's LF is looked for at the start of a feed, where pos is 0"
+SKIP_FIND = "newline = _trailer(buffer, pos, end)"
+AT_0 = "the skipped line's end is looked for at the start of a feed, where pos is 0"
+LINE_FIND = "newline = _trailer(buffer, pos + self._scanned if pos == 0 else pos, end)"
+TO_THE_END = "end is len(buffer) (feed searches all it holds): None searches to the end as well"
+SCANNED_1 = (
+    "_scanned is read only where a line starts at pos 0, and a line's first byte is never an LF "
+    "or NUL (those are skipped between frames): searched from 1, it ends at the same byte"
+)
+CONTENT = "aggregator/decoders/content.py"
+MEDIA = 'return headers.get("content-type", "").split(";", 1)[0].strip().lower()'
+FIRST_PART = "[0] is what comes before the first ';', however many splits follow it"
+INFLATE = "out += stream.decompress(piece, limit + 1 - len(out))"
 NEWLINE = (
     "a frame's first byte is never an LF (skipped between frames): a line's LF is at pos + 1 "
     "or later, so never at 0 (only where a feed starts after a skipped line can it be at 0, "
@@ -35,9 +45,7 @@ NEWLINE = (
 )
 SKIPPING = "skipping = self._skip_count or self._skip_line"
 EMPTY = "while a frame is skipped the buffer is empty: `not rest` returns [] all the same"
-TRUNCATED = (
-    "return [Problem.TRUNCATED] if count is not None and count >= 0 else [strip_frame(rest)]"
-)
+TRUNCATED = "if count is not None and count >= 0:"
 NO_ZERO = "a count never starts with 0: it is -1 (digits so far), None, or 1 or more"
 DIGITS = "while digit < end and digit - pos <= MAX_COUNT_DIGITS and buffer[digit] in _DIGITS:"
 IDENTIFY = 'conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)'
@@ -201,8 +209,44 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         "self._skip_line = None  # discarding an oversized line up to its LF",
         "_skip_line is only ever tested for truth, and None is false like False",
     ),
-    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", None)', AT_0),
-    (FRAMING, SKIP_FIND, 'newline = buffer.find(b"\\n", )', AT_0),
+    (FRAMING, SKIP_FIND, SKIP_FIND.replace("pos, end", "None, end"), AT_0),
+    (FRAMING, SKIP_FIND, SKIP_FIND.replace("pos, end", "pos, None"), TO_THE_END),
+    (FRAMING, LINE_FIND, LINE_FIND.replace(", end)", ", None)"), TO_THE_END),
+    (
+        FRAMING,
+        LINE_FIND,
+        LINE_FIND.replace("if pos == 0", "if (pos == 0) or True"),
+        "_scanned is 0 but at a feed's first search for a line's end, which is at pos 0 (it is "
+        "reset after each search, set only when the feed stops on a partial line)",
+    ),
+    (
+        FRAMING,
+        'newline = buffer.find(b"\\n", pos, end)',
+        'newline = buffer.find(b"\\n", pos, None)',
+        TO_THE_END,
+    ),
+    (
+        FRAMING,
+        'newline = buffer.find(b"\\n", pos, end)',
+        'newline = buffer.find(b"\\n", pos, )',
+        TO_THE_END,
+    ),
+    (FRAMING, "self._scanned = 0", "self._scanned = 1", SCANNED_1),
+    (CONTENT, MEDIA, MEDIA.replace('";", 1)', '";", )'), FIRST_PART),
+    (CONTENT, MEDIA, MEDIA.replace('";", 1)', '";", 2)'), FIRST_PART),
+    (
+        CONTENT,
+        INFLATE,
+        INFLATE.replace("limit + 1", "limit + 2"),
+        "asked for two bytes over the room left, not one: over the limit is refused alike (the "
+        "answer names the limit, not the size), under it zlib reaches neither cap",
+    ),
+    (
+        CONTENT,
+        "if start > 0:  # what follows a whole member is not another one",
+        "if start > 1:  # what follows a whole member is not another one",
+        "start is 0 or where a whole member ended, and a gzip member is at least 18 bytes",
+    ),
     (
         FRAMING,
         "pos = end",

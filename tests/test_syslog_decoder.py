@@ -551,3 +551,133 @@ def test_a_payload_of_exactly_the_limit_passes() -> None:
     with pytest.raises(Rejection) as caught:
         decode_syslog(message.encode(), "peer", NOW, one_less)
     assert (caught.value.status, caught.value.error) == (413, "too_large")
+
+
+def test_truncated_says_whether_the_stream_ended_or_was_cut_inside_a_frame() -> None:
+    """The TCP door resets, rather than closes, a connection whose ``truncated`` is true
+    (``int(framer.truncated)``): it is a bool, false until a frame is cut, true after."""
+    whole = Framer(100)
+    assert whole.truncated is False
+    assert whole.feed(b"<13>a\n5 <13>b") == [b"<13>a", b"<13>b"]
+    assert whole.end() == [] and whole.truncated is False
+    ended = Framer(100)
+    ended.feed(b"50 <13>1 - - short")
+    assert ended.end() == [Problem.TRUNCATED] and ended.truncated is True
+    idle = Framer(100)
+    assert idle.cut() == [] and idle.truncated is False
+    cut = Framer(100)
+    cut.feed(b"<13>half a line")
+    assert cut.cut() == [Problem.TRUNCATED] and cut.truncated is True
+    assert cut.cut() == [] and cut.truncated is True  # a later cut does not undo it
+
+
+@pytest.mark.parametrize("stop", ["end", "cut"])
+def test_after_end_or_cut_a_framer_frames_a_new_stream_like_a_new_one(stop: str) -> None:
+    framer = Framer(10)
+    framer.feed(b"<13>ab")  # a line begun, searched for its end, not ended
+    framer.end() if stop == "end" else framer.cut()
+    assert not framer.partial
+    assert framer.feed(b"<13>xy") == []
+    assert framer.feed(b"z\n") == [b"<13>xyz"]
+
+
+class _SearchCountingBuffer(bytearray):
+    """A framer's buffer that counts the bytes its searches (``find``) look at."""
+
+    searched = 0
+
+    def find(self, sub: Any, start: Any = None, end: Any = None) -> int:  # type: ignore[override]
+        first, last, _ = slice(start, end).indices(len(self))
+        self.searched += max(0, last - first)
+        return super().find(sub, start, end)
+
+
+@pytest.mark.parametrize("before", [b"", b"<13>a\n"], ids=["alone", "after-a-frame"])
+def test_a_long_line_fed_a_byte_at_a_time_is_searched_once(before: bytes) -> None:
+    """A line arriving a byte at a time is searched for its end (LF or NUL) once, not once per
+    byte: quadratic, a 64 KiB line cost 0.26 s of CPU. Also for a line begun after a frame."""
+    size = 20_000
+    framer = Framer(size)
+    buffer = framer._buffer = _SearchCountingBuffer()
+    line = b"<13>" + b"x" * (size - 4)
+    assert framer.feed(before + line[:1]) == ([b"<13>a"] if before else [])
+    for at in range(1, size):
+        assert framer.feed(line[at : at + 1]) == []
+    assert framer.feed(b"\n") == [line]
+    assert buffer.searched <= 2 * (len(before) + size + 1)  # each byte: for an LF, for a NUL
+
+
+def test_a_line_longer_than_the_limit_fed_a_byte_at_a_time_is_reported_once_unbuffered() -> None:
+    framer = Framer(100)
+    out = framer.feed(b"<13>")
+    for _ in range(10_000):
+        out += framer.feed(b"y")
+        assert len(framer._buffer) <= 100
+    assert out == [Problem.TOO_LARGE]
+    assert framer.feed(b"\n<13>next\n") == [b"<13>next"]
+
+
+def test_a_partial_line_then_a_chunk_of_many_lines() -> None:
+    """The rest of a line begun in one chunk is searched from where the search stopped, not
+    from further on: the first LF of the next chunk ends it."""
+    framer = Framer(100)
+    assert framer.feed(b"<13>x") == []
+    assert framer.feed(b"y\n" + b"<13>z\n" * 5) == [b"<13>xy"] + [b"<13>z"] * 5
+
+
+def test_a_skipped_line_ends_at_an_lf_or_a_nul_that_starts_the_next_chunk() -> None:
+    """An oversized line is skipped up to its LF or NUL, whichever comes first, even as the
+    first byte of a chunk; the frames after it are delivered."""
+    for trailer, rest in (
+        (b"\n", b"<13>a\x00<13>b\n"),
+        (b"\x00", b"<13>a\n<13>b\x00"),
+        (b"\x00", b"<13>a\x00<13>b\x00"),
+    ):
+        framer = Framer(10)
+        assert framer.feed(b"<13>" + b"y" * 20) == [Problem.TOO_LARGE]
+        assert framer.feed(trailer + rest) == [b"<13>a", b"<13>b"], (trailer, rest)
+
+
+# Every kind of frame, and what separates them: counted (logger, rsyslog), LF, CRLF and NUL
+# lines, a line that starts with a blank or with "0 ", oversized counted and newline frames (the
+# limit is 16), digits that are no count, and a last line without its LF.
+STREAM = (
+    b"5 <13>a"
+    + b"6 <13>b\n"
+    + b"\n\r\x00"
+    + b"<13>c\r\n"
+    + b"<13>d\x00"
+    + b" <13>e\n"
+    + b"0 <13>f\n"
+    + b"40 "
+    + b"z" * 40
+    + b"<13>"
+    + b"y" * 30
+    + b"\x00<13>g\n"
+    + b"<13>"
+    + b"w" * 30
+    + b"\n7 <13>h\x00\n1\n"
+    + b"<13>i"
+)
+FRAMED = [
+    b"<13>a",
+    b"<13>b",
+    b"<13>c",
+    b"<13>d",
+    b" <13>e",
+    b"0 <13>f",
+    Problem.TOO_LARGE,
+    Problem.TOO_LARGE,
+    b"<13>g",
+    Problem.TOO_LARGE,
+    b"<13>h\x00",
+    b"1",
+    b"<13>i",
+]
+
+
+def test_frames_cut_at_every_byte_position_are_the_same_frames() -> None:
+    assert frames(STREAM, max_bytes=16) == FRAMED
+    assert frames(*(STREAM[i : i + 1] for i in range(len(STREAM))), max_bytes=16) == FRAMED
+    for cut in range(len(STREAM) + 1):
+        assert frames(STREAM[:cut], STREAM[cut:], max_bytes=16) == FRAMED, cut
