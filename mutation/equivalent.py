@@ -53,6 +53,32 @@ PROBE_BYTES = (
     "only a failed commit sets last_error before a probe, and it sets probe_bytes too: the "
     "first value is never read"
 )
+PUBLISH = "aggregator/decoders/publish.py"
+TYPED_Z = 'if stamp[-1:] != "Z" or zero_offset:'
+RECHECKED = (
+    "every typed event's stamp is then re-read from the body, 'Z' ones too: a stamp msgspec "
+    "wrote with 'Z' was given as Z or with a zero offset (which zero_offset sends to the check "
+    "anyway), never with another colonless offset, so the check finds nothing: only the cost "
+    "differs (msgspec keeps a repeated key's last copy, as the re-read dict does)"
+)
+UTC_STAMP = 'if stamp[-1:] != "Z":  # an offset other than UTC\'s, or none'
+RENORMALISED = (
+    "a stamp msgspec wrote with 'Z' is of a UTC datetime, whose normalise_timestamp is the same "
+    "text (microseconds as six digits, none when 0): recomputing it changes only the cost"
+)
+WHERE = 'where = "the body"'
+NO_INDEX = (
+    "every detail of a /publish body names its event (index is set by each check): the branch "
+    "for a detail without an index is never taken"
+)
+OFFSET_TEXT = (
+    "return f\"the offset needs a colon, as in +07:00; got {text.decode(errors='replace')!r}\""
+)
+UTF8_TEXT = (
+    "the timestamp's text was read as a date-time by msgspec: ASCII, so the error handler is "
+    "never called (Python looks an error handler up only on an error)"
+)
+CLOSE = 'close = rest.find("]", end) if rest[end : end + 1] == "[" else -1'
 # (path, before, after, why): changes that are equivalent for a reason of their own.
 BY_CHANGE: list[tuple[str, str, str, str]] = [
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=None"), STRICT),
@@ -271,6 +297,54 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         'message, _, path = str(exc).partition(" - at `$.")',
         'message, _, path = str(exc).rpartition(" - at `$.")',
         "msgspec appends one path, once: the text occurs at most once",
+    ),
+    (PUBLISH, "ndjson = False", "ndjson = None", "ndjson is only tested for truth"),
+    (PUBLISH, TYPED_Z, TYPED_Z.replace("[-1:]", "[+1:]"), RECHECKED),
+    (PUBLISH, TYPED_Z, TYPED_Z.replace("[-1:]", "[-2:]"), RECHECKED),
+    (PUBLISH, TYPED_Z, TYPED_Z.replace('"Z"', '"XXZXX"'), RECHECKED),
+    (PUBLISH, TYPED_Z, TYPED_Z.replace('"Z"', '"z"'), RECHECKED),
+    (PUBLISH, UTC_STAMP, UTC_STAMP.replace("[-1:]", "[+1:]"), RENORMALISED),
+    (PUBLISH, UTC_STAMP, UTC_STAMP.replace("[-1:]", "[-2:]"), RENORMALISED),
+    (PUBLISH, UTC_STAMP, UTC_STAMP.replace('"Z"', '"XXZXX"'), RENORMALISED),
+    (PUBLISH, UTC_STAMP, UTC_STAMP.replace('"Z"', '"z"'), RENORMALISED),
+    (
+        PUBLISH,
+        'raise RuntimeError(f"{len(items)} events decoded but {len(records)} kept, '
+        'no problem named")',
+        "raise RuntimeError(None)",
+        "a guard no body reaches: each event is either kept or named in details (its message is "
+        "for the developer who breaks that)",
+    ),
+    (PUBLISH, WHERE, "where = None", NO_INDEX),
+    (PUBLISH, WHERE, 'where = "XXthe bodyXX"', NO_INDEX),
+    (PUBLISH, WHERE, 'where = "THE BODY"', NO_INDEX),
+    (
+        PUBLISH,
+        "text = bytes(raw).strip(b'\"')",
+        "text = bytes(raw).strip(b'XX\"XX')",
+        "the text is a JSON string msgspec read as a date-time: quotes at both ends, and inside "
+        "them it starts with a digit or a backslash and ends with a digit, Z, z or a hex digit "
+        "of an escape, never an X",
+    ),
+    (PUBLISH, OFFSET_TEXT, OFFSET_TEXT.replace("'replace'", "'XXreplaceXX'"), UTF8_TEXT),
+    (PUBLISH, OFFSET_TEXT, OFFSET_TEXT.replace("'replace'", "'REPLACE'"), UTF8_TEXT),
+    (
+        PUBLISH,
+        'payload = str(event.payload, "utf-8")  # msgspec has checked the UTF-8',
+        'payload = str(event.payload, "UTF-8")  # msgspec has checked the UTF-8',
+        "Python's codec names are case-insensitive",
+    ),
+    (
+        SYSLOG,
+        'return text[4:5] == "-" and text[:4].isascii() and text[:4].isdigit()',
+        'return text[4:5] == "-" and text[:5].isascii() and text[:4].isdigit()',
+        "text[4:5] == '-' is checked first: text[:5] is text[:4] and that ASCII '-'",
+    ),
+    (
+        SYSLOG,
+        CLOSE,
+        CLOSE.replace("else -1", "else -2"),
+        "close is only compared with > 0: -1 and -2 both mean no PID",
     ),
     (
         WRITER,

@@ -184,8 +184,11 @@ def test_the_wrapper_takes_only_events_and_an_array() -> None:
     assert (extra.status, extra.details) == (422, [])
     assert extra.message == "the wrapper object takes only the key 'events'; remove: b, meta"
     scalar = rejected({"events": {"topic": "t"}})
-    assert (scalar.status, scalar.details) == (422, [])
+    assert (scalar.status, scalar.error, scalar.details) == (422, "validation", [])
     assert scalar.message == "'events' must be an array of events"
+    one = rejected({"events": [event()], "meta": 1})  # a single key besides 'events'
+    assert (one.status, one.error, one.details) == (422, "validation", [])
+    assert one.message == "the wrapper object takes only the key 'events'; remove: meta"
 
 
 @pytest.mark.parametrize(
@@ -226,6 +229,7 @@ def test_ndjson_messages_name_lines_1_based_and_details_keep_the_0_based_index()
         ("2026-11-21T10:00:00+0700", JSON),
         ("2026-11-21T10:00:00.5-0130", NDJSON),
         ("2026-11-21T10:00:00+0000", JSON),
+        ("2026-11-21T10:00:00-0000", NDJSON),  # read as UTC too, so its text is checked
     ],
 )
 def test_an_offset_without_a_colon_is_422_naming_the_timestamp(
@@ -457,8 +461,8 @@ def test_gzip_members_are_bounded_and_walked_across_feed_pieces() -> None:
     ("body", "message"),
     [
         (b"not gzip", "the body is not valid gzip: "),
-        (gzip.compress(b"[1, 2, 3]")[:-6], "the gzip body is truncated"),
-        (gzip.compress(b"[1]") + b"junk", "the body is not valid gzip: "),
+        (gzip.compress(b"[1, 2, 3]", mtime=0)[:-6], "the gzip body is truncated"),
+        (gzip.compress(b"[1]", mtime=0) + b"junk", "the body is not valid gzip: "),
     ],
     # Named, not shown: gzip's header holds the time, so the bytes (and an id made of them)
     # change every second, and mutmut could not find again the tests it listed by id.
@@ -574,3 +578,93 @@ def test_offsets_convert_to_utc_whatever_the_local_zone(monkeypatch: pytest.Monk
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+# --- the mutation campaign's survivors (issue 21) ------------------------------------------
+
+
+BODY = "the body is not valid JSON: "
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "start", "byte"),
+    [
+        (b"{nope", JSON, BODY, 1),
+        (b'{"events": [1,]}', JSON, BODY, 14),
+        (b"42 43", JSON, BODY, 4),
+        (b"[1,]", JSON, BODY, 3),
+        (b"{oops}", NDJSON, "line 1 is not valid JSON: ", 1),
+        # The typed decode stops at the wrong type first; the line is still named broken.
+        (b'{"topic": 5, "x": [}', NDJSON, "line 1 is not valid JSON: ", 19),
+    ],
+)
+def test_malformed_json_names_the_byte_where_it_breaks(
+    body: bytes, headers: dict[str, str], start: str, byte: int
+) -> None:
+    """The client is told where its body stops being JSON, not only that it does."""
+    refusal = rejected(body, headers)
+    assert (refusal.status, refusal.error) == (400, "malformed")
+    assert refusal.message.startswith(start), refusal.message
+    assert refusal.message.endswith(f" (byte {byte})"), refusal.message
+
+
+def test_problems_are_listed_in_event_order_whichever_check_found_them() -> None:
+    """The offset check runs after the others: its problem of event 0 still comes first."""
+    body = [event(event_id="a", timestamp="2026-11-21T10:00:00+0700"), event(topic="a b")]
+    refusal = rejected(body)
+    assert [(d.index, d.field) for d in refusal.details or []] == [(0, "timestamp"), (1, "topic")]
+    assert refusal.message.startswith("2 problems; first: event 0 field 'timestamp' "), (
+        refusal.message
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Whitespace before the object, alone and wrapped; the wrapper with the event second.
+        b'  \n{"topic":"t","event_id":"e","timestamp":"2026-11-21T10:00:00+0700","source":"s"}',
+        b' {"events": [{"topic":"t","event_id":"e","timestamp":"2026-11-21T10:00:00+0700",'
+        b'"source":"s"}]}',
+    ],
+)
+def test_an_offset_without_a_colon_is_found_in_any_shape_of_body(body: bytes) -> None:
+    [detail] = rejected(body).details or []
+    assert (detail.index, detail.field) == (0, "timestamp")
+    assert "the offset needs a colon, as in +07:00" in detail.message
+
+
+def test_an_offset_without_a_colon_is_found_in_a_wrapped_batch_at_its_index() -> None:
+    good = event(event_id="good")
+    bad = event(event_id="bad", timestamp="2026-11-21T10:00:00.5-0130")
+    details = rejected({"events": [good, bad]}).details or []
+    assert [(d.index, d.field) for d in details] == [(1, "timestamp")]
+
+
+def test_the_slow_path_names_an_offset_without_a_colon_and_checks_the_fields_after_it() -> None:
+    """Another event's type error sends the body field by field: the offset is still checked
+    there, and a problem of a later field of the same event is named too."""
+    colonless = event(event_id="a", timestamp="2026-11-21T10:00:00+0700", source="")
+    typed_wrong = event(event_id="b", topic=5)
+    details = rejected([colonless, typed_wrong]).details
+    assert details == [
+        Detail(
+            0,
+            "timestamp",
+            f"{rule_message('timestamp')} (the offset needs a colon, as in +07:00; "
+            "got '2026-11-21T10:00:00+0700')",
+        ),
+        Detail(0, "source", f"{rule_message('source')} (got an empty string)"),
+        Detail(1, "topic", f"{rule_message('topic')} (Expected `str`, got `int`)"),
+    ]
+
+
+def test_text_of_exactly_255_characters_passes_the_slow_path_and_the_character_checks() -> None:
+    longest = "x" * 255
+    full = event(topic=longest, event_id=longest, source=longest)
+    typed_wrong = event(event_id="b", topic=5)
+    assert rejected([full, typed_wrong]).details == [
+        Detail(1, "topic", f"{rule_message('topic')} (Expected `str`, got `int`)")
+    ]
+    # A topic with a space sends the event through the per-character check of every field.
+    spaced = rejected([event(topic="a b", event_id=longest, source=longest)])
+    assert [(d.index, d.field) for d in spaced.details or []] == [(0, "topic")]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -681,3 +682,61 @@ def test_frames_cut_at_every_byte_position_are_the_same_frames() -> None:
     assert frames(*(STREAM[i : i + 1] for i in range(len(STREAM))), max_bytes=16) == FRAMED
     for cut in range(len(STREAM) + 1):
         assert frames(STREAM[:cut], STREAM[cut:], max_bytes=16) == FRAMED, cut
+
+
+# --- the mutation campaign's survivors (issue 21) --------------------------------------------
+
+
+def test_the_id_is_blake2b_128_of_the_bytes_and_of_the_peer_without_a_hostname() -> None:
+    """docs/syslog.md's formula: a sender's resend after the aggregator is upgraded must hash
+    alike, or the message would be stored twice."""
+    named = b"<13>Nov 30 07:48:45 host sshd[1]: the same line"
+    assert decode(named).event_id == hashlib.blake2b(named, digest_size=16).hexdigest()
+    bare = b"<13>Nov 30 07:48:45 sshd[1]: the same line"
+    keyed = b"10.0.0.9\x00" + bare  # the peer's address, a NUL, the bytes
+    assert decode(bare).event_id == hashlib.blake2b(keyed, digest_size=16).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<13>1  - two spaces after the 1",  # an empty first field: no TIMESTAMP
+        "<13>1 1999 files copied",  # digits, no '-': no date
+        "<13>1 item-42 moved",  # a '-' where a date has one, but no digits before it
+        "<13>1 -\tx",  # '-' then a tab: not the NILVALUE, a word
+    ],
+)
+def test_text_after_1_that_is_no_rfc5424_timestamp_is_an_rfc3164_message(raw: str) -> None:
+    record = decode(raw)
+    fields = payload(record)
+    assert (fields["format"], fields["app_name"], fields["message"]) == ("rfc3164", None, raw[4:])
+    assert record.timestamp == "2026-11-30T08:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        # A date after "1 " makes it RFC 5424, however few fields follow.
+        (b"<13>1 2026-11-30T07:48:44Z h app", HEADER),
+        # Six fields with STRUCTURED-DATA where it belongs: RFC 5424 with a bad TIMESTAMP.
+        (
+            b"<13>1 yesterday h app - - [id] m",
+            "the timestamp 'yesterday' is not RFC 3339 with an offset",
+        ),
+    ],
+)
+def test_a_header_meant_as_rfc5424_is_refused_when_broken(raw: bytes, why: str) -> None:
+    with pytest.raises(Rejection) as caught:
+        decode(raw)
+    assert caught.value.message == f"not a syslog message: {why}"
+
+
+def test_a_bracket_later_in_the_message_is_no_pid() -> None:
+    fields = payload(decode("<13>app: see [x] and a]b"))
+    assert (fields["app_name"], fields["procid"], fields["message"]) == (
+        "app",
+        None,
+        "see [x] and a]b",
+    )
+    bare = payload(decode("<13>app a]b"))
+    assert (bare["app_name"], bare["procid"], bare["message"]) == ("app", None, "a]b")
