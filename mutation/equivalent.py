@@ -14,8 +14,16 @@ STRING = re.compile(r"([\"'])(.*?)\1")
 
 WRITER = "aggregator/actors/writer.py"
 SQLITE = "aggregator/store/sqlite.py"
-ZIP = "for request, (stored, duplicates) in zip(batch, result.counts, strict=True):"
-STRICT = "the store returns one count per batch: strict= only asserts what holds"
+ZIP = "batch, result.counts, result.stored_flags, strict=True"
+STRICT = "the store returns one count and one list of flags per batch: strict= only asserts it"
+WORKERS = "aggregator/actors/workers.py"
+LIMITER = "threads = trio.CapacityLimiter(1) if decode_threads is None else decode_threads"
+ONE_AT_A_TIME = (
+    "a worker decodes one body at a time: a limiter of its own, of 1 or 2 threads, or trio's "
+    "default one never makes it wait (the service always passes decode_threads)"
+)
+BUDGET = "budget = TopicBudget((), 2**62) if topics is None else topics"
+NO_LIMIT = "no store holds 2**62 topics: a limit that large or larger is no limit"
 SUFFIX = 'got = str(exc).removesuffix(" - at `$`")'
 NO_SUFFIX = "msgspec names no path for a top-level value: there is never a suffix to remove"
 URI = "this SQLite is built with URI file names on: the URI opens read-only either way"
@@ -83,7 +91,21 @@ CLOSE = 'close = rest.find("]", end) if rest[end : end + 1] == "[" else -1'
 BY_CHANGE: list[tuple[str, str, str, str]] = [
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=None"), STRICT),
     (WRITER, ZIP, ZIP.replace("strict=True", "strict=False"), STRICT),
-    (WRITER, ZIP, ZIP.replace("strict=True", ""), STRICT),
+    (WRITER, f"{ZIP} ):", ZIP.replace("strict=True", "):"), STRICT),
+    (
+        WORKERS,
+        LIMITER,
+        LIMITER.replace("(1) if decode_threads is None", "(2) if decode_threads is None"),
+        ONE_AT_A_TIME,
+    ),
+    (
+        WORKERS,
+        LIMITER,
+        LIMITER.replace("if decode_threads is None", "if (decode_threads is None) and False"),
+        ONE_AT_A_TIME,
+    ),
+    (WORKERS, BUDGET, BUDGET.replace("2**62", "2**63"), NO_LIMIT),
+    (WORKERS, BUDGET, BUDGET.replace("2**62", "3**62"), NO_LIMIT),
     (
         WRITER,
         "while size < max_events:",
@@ -97,7 +119,7 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
         "after a good commit last_error is None, and probe_bytes is read only while it is set",
     ),
     (
-        "aggregator/actors/workers.py",
+        WORKERS,
         "reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)",
         "reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](2)",
         "the writer sends exactly one reply per request",

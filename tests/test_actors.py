@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import json
 import random
 import re
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,22 +19,30 @@ import trio
 import trio.testing
 
 from aggregator.actors.monitor import WriterMonitor, WriterStatistics
-from aggregator.actors.workers import run_worker
+from aggregator.actors.workers import LATE, THREAD_BODY_BYTES, TopicBudget, run_worker
 from aggregator.actors.writer import run_writer
 from aggregator.decoders.publish import decode_publish
 from aggregator.incidents import Incidents
 from aggregator.messages import (
     Accepted,
+    Detail,
     EventRecord,
     Internal,
     Limits,
     PublishOutcome,
+    Rejection,
     Submission,
     Unavailable,
     WriteOutcome,
     WriteRequest,
 )
-from aggregator.store import CommitResult, StoreBroken, StoreContention, StoreUnavailable
+from aggregator.store import (
+    CommitResult,
+    StoreBroken,
+    StoreContention,
+    StoreDamaged,
+    StoreUnavailable,
+)
 from aggregator.store.base import Retention, Upkeep
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
@@ -705,3 +715,355 @@ async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Pat
             await send.aclose()
     stats = monitor.statistics()
     assert (stats.transactions, stats.failed_transactions) == (1, 5)
+
+
+# The workers: where a body is decoded, the decode threads' limit, the cutoff, the topic budget.
+
+
+def padded(events: list[dict[str, Any]], size: int) -> bytes:
+    """A JSON body of exactly ``size`` bytes: the events, then spaces (JSON ignores them)."""
+    body = json.dumps(events).encode()
+    assert len(body) <= size
+    return body + b" " * (size - len(body))
+
+
+async def test_a_large_or_compressed_body_is_decoded_off_the_loop_and_stored_alike(
+    tmp_path: Path,
+) -> None:
+    """From ``THREAD_BODY_BYTES`` on, and compressed at any size, a body is decoded on a
+    thread; its events are stored exactly as those of a small plain body."""
+    decoded_on: list[int] = []
+
+    def decode(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        decoded_on.append(threading.get_ident())
+        return decode_publish(body, headers, limits)
+
+    payload = {"text": "x" * 100, "n": 7}
+    bodies = [
+        ("small", padded([event(event_id="small", payload=payload)], THREAD_BODY_BYTES - 1), {}),
+        ("large", padded([event(event_id="large", payload=payload)], THREAD_BODY_BYTES), {}),
+        (
+            "gzip",
+            gzip.compress(json.dumps([event(event_id="gzip", payload=payload)]).encode()),
+            {"content-encoding": "gzip"},
+        ),
+    ]
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            store = SQLiteStore(tmp_path / "db")
+            await nursery.start(
+                partial(run_writer, max_txn_events=100), write_recv, store, WriterMonitor()
+            )
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            for _, body, headers in bodies:
+                reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+                await ingest_send.send(Submission(body, headers, decode, reply_send))
+                outcomes.append(await reply_recv.receive())
+            await ingest_send.aclose()
+    assert outcomes == [Accepted(1, 1, 0)] * 3
+    loop = threading.get_ident()
+    assert [ident == loop for ident in decoded_on] == [True, False, False]
+    stored = SQLiteReader(tmp_path / "db").events(None, 0, 10, 0)
+    assert [e.event_id for e in stored] == ["small", "large", "gzip"]
+    assert {
+        (e.topic, e.timestamp, e.source, json.loads(e.payload))
+        == ("t", "2026-11-21T10:00:00Z", "tests", payload)
+        for e in stored
+    } == {True}
+
+
+@pytest.mark.parametrize("encoding", ["identity", " Identity ", ""])
+async def test_an_identity_encoded_small_body_is_decoded_on_the_loop(encoding: str) -> None:
+    """``Content-Encoding: identity`` (any case, any spaces) is no encoding: the body is as
+    cheap as a plain one and stays on the event loop."""
+    decoded_on: list[int] = []
+
+    def decode(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        decoded_on.append(threading.get_ident())
+        return [rec("t", body.decode())]
+
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+            headers = {"content-encoding": encoding}
+            await ingest_send.send(Submission(b"small", headers, decode, reply_send))
+            request = await write_recv.receive()
+            request.reply.send_nowait(Accepted(1, 1, 0))
+            assert await reply_recv.receive() == Accepted(1, 1, 0)
+            await ingest_send.aclose()
+    assert request.events == [rec("t", "small")]
+    assert decoded_on == [threading.get_ident()]
+
+
+class BlockingDecoder:
+    """A decoder whose calls wait on their thread until the gate opens: ``released()`` opens it
+    when the test's block ends, passed or failed, so that no decode thread is left waiting."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.gate = threading.Event()
+        self.running = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        self.entered.release()
+        try:
+            if threading.current_thread() is threading.main_thread():
+                raise AssertionError("a large body was decoded on the event loop")
+            assert self.gate.wait(30), "the test never opened the gate"
+        finally:
+            with self._lock:
+                self.running -= 1
+        return [rec("t", body[:8].decode())]
+
+    async def wait_entered(self) -> None:
+        await trio.to_thread.run_sync(self.entered.acquire, abandon_on_cancel=True)
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self.gate.set()
+
+
+async def test_the_decode_threads_limit_bounds_the_decodes_running_at_once() -> None:
+    """Two workers share a limit of one decode thread: while one large body is decoded, the
+    other worker's waits for the thread, then is decoded and answered."""
+    decode = BlockingDecoder()
+    threads = trio.CapacityLimiter(1)
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    replies = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with ingest_recv, write_send:
+                for _ in range(2):
+                    worker = partial(run_worker, decode_threads=threads)
+                    await nursery.start(worker, ingest_recv.clone(), write_send.clone(), LIMITS)
+            with decode.released():
+                for name in (b"first---", b"second--"):
+                    reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+                    body = name + b" " * THREAD_BODY_BYTES
+                    await ingest_send.send(Submission(body, {}, decode, reply_send))
+                    replies.append(reply_recv)
+                await decode.wait_entered()
+                await trio.testing.wait_all_tasks_blocked()
+                # One decode runs; the other worker waits for the limit's only thread.
+                assert (threads.borrowed_tokens, threads.statistics().tasks_waiting) == (1, 1)
+            for _ in range(2):
+                request = await write_recv.receive()
+                request.reply.send_nowait(Accepted(1, 1, 0))
+            assert [await reply.receive() for reply in replies] == [Accepted(1, 1, 0)] * 2
+            await ingest_send.aclose()
+    assert decode.most == 1
+
+
+async def test_a_request_decoded_after_the_cutoff_is_answered_503_and_not_stored(
+    tmp_path: Path,
+) -> None:
+    """The shutdown grace ends while a large body is decoded: its client gets a 503 that says
+    nothing was stored, and the writer never sees it; what was still queued is answered so
+    without being decoded."""
+    decode = BlockingDecoder()
+    cutoff = trio.Event()
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    store = SQLiteStore(tmp_path / "db")
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(run_writer, max_txn_events=100), write_recv, store, WriterMonitor()
+            )
+            await nursery.start(partial(run_worker, cutoff=cutoff), ingest_recv, write_send, LIMITS)
+            replies = []
+            with decode.released():
+                for name in (b"decoding", b"queued--"):
+                    reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+                    body = name + b" " * THREAD_BODY_BYTES
+                    await ingest_send.send(Submission(body, {}, decode, reply_send))
+                    replies.append(reply_recv)
+                await decode.wait_entered()
+                cutoff.set()
+            outcomes = [await reply.receive() for reply in replies]
+            await ingest_send.aclose()
+    assert outcomes == [LATE, LATE]
+    assert all(isinstance(o, Unavailable) and o.stored_nothing for o in outcomes)
+    assert decode.most == 1 and not decode.entered.acquire(blocking=False)  # one decode only
+    assert SQLiteReader(tmp_path / "db").counters()[:3] == (0, 0, 0)
+
+
+async def test_the_topic_budget_admits_exactly_its_limit_and_refuses_one_more_whole() -> None:
+    budget = TopicBudget(["a", "b"], limit=4)
+    # Known topics, and two new ones however often they occur: exactly the limit.
+    assert budget.admit([rec("a", "1"), rec("c", "2"), rec("c", "3"), rec("d", "4")]) is None
+    assert budget.count == 4
+    # At the limit, events of known topics are always admitted.
+    assert budget.admit([rec("d", "5"), rec("b", "6")]) is None
+    refused = budget.admit([rec("a", "7"), rec("e", "8"), rec("e", "9"), rec("f", "10")])
+    assert refused is not None
+    assert (refused.status, refused.error) == (422, "too_many_topics")
+    # The client is told the count, the limit and the setting that raises it, what to do
+    # instead, and that nothing was stored; each new topic is named once, at its first event.
+    rule = (
+        "a new topic would take the store over 4 topics, the limit (AGGREGATOR_MAX_TOPICS); "
+        "publish to an existing topic"
+    )
+    assert refused.message == (
+        f"4 topics are stored and this request adds 2: {rule}; nothing of the request was stored"
+    )
+    assert refused.details == [Detail(1, "topic", rule), Detail(3, "topic", rule)]
+    assert budget.count == 4  # refused whole: nothing reserved
+
+
+async def test_a_refused_request_reserves_none_of_its_new_topics() -> None:
+    budget = TopicBudget(["a"], limit=3)
+    refused = budget.admit([rec("x", "1"), rec("a", "2"), rec("y", "3"), rec("z", "4")])
+    assert refused is not None
+    assert [d.index for d in refused.details] == [0, 2, 3]
+    assert budget.count == 1
+    # The two that fit are still admitted, and the limit then holds.
+    assert budget.admit([rec("x", "5"), rec("y", "6")]) is None
+    assert budget.count == 3
+    assert budget.admit([rec("z", "7")]) is not None
+
+
+async def test_a_worker_refuses_a_request_over_the_topic_budget_without_writing() -> None:
+    budget = TopicBudget(["a"], limit=2)
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+
+    def decode(body: bytes, headers: Any, limits: Limits) -> list[EventRecord]:
+        return [rec(topic, "1") for topic in body.decode().split()]
+
+    async def ask(topics: str) -> PublishOutcome:
+        reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+        await ingest_send.send(Submission(topics.encode(), {}, decode, reply_send))
+        return await reply_recv.receive()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(run_worker, topics=budget), ingest_recv, write_send, LIMITS)
+            refused = await ask("a b c")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(trio.WouldBlock):  # the writer never saw it
+                write_recv.receive_nowait()
+            async with trio.open_nursery() as asking:
+                asking.start_soon(ask, "b a")
+                request = await write_recv.receive()
+                request.reply.send_nowait(Accepted(2, 2, 0))
+            await ingest_send.aclose()
+    assert isinstance(refused, Rejection) and refused.error == "too_many_topics"
+    assert [d.index for d in refused.details] == [1, 2]
+    assert [r.topic for r in request.events] == ["b", "a"]
+    assert budget.count == 2
+
+
+async def test_a_worker_given_no_topic_budget_admits_any_number_of_topics() -> None:
+    ingest_send, ingest_recv = trio.open_memory_channel[Submission](10)
+    write_send, write_recv = trio.open_memory_channel[WriteRequest](10)
+    events = [rec(f"topic-{i}", "1") for i in range(1000)]
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_worker, ingest_recv, write_send, LIMITS)
+            reply_send, reply_recv = trio.open_memory_channel[PublishOutcome](1)
+            await ingest_send.send(Submission(b"", {}, lambda *_: events, reply_send))
+            request = await write_recv.receive()
+            request.reply.send_nowait(Accepted(1000, 1000, 0))
+            assert await reply_recv.receive() == Accepted(1000, 1000, 0)
+            await ingest_send.aclose()
+    assert request.events == events
+
+
+class DamagedStore(BrokenStore):
+    """A store whose file turns out to be damaged at the first commit."""
+
+    def commit(self, batches: Sequence[Sequence[EventRecord]]) -> CommitResult:
+        raise StoreDamaged("file is not a database (SQLITE_NOTADB)", "/srv/data/db.sqlite3")
+
+
+async def test_a_damaged_store_stops_the_writer_and_its_error_says_how_to_recover() -> None:
+    """The writer's last error (what /health shows) is the damage's whole message: what is
+    damaged, where, the command that recovers it and the section of the docs that explains."""
+    monitor = WriterMonitor()
+    stopped: list[int] = []
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: list[WriteOutcome] = []
+    with trio.fail_after(10), pytest.RaisesGroup(StoreDamaged, flatten_subgroups=True):
+        async with trio.open_nursery() as nursery:
+            writer = partial(run_writer, max_txn_events=10, on_broken=lambda: stopped.append(1))
+            await nursery.start(writer, recv, DamagedStore(), monitor)
+            outcomes.append(await write(send, [rec("t", "1")]))
+            await send.aclose()
+    error = monitor.statistics().last_error
+    assert error is not None
+    assert outcomes == [Unavailable(error, stored_nothing=False)]
+    assert stopped == [1]
+    assert error.startswith(
+        "the store is damaged (file is not a database (SQLITE_NOTADB)) at /srv/data/db.sqlite3: "
+    )
+    assert "`sqlite3 /srv/data/db.sqlite3 .recover`" in error
+    [section] = re.findall(r'\(docs/reliability\.md, "([^"]+)"\)$', error)
+    docs = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    assert f"\n## {section}\n" in docs  # the pointer leads to a section that exists
+
+
+async def test_a_lock_in_a_group_of_two_fails_only_its_request(tmp_path: Path) -> None:
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(name: str) -> None:
+        outcomes[name] = await write(send, [rec("t", name)])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                for name in ("free", "locked"):
+                    publishers.start_soon(publisher, name)
+                await trio.testing.wait_all_tasks_blocked()  # one group of two
+                store = LockedRowStore(SQLiteStore(tmp_path / "db"))
+                writer = partial(run_writer, max_txn_events=100)
+                nursery.start_soon(writer, recv, store, WriterMonitor())
+            await send.aclose()
+    assert outcomes == {
+        "free": Accepted(1, 1, 0),
+        "locked": Unavailable("lock timeout on the row of key locked"),
+    }
+
+
+async def test_each_answer_says_per_event_whether_it_was_stored(tmp_path: Path) -> None:
+    """The bulk door answers per item from these flags: one transaction's duplicates, within
+    a request and across requests, are told apart from the events it stored."""
+    send, recv = trio.open_memory_channel[WriteRequest](10)
+    outcomes: dict[str, WriteOutcome] = {}
+
+    async def publisher(name: str, events: list[EventRecord]) -> None:
+        outcomes[name] = await write(send, events)
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async with trio.open_nursery() as publishers:
+                publishers.start_soon(
+                    publisher, "first", [rec("t", "a"), rec("t", "b"), rec("t", "a")]
+                )
+                await trio.testing.wait_all_tasks_blocked()
+                publishers.start_soon(publisher, "second", [rec("t", "b"), rec("t", "c")])
+                await trio.testing.wait_all_tasks_blocked()  # one group of two
+                store = SQLiteStore(tmp_path / "db")
+                writer = partial(run_writer, max_txn_events=100)
+                nursery.start_soon(writer, recv, store, WriterMonitor())
+            await send.aclose()
+    first, second = outcomes["first"], outcomes["second"]
+    assert isinstance(first, Accepted) and isinstance(second, Accepted)
+    assert (first, list(first.stored_flags)) == (Accepted(3, 2, 1), [True, True, False])
+    assert (second, list(second.stored_flags)) == (Accepted(2, 1, 1), [False, True])

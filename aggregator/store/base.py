@@ -56,7 +56,6 @@ class StoreDamaged(StoreBroken):
             f"what it holds with `sqlite3 {where} .recover` (docs/reliability.md, "
             '"A damaged store")'
         )
-        self.detail = detail
 
 
 class StoreMismatch(Exception):
