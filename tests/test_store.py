@@ -6,6 +6,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,13 @@ from aggregator.store import (
     sqlite_search,
 )
 from aggregator.store.base import Retention
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
+from aggregator.store.sqlite import (
+    BOUND_RETRY_SECONDS,
+    BOUND_WAIT_MS,
+    SQLiteReader,
+    SQLiteStore,
+    wal_restart_pages,
+)
 from aggregator.store.sqlite_schema import SCHEMA_VERSION
 from tests.wal import TransactionCounter, current_frames, wal_commits
 
@@ -504,6 +511,34 @@ def test_upkeep_that_reads_a_damaged_page_says_the_store_is_damaged(db: Path) ->
         store.close()
 
 
+def test_a_reader_holding_the_wal_past_its_bound_delays_one_commit_a_second(
+    db: Path, frozen_wal: None
+) -> None:
+    """A reader's snapshot (the integrity check holds one for seconds) keeps a checkpoint from
+    starting the WAL over: the commit that finds the WAL past its bound waits ``BOUND_WAIT_MS``
+    for the reader, and the commits of the next ``BOUND_RETRY_SECONDS`` do not try again."""
+    store = SQLiteStore(db, wal_pages=16, synchronous="normal")  # bounded at 128 KiB
+    wal = db.with_name(db.name + "-wal")
+    reader = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        store.commit([[rec("t", "first")]])
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # the snapshot is held now
+        while wal.stat().st_size <= 2 * 16 * 4096:
+            store.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        waited, started = 0, time.monotonic()
+        for i in range(10):
+            before = time.monotonic()
+            store.commit([[rec("t", str(i))]])
+            waited += time.monotonic() - before >= BOUND_WAIT_MS / 1000
+        elapsed = time.monotonic() - started
+        # Each wait takes the whole BOUND_WAIT_MS; one more is allowed per second gone by.
+        assert 1 <= waited <= 1 + elapsed / BOUND_RETRY_SECONDS
+    finally:
+        reader.close()
+        store.close()
+
+
 def test_a_migration_that_fails_is_refused_naming_the_error_and_changes_nothing(
     db: Path,
 ) -> None:
@@ -627,9 +662,10 @@ def test_an_empty_file_beside_a_wal_is_refused_and_both_are_kept(
     before = files(path.parent)
     with pytest.raises(StoreMismatch) as refused:
         SQLiteStore(path)
-    assert str(refused.value).startswith(
+    assert str(refused.value) == (
         f"{path} is empty but {wal} beside it holds {len(before[wal.name])} bytes of a "
-        "database's log"
+        "database's log (a truncated or half-restored file?); move both aside, or delete the "
+        "WAL too for a new store"
     )
     assert files(path.parent) == before
     wal.unlink()  # as the message says: for a new store, the WAL goes too
@@ -736,27 +772,31 @@ def test_a_store_whose_wal_is_read_only_is_refused(tmp_path: Path, frozen_wal: N
     assert_opens_with(path, 2)
 
 
-def test_the_wal_bound_is_past_exactly_twice_the_restart_size(
-    tmp_path: Path, frozen_wal: None
-) -> None:
-    """A WAL of exactly twice its restart size is within the bound: the next transaction goes
-    on appending to it; past it, the next transaction checkpoints it and starts it over (new
-    salts). 171 pages make the bound a whole number of frames: 32 + 340 × 4120."""
-    path = tmp_path / NAME
-    store = SQLiteStore(path, wal_pages=171)
+def test_the_wal_bound_is_exactly_twice_the_restart_size(db: Path, frozen_wal: None) -> None:
+    """With the checkpointer starved, a commit that finds the WAL past twice its restart size
+    checkpoints it and starts it over (new salts): one frame past is past; exactly twice is
+    not. 2,231 pages make twice the restart size a whole number of frames (32 + 4,436 × 4,120
+    bytes), with more than a frame between it and any larger bound."""
+    pages = 2_231
+    bound = 2 * pages * 4096
+    store = SQLiteStore(db, wal_pages=pages, synchronous="normal")  # no sync: fills fast
+    wal = db.with_name(db.name + "-wal")
+
+    def fill(size: int) -> None:
+        while wal.stat().st_size < size:  # one frame each: page 1 only
+            store.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        assert wal.stat().st_size == size
+
     try:
         store.commit([[rec("t", "first")]])
-        wal = path.with_name(NAME + "-wal")
-        bound = 2 * 171 * 4096
-        while wal.stat().st_size < bound:  # one frame each: page 1 only
-            store.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        assert wal.stat().st_size == bound
-        salt, commits = wal_commits(path)
+        fill(bound + 4120)
+        salt, _ = wal_commits(db)
+        store.commit([[rec("t", "a frame past the bound")]])
+        assert wal_commits(db)[0] != salt  # started over
+        fill(bound)
+        salt, commits = wal_commits(db)
         store.commit([[rec("t", "at the bound")]])
-        assert wal_commits(path) == (salt, commits + 1)  # appended to the same WAL
-        assert wal.stat().st_size > bound
-        store.commit([[rec("t", "past the bound")]])
-        assert wal_commits(path)[0] != salt  # started over
+        assert wal_commits(db) == (salt, commits + 1)  # appended to the same WAL
     finally:
         store.close()
-    assert_opens_with(path, 3)
+    assert_opens_with(db, 3)
