@@ -95,9 +95,23 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
-        "_migrate(conn, path, version)",
-        "_migrate(conn, None, version)",
-        "the path is used only in the log line",
+        "migrate(conn, path, version)",
+        "migrate(conn, None, version)",
+        "migrate uses the path only in its log lines",
+    ),
+    (
+        SQLITE,
+        "if time.monotonic() < self._bound_retry_at:",
+        "if time.monotonic() <= self._bound_retry_at:",
+        "the retry time is 0.0 or a monotonic reading plus 1 s: the clock equals it only at "
+        "that very nanosecond",
+    ),
+    (
+        SQLITE,
+        "self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try",
+        "self._bound_retry_at = 1.0  # time.monotonic() before which _bound_wal does not try",
+        "time.monotonic() counts from boot (CLOCK_MONOTONIC): no store opens in the first "
+        "second after boot, so the first commit tries either way",
     ),
     (
         SQLITE,

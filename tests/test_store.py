@@ -598,17 +598,20 @@ READ_ONLY_RULE = (
 )
 
 
-def crash_image(tmp_path: Path, commits: int, *, shm: bool = False) -> Path:
-    """A store that took ``commits`` one-event transactions and crashed: its file and WAL
-    (and its ``-shm`` if asked) in a directory of their own. No checkpoint runs meanwhile
-    (``frozen_wal``), so every transaction is still in the WAL."""
+def crash_image(
+    tmp_path: Path, commits: int, *, events: int = 1, payload: str = "{}", shm: bool = False
+) -> Path:
+    """A store that took ``commits`` transactions of ``events`` events each and crashed: its
+    file and WAL (and its ``-shm`` if asked) in a directory of their own. No checkpoint runs
+    meanwhile (``frozen_wal``), so every transaction is still in the WAL, and the keys of the
+    events are not merged into the index (as ``close`` does)."""
     live, crashed = tmp_path / "live", tmp_path / "crashed"
     live.mkdir()
     crashed.mkdir()
     store = SQLiteStore(live / NAME)
     try:
         for i in range(commits):
-            store.commit([[rec("t", str(i))]])
+            store.commit([[rec("t", f"{i}-{j}", payload) for j in range(events)]])
         for suffix in ("", "-wal", "-shm") if shm else ("", "-wal"):
             shutil.copyfile(live / (NAME + suffix), crashed / (NAME + suffix))
     finally:
@@ -800,3 +803,47 @@ def test_the_wal_bound_is_exactly_twice_the_restart_size(db: Path, frozen_wal: N
     finally:
         store.close()
     assert_opens_with(db, 3)
+
+
+def test_a_store_damaged_where_its_open_reads_is_refused_as_damaged(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """The file is ours (its schema reads), but the events the open reads back (the keys not
+    yet merged into the index at a crash) are on a damaged page: damaged, not foreign, and the
+    refusal names the file to restore."""
+    path = crash_image(tmp_path, 1, events=300, payload='{"x": "' + "y" * 200 + '"}')
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        (oldest,) = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
+            "ORDER BY path LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    with path.open("r+b") as file:
+        file.seek((oldest - 1) * page_size)
+        file.write(b"\xa5" * page_size)
+    with pytest.raises(StoreDamaged) as refused:
+        SQLiteStore(path)
+    assert str(refused.value).startswith(
+        f"the store is damaged (database disk image is malformed (SQLITE_CORRUPT)) at {path}: "
+    )
+
+
+def test_a_statement_run_by_execute_takes_effect_at_once(db: Path) -> None:
+    """The write connection is in autocommit mode: a statement outside the store's own
+    transactions (``execute``, which tests inject faults with) is never left in an open one."""
+    store = SQLiteStore(db)
+    try:
+        store.execute("INSERT INTO probe (filler) VALUES (x'00')")
+        other = sqlite3.connect(db)
+        try:
+            assert other.execute("SELECT count(*) FROM probe").fetchone() == (1,)
+        finally:
+            other.close()
+        store.execute("DELETE FROM probe")
+        assert store.commit([[rec("t", "a")]]).counts == [(1, 0)]
+    finally:
+        store.close()
