@@ -203,3 +203,20 @@ def test_a_limit_far_below_the_store_keeps_what_fits(tmp_path: Path) -> None:
         store.close()
     assert used <= limit
     assert stored >= 0.8 * limit / per_event, (stored, limit / per_event)
+
+
+def test_a_limit_of_a_few_bytes_deletes_every_event(tmp_path: Path) -> None:
+    """Keys of expired events are swept before more events go while they hold more than a
+    16th of the limit. Under a limit below 16 bytes a 16th is 0 bytes, which no keys at all
+    held too: every step swept first, ``more`` for ever, and no event was ever deleted."""
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    try:
+        store.commit([[rec("t", str(i)) for i in range(200)]])
+        tiny = Retention(max_bytes=1)
+        first, second = store.maintain(tiny, 100), store.maintain(tiny, 100)
+        assert (first.expired, second.expired) == (100, 0)  # the 100 keys are swept first
+        assert first.expired + upkeep(store, tiny, step=100) == 200
+        assert seqs(db) == []
+    finally:
+        store.close()
