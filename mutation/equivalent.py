@@ -101,6 +101,21 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
+        "if self._search_upto >= last_seq:",
+        "if self._search_upto > last_seq:",
+        "at upto == last_seq the build step finds no event and sets upto to its own value: SQLite "
+        "writes no page for an identical row, so the extra transaction commits nothing (no WAL "
+        "frame, no sync) and says there is no more",
+    ),
+    (
+        SQLITE,
+        "by_age = replace(retention, max_bytes=0) if sweep_first else retention",
+        "by_age = replace(retention, max_bytes=None) if sweep_first else retention",
+        "by_age's max_bytes is only tested for truth (sqlite_retention.due and _count), and None "
+        "is false like 0",
+    ),
+    (
+        SQLITE,
         "if time.monotonic() < self._bound_retry_at:",
         "if time.monotonic() <= self._bound_retry_at:",
         "the retry time is 0.0 or a monotonic reading plus 1 s: the clock equals it only at "
