@@ -116,6 +116,13 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
+        "and sqlite_keys.unswept_bytes(self._conn) > retention.max_bytes // 16",
+        "and sqlite_keys.unswept_bytes(self._conn) > retention.max_bytes / 16",
+        "unswept_bytes is an integer, and an integer is more than x exactly when it is more than "
+        "x rounded down",
+    ),
+    (
+        SQLITE,
         "if time.monotonic() < self._bound_retry_at:",
         "if time.monotonic() <= self._bound_retry_at:",
         "the retry time is 0.0 or a monotonic reading plus 1 s: the clock equals it only at "
