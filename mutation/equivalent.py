@@ -143,6 +143,7 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (SQLITE, IDENTIFY, IDENTIFY.replace(", uri=True)", ", )"), URI),
     (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=False"), URI),
+    (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=None"), URI),
     (
         SQLITE,
         "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",
