@@ -161,7 +161,9 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
         store.close()
 
 
-def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(db: Path) -> None:
+def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(
+    db: Path, frozen_wal: None
+) -> None:
     store = SQLiteStore(db)
     transactions = TransactionCounter(db)
     store.commit([[rec("a", "1"), rec("b", "1")], [rec("a", "2")], [rec("a", "1")]])
