@@ -24,6 +24,8 @@ from aggregator.store import (
     sqlite_search,
 )
 from aggregator.store.base import Retention
+from aggregator.store.query import EventQuery
+from aggregator.store.search import parse
 from aggregator.store.sqlite import (
     BOUND_RETRY_SECONDS,
     BOUND_WAIT_MS,
@@ -585,6 +587,28 @@ def test_a_store_that_cannot_be_opened_at_all_is_refused_naming_the_error(db: Pa
         "(SQLITE_CANTOPEN)"
     )
     SQLiteStore(db).close()  # the refusal released its lock
+
+
+def test_with_search_on_a_commit_indexes_its_events_in_its_transaction(db: Path) -> None:
+    """Once the index is complete, each commit indexes its own events (their ids and payloads)
+    and keeps it complete: they are found at once, and upkeep has nothing left to build."""
+    store = SQLiteStore(db, search=True)
+    reader = SQLiteReader(db, search=True)
+    try:
+        store.commit([[rec("t", f"kilo{i}", '{"m": "alpha"}') for i in range(3)]])
+        assert store.commit([[rec("t", "kilo0")]]).counts == [(0, 1)]  # nothing to index
+        store.commit([[rec("t", "lima", '{"m": "beta alpha"}')]])
+
+        def found(words: str) -> list[str]:
+            query = EventQuery(search=parse(words), limit=10)
+            return [e.event_id for e in reader.find(query)]
+
+        assert found("alpha") == ["kilo0", "kilo1", "kilo2", "lima"]
+        assert found("lima") == ["lima"] and found("beta") == ["lima"]
+        assert not store.maintain(Retention(), 100).more
+    finally:
+        reader.close()
+        store.close()
 
 
 # The start-up checks (issue 21), in-process on real files: what a store refuses to open, and
