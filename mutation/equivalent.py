@@ -151,9 +151,45 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (
         SQLITE,
-        "_migrate(conn, path, version)",
-        "_migrate(conn, None, version)",
-        "the path is used only in the log line",
+        "migrate(conn, path, version)",
+        "migrate(conn, None, version)",
+        "migrate uses the path only in its log lines",
+    ),
+    (
+        SQLITE,
+        "if self._search_upto >= last_seq:",
+        "if self._search_upto > last_seq:",
+        "at upto == last_seq the build step finds no event and sets upto to its own value: SQLite "
+        "writes no page for an identical row, so the extra transaction commits nothing (no WAL "
+        "frame, no sync) and says there is no more",
+    ),
+    (
+        SQLITE,
+        "by_age = replace(retention, max_bytes=0) if sweep_first else retention",
+        "by_age = replace(retention, max_bytes=None) if sweep_first else retention",
+        "by_age's max_bytes is only tested for truth (sqlite_retention.due and _count), and None "
+        "is false like 0",
+    ),
+    (
+        SQLITE,
+        "and sqlite_keys.unswept_bytes(self._conn) > retention.max_bytes // 16",
+        "and sqlite_keys.unswept_bytes(self._conn) > retention.max_bytes / 16",
+        "unswept_bytes is an integer, and an integer is more than x exactly when it is more than "
+        "x rounded down",
+    ),
+    (
+        SQLITE,
+        "if time.monotonic() < self._bound_retry_at:",
+        "if time.monotonic() <= self._bound_retry_at:",
+        "the retry time is 0.0 or a monotonic reading plus 1 s: the clock equals it only at "
+        "that very nanosecond",
+    ),
+    (
+        SQLITE,
+        "self._bound_retry_at = 0.0  # time.monotonic() before which _bound_wal does not try",
+        "self._bound_retry_at = 1.0  # time.monotonic() before which _bound_wal does not try",
+        "time.monotonic() counts from boot (CLOCK_MONOTONIC): no store opens in the first "
+        "second after boot, so the first commit tries either way",
     ),
     (
         SQLITE,
@@ -163,6 +199,7 @@ BY_CHANGE: list[tuple[str, str, str, str]] = [
     ),
     (SQLITE, IDENTIFY, IDENTIFY.replace(", uri=True)", ", )"), URI),
     (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=False"), URI),
+    (SQLITE, IDENTIFY, IDENTIFY.replace("uri=True", "uri=None"), URI),
     (
         SQLITE,
         "tally = topics.get(record.topic) or topics.setdefault(record.topic, [0, 0, 0])",

@@ -10,7 +10,9 @@ a skip with a warning at the end of the run, or a failure with ``TEST_REQUIRE_PO
 from __future__ import annotations
 
 import dataclasses
+import gc
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -116,6 +118,20 @@ async def open_server(
     finally:
         if horizon is not None:
             horizon.close()
+
+
+@pytest.fixture(autouse=True)
+def _stop_checkpointers_left_running() -> Iterator[None]:
+    """A store a test leaves open keeps its checkpointer thread, which wakes every second
+    into SQLite. mutmut forks each mutant's run from the process that ran the tests (its stats
+    and clean runs): a fork while such a thread holds one of SQLite's mutexes leaves the child
+    blocked at its first open until mutmut's timeout, which it counts as a kill. Stopped here
+    (only the thread: the store's own connection does nothing by itself)."""
+    yield
+    if any(thread.name == "sqlite-checkpointer" for thread in threading.enumerate()):
+        for obj in gc.get_objects():
+            if isinstance(obj, Checkpointer):
+                obj.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.messages import EventRecord
+from aggregator.store import sqlite_keys
 from aggregator.store.base import Retention
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from aggregator.store.sqlite_retention import used_bytes
@@ -203,3 +204,44 @@ def test_a_limit_far_below_the_store_keeps_what_fits(tmp_path: Path) -> None:
         store.close()
     assert used <= limit
     assert stored >= 0.8 * limit / per_event, (stored, limit / per_event)
+
+
+def test_a_limit_of_a_few_bytes_deletes_every_event(tmp_path: Path) -> None:
+    """Keys of expired events are swept before more events go while they hold more than a
+    16th of the limit. Under a limit below 16 bytes a 16th is 0 bytes, which no keys at all
+    held too: every step swept first, ``more`` for ever, and no event was ever deleted."""
+    db = tmp_path / "s.sqlite3"
+    store = SQLiteStore(db)
+    try:
+        store.commit([[rec("t", str(i)) for i in range(200)]])
+        tiny = Retention(max_bytes=1)
+        first, second = store.maintain(tiny, 100), store.maintain(tiny, 100)
+        assert (first.expired, second.expired) == (100, 0)  # the 100 keys are swept first
+        assert first.expired + upkeep(store, tiny, step=100) == 200
+        assert seqs(db) == []
+    finally:
+        store.close()
+
+
+def test_keys_are_swept_first_from_just_past_a_16th_of_the_limit(tmp_path: Path) -> None:
+    """The keys of expired events, none swept yet, hold 16 bytes each (``unswept_bytes``).
+    At exactly a 16th of the limit the oldest events go by size; one key's worth below it,
+    the keys are swept first and no event goes."""
+    db, clock = tmp_path / "s.sqlite3", FakeClock()
+    store = SQLiteStore(db, clock=clock, free_space=lambda: 10**12)
+    try:
+        store.commit([[rec("t", f"old-{i}") for i in range(100)]])
+        clock.advance(120)
+        store.commit([[rec("t", str(i)) for i in range(1900)]])
+        assert store.maintain(Retention(max_age_seconds=60), 1000).expired == 100
+        conn = sqlite3.connect(db)
+        try:
+            assert sqlite_keys.unswept_bytes(conn) == 100 * 16  # no sweep came due
+        finally:
+            conn.close()
+        at_a_16th = Retention(max_bytes=16 * 100 * 16)  # far below the store's size
+        assert store.maintain(at_a_16th, 10).expired == 10
+        just_below = Retention(max_bytes=16 * 110 * 16 - 16)
+        assert store.maintain(just_below, 10).expired == 0  # a sweep instead
+    finally:
+        store.close()

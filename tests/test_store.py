@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from aggregator.messages import EventRecord
-from aggregator.store import StoreBroken, StoreMismatch, StoreUnavailable, sqlite_keys
-from aggregator.store.sqlite import SQLiteReader, SQLiteStore, wal_restart_pages
+from aggregator.store import (
+    StoreBroken,
+    StoreDamaged,
+    StoreMismatch,
+    StoreUnavailable,
+    sqlite_keys,
+    sqlite_search,
+)
+from aggregator.store.base import Retention
+from aggregator.store.query import EventQuery
+from aggregator.store.search import parse
+from aggregator.store.sqlite import (
+    BOUND_RETRY_SECONDS,
+    BOUND_WAIT_MS,
+    SQLiteReader,
+    SQLiteStore,
+    wal_restart_pages,
+)
 from aggregator.store.sqlite_schema import SCHEMA_VERSION
-from tests.wal import TransactionCounter
+from tests.wal import TransactionCounter, current_frames, wal_commits
 
 # The SQLite store itself; tests/test_postgres.py tests the PostgreSQL one.
 pytestmark = pytest.mark.sqlite_only
@@ -140,7 +163,9 @@ def test_synchronous_setting_reaches_the_connection(db: Path) -> None:
         store.close()
 
 
-def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(db: Path) -> None:
+def test_one_commit_is_one_transaction_on_disk_whatever_it_holds(
+    db: Path, frozen_wal: None
+) -> None:
     store = SQLiteStore(db)
     transactions = TransactionCounter(db)
     store.commit([[rec("a", "1"), rec("b", "1")], [rec("a", "2")], [rec("a", "1")]])
@@ -188,15 +213,34 @@ def test_errors_name_sqlites_code(db: Path) -> None:
     assert str(caught.value) == "database or disk is full (SQLITE_FULL)"
 
 
+def sqlite_error(message: str, code: int, name: str) -> sqlite3.DatabaseError:
+    """An error as SQLite's module raises it, with its result code and name."""
+    error = sqlite3.DatabaseError(message)
+    error.sqlite_errorcode = code
+    error.sqlite_errorname = name
+    return error
+
+
+def io_error() -> sqlite3.DatabaseError:
+    return sqlite_error("disk I/O error", sqlite3.SQLITE_IOERR, "SQLITE_IOERR")
+
+
+def corrupt() -> sqlite3.DatabaseError:
+    return sqlite_error(
+        "database disk image is malformed", sqlite3.SQLITE_CORRUPT, "SQLITE_CORRUPT"
+    )
+
+
 class FailingRollback:
     """The store's connection, but ROLLBACK fails: the state of the connection is unknown."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, error: sqlite3.DatabaseError) -> None:
         self._conn = conn
+        self._error = error
 
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
         if sql == "ROLLBACK":
-            raise sqlite3.OperationalError("disk I/O error")
+            raise self._error
         return self._conn.execute(sql, *args)
 
     def __getattr__(self, name: str) -> object:
@@ -204,31 +248,45 @@ class FailingRollback:
 
 
 @pytest.mark.parametrize(
-    ("fault", "reason"),
+    ("fault", "rollback", "reason"),
     [
-        ("sqlite", "rollback after injected (SQLITE_CONSTRAINT_TRIGGER) failed: disk I/O error"),
-        ("bug", "rollback after RuntimeError('a bug') failed: disk I/O error"),
+        ("sqlite", io_error, "rollback after injected (SQLITE_CONSTRAINT_TRIGGER) failed: "),
+        ("bug", io_error, "rollback after RuntimeError('a bug') failed: "),
+        # Damage met by the rollback, or by the statement it undoes, is what is reported.
+        ("sqlite", corrupt, "the store is damaged (database disk image is malformed "),
+        ("damage", io_error, "the store is damaged (database disk image is malformed "),
     ],
 )
 def test_a_failed_rollback_is_store_broken_naming_both_errors(
-    db: Path, fault: str, reason: str, monkeypatch: pytest.MonkeyPatch
+    db: Path,
+    fault: str,
+    rollback: Callable[[], sqlite3.DatabaseError],
+    reason: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = SQLiteStore(db)
     conn = store._conn
-    store._conn = FailingRollback(conn)  # type: ignore[assignment]
+    error = rollback()
+    store._conn = FailingRollback(conn, error)  # type: ignore[assignment]
     if fault == "sqlite":
         conn.execute(
             "CREATE TRIGGER fail BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'injected'); END"
         )
-    else:  # a bug met inside the transaction, after BEGIN
+    else:  # a bug, or damage, met inside the transaction, after BEGIN
+        cause = RuntimeError("a bug") if fault == "bug" else corrupt()
 
-        def bug(*args: object) -> object:
-            raise RuntimeError("a bug")
+        def fail(*args: object) -> object:
+            raise cause
 
-        monkeypatch.setattr(sqlite_keys, "stored_keys", bug)
+        monkeypatch.setattr(sqlite_keys, "stored_keys", fail)
     with pytest.raises(StoreBroken) as caught:
         store.commit([[rec("a", "1")]])
-    assert str(caught.value) == reason
+    if reason.startswith("rollback"):
+        assert type(caught.value) is StoreBroken
+        assert str(caught.value) == reason + "disk I/O error (SQLITE_IOERR)"
+    else:
+        assert isinstance(caught.value, StoreDamaged)
+        assert str(caught.value).startswith(reason + f"(SQLITE_CORRUPT)) at {db}: ")
     conn.execute("ROLLBACK")
 
 
@@ -401,3 +459,417 @@ def test_a_wal_the_checkpointer_let_grow_is_checkpointed_by_the_next_commit(
     assert biggest <= 2 * 256 * 4096 + 512 * 1024  # the crossing transaction: pages, indexes
     assert SQLiteReader(db).counters()[:3] == (2000, 2000, 0)
     store.close()
+
+
+def test_search_turned_on_is_built_in_steps_then_upkeep_writes_nothing(
+    db: Path, frozen_wal: None
+) -> None:
+    """A store that turns search on indexes its events in steps of at most ``max_events``,
+    saying ``more`` until the step that reaches the last event; once complete, an upkeep round
+    with nothing due writes no transaction (each would be a sync for nothing)."""
+    store = SQLiteStore(db)  # search off: nothing is indexed
+    store.commit([[rec("t", str(i)) for i in range(250)]])
+    store.close()
+    store = SQLiteStore(db, search=True)
+    conn = sqlite3.connect(db)
+    try:
+        steps = []
+        for _ in range(3):
+            more = store.maintain(Retention(), 100).more
+            steps.append((more, sqlite_search.upto(conn)))
+        assert steps == [(True, 100), (True, 200), (False, 250)]
+        transactions = TransactionCounter(db)
+        assert not store.maintain(Retention(), 100).more
+        assert transactions.count() == 0
+    finally:
+        conn.close()
+        store.close()
+
+
+def test_upkeep_that_reads_a_damaged_page_says_the_store_is_damaged(db: Path) -> None:
+    """Retention's first read (is anything due?) is outside a transaction: damage met there is
+    fatal too, and names the file to restore."""
+    store = SQLiteStore(db)
+    store.commit([[rec("t", str(i), '{"x": "' + "y" * 200 + '"}') for i in range(300)]])
+    store.close()
+    conn = sqlite3.connect(db)
+    try:
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        (oldest,) = conn.execute(  # the leaf of the oldest events, which nothing at open reads
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
+            "ORDER BY path LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    with db.open("r+b") as file:
+        file.seek((oldest - 1) * page_size)
+        file.write(b"\xa5" * page_size)
+    store = SQLiteStore(db, clock=lambda: datetime.now(UTC) + timedelta(days=1))
+    try:
+        with pytest.raises(StoreDamaged) as caught:
+            store.maintain(Retention(max_age_seconds=60), 100)
+        assert str(caught.value).startswith(
+            f"the store is damaged (database disk image is malformed (SQLITE_CORRUPT)) at {db}: "
+        )
+    finally:
+        store.close()
+
+
+def test_a_reader_holding_the_wal_past_its_bound_delays_one_commit_a_second(
+    db: Path, frozen_wal: None
+) -> None:
+    """A reader's snapshot (the integrity check holds one for seconds) keeps a checkpoint from
+    starting the WAL over: the commit that finds the WAL past its bound waits ``BOUND_WAIT_MS``
+    for the reader, and the commits of the next ``BOUND_RETRY_SECONDS`` do not try again."""
+    store = SQLiteStore(db, wal_pages=16, synchronous="normal")  # bounded at 128 KiB
+    wal = db.with_name(db.name + "-wal")
+    reader = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        store.commit([[rec("t", "first")]])
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM events").fetchone()  # the snapshot is held now
+        while wal.stat().st_size <= 2 * 16 * 4096:
+            store.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        waited, started = 0, time.monotonic()
+        for i in range(10):
+            before = time.monotonic()
+            store.commit([[rec("t", str(i))]])
+            waited += time.monotonic() - before >= BOUND_WAIT_MS / 1000
+        elapsed = time.monotonic() - started
+        # Each wait takes the whole BOUND_WAIT_MS; one more is allowed per second gone by.
+        assert 1 <= waited <= 1 + elapsed / BOUND_RETRY_SECONDS
+    finally:
+        reader.close()
+        store.close()
+
+
+def test_a_migration_that_fails_is_refused_naming_the_error_and_changes_nothing(
+    db: Path,
+) -> None:
+    """A file of ours whose schema version was set back (by hand, or by a tool that restored
+    only the header) meets, when migrated, a table it already has: refused with SQLite's reason,
+    the migration rolled back."""
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 1")  # before the probe table, which it has
+    conn.close()
+    before = db.read_bytes()
+    with pytest.raises(StoreMismatch) as refused:
+        SQLiteStore(db)
+    assert str(refused.value) == (
+        f"{db} cannot be opened as the aggregator's store: table probe already exists "
+        "(SQLITE_ERROR)"
+    )
+    assert db.read_bytes() == before
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.close()
+    SQLiteStore(db).close()  # the refusal released its lock
+
+
+def test_a_store_that_cannot_be_opened_at_all_is_refused_naming_the_error(db: Path) -> None:
+    """No file descriptor left for SQLite's own read-only look at the file (the lock took the
+    last one): refused with SQLite's reason, not a crash while cleaning up."""
+    import resource
+
+    SQLiteStore(db).close()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    free = os.open(os.devnull, os.O_RDONLY)  # the lowest free descriptor: the lock's
+    os.close(free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (free + 1, hard))
+    try:
+        with pytest.raises(StoreMismatch) as refused:
+            SQLiteStore(db)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert str(refused.value) == (
+        f"{db} cannot be opened as the aggregator's store: unable to open database file "
+        "(SQLITE_CANTOPEN)"
+    )
+    SQLiteStore(db).close()  # the refusal released its lock
+
+
+def test_with_search_on_a_commit_indexes_its_events_in_its_transaction(db: Path) -> None:
+    """Once the index is complete, each commit indexes its own events (their ids and payloads)
+    and keeps it complete: they are found at once, and upkeep has nothing left to build."""
+    store = SQLiteStore(db, search=True)
+    reader = SQLiteReader(db, search=True)
+    try:
+        store.commit([[rec("t", f"kilo{i}", '{"m": "alpha"}') for i in range(3)]])
+        assert store.commit([[rec("t", "kilo0")]]).counts == [(0, 1)]  # nothing to index
+        store.commit([[rec("t", "lima", '{"m": "beta alpha"}')]])
+
+        def found(words: str) -> list[str]:
+            query = EventQuery(search=parse(words), limit=10)
+            return [e.event_id for e in reader.find(query)]
+
+        assert found("alpha") == ["kilo0", "kilo1", "kilo2", "lima"]
+        assert found("lima") == ["lima"] and found("beta") == ["lima"]
+        assert not store.maintain(Retention(), 100).more
+    finally:
+        reader.close()
+        store.close()
+
+
+# The start-up checks (issue 21), in-process on real files: what a store refuses to open, and
+# what it opens. tests/test_store_files.py and tests/test_damage.py meet the same files through a
+# server process, which mutation testing cannot see into. A *crash image* is the store's files
+# copied while it is open: what a power cut or a SIGKILL leaves on disk (the file and its WAL,
+# not yet checkpointed into it; the -shm beside them).
+
+NAME = "aggregator.sqlite3"
+READ_ONLY_RULE = (
+    "is read-only: the server must write its store; make the file and its directory (and its "
+    "file system) writable"
+)
+
+
+def crash_image(
+    tmp_path: Path, commits: int, *, events: int = 1, payload: str = "{}", shm: bool = False
+) -> Path:
+    """A store that took ``commits`` transactions of ``events`` events each and crashed: its
+    file and WAL (and its ``-shm`` if asked) in a directory of their own. No checkpoint runs
+    meanwhile (``frozen_wal``), so every transaction is still in the WAL, and the keys of the
+    events are not merged into the index (as ``close`` does)."""
+    live, crashed = tmp_path / "live", tmp_path / "crashed"
+    live.mkdir()
+    crashed.mkdir()
+    store = SQLiteStore(live / NAME)
+    try:
+        for i in range(commits):
+            store.commit([[rec("t", f"{i}-{j}", payload) for j in range(events)]])
+        for suffix in ("", "-wal", "-shm") if shm else ("", "-wal"):
+            shutil.copyfile(live / (NAME + suffix), crashed / (NAME + suffix))
+    finally:
+        store.close()
+    return crashed / NAME
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """``path`` alone (a file, or a directory but not what it holds) made unwritable: its mode
+    for a user, its immutable attribute for root (who ignores modes)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & 0o555)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"chattr +i failed as root: {done.stderr.strip()}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def assert_opens_with(path: Path, received: int) -> None:
+    """The store opens (its lock was released by the refusal) and holds ``received`` events."""
+    SQLiteStore(path).close()
+    reader = SQLiteReader(path)
+    try:
+        assert reader.counters().received == received
+    finally:
+        reader.close()
+
+
+def test_an_empty_file_beside_a_wal_is_refused_and_both_are_kept(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """SQLite deletes the WAL of an empty file when it opens it: a database that lives in its
+    WAL (a truncated or half-restored file) would be lost and replaced by a new store."""
+    path = crash_image(tmp_path, 3)
+    path.write_bytes(b"")
+    wal = path.with_name(NAME + "-wal")
+    before = files(path.parent)
+    with pytest.raises(StoreMismatch) as refused:
+        SQLiteStore(path)
+    assert str(refused.value) == (
+        f"{path} is empty but {wal} beside it holds {len(before[wal.name])} bytes of a "
+        "database's log (a truncated or half-restored file?); move both aside, or delete the "
+        "WAL too for a new store"
+    )
+    assert files(path.parent) == before
+    wal.unlink()  # as the message says: for a new store, the WAL goes too
+    assert_opens_with(path, 0)
+
+
+def test_an_empty_file_beside_an_empty_wal_is_a_new_store(tmp_path: Path) -> None:
+    """An empty WAL holds nothing to lose (a new store killed before its first write)."""
+    path = tmp_path / NAME
+    path.write_bytes(b"")
+    path.with_name(NAME + "-wal").write_bytes(b"")
+    store = SQLiteStore(path)
+    try:
+        assert store.commit([[rec("t", "a")]]).counts == [(1, 0)]
+    finally:
+        store.close()
+    assert_opens_with(path, 1)
+
+
+def damage_a_frame(path: Path, after_commit: int) -> int:
+    """Flip one byte in the page after the ``after_commit``-th commit frame of the WAL; the
+    frame's number (1-based, as recovery counts them)."""
+    wal = path.with_name(NAME + "-wal")
+    data = bytearray(wal.read_bytes())
+    frames = current_frames(bytes(data))
+    commits = [i for i, (_, commit) in enumerate(frames) if commit]
+    damaged = commits[after_commit] + 1
+    data[frames[damaged][0] + 24 + 100] ^= 0xFF
+    wal.write_bytes(data)
+    return damaged + 1
+
+
+def test_a_damaged_wal_frame_is_refused_when_every_commit_was_synced(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """Recovery stops at a frame whose checksum fails and takes the rest for a torn tail; under
+    ``synchronous = full`` every commit was synced, so commits past it were acknowledged: the
+    store is refused, naming the frame and the file, and left as it was."""
+    path = crash_image(tmp_path, 10)  # the schema's transaction, then 10 of one event each
+    frame = damage_a_frame(path, 5)  # after the 5th event's commit: 5 more are past it
+    before = {name: data for name, data in files(path.parent).items()}
+    with pytest.raises(StoreDamaged) as refused:
+        SQLiteStore(path)
+    assert str(refused.value).startswith(
+        f"the store is damaged (its WAL is damaged at frame {frame}: recovery would drop 4 or "
+        "more acknowledged transactions after it"
+    )
+    assert f") at {path}: " in str(refused.value)
+    assert {n: d for n, d in files(path.parent).items() if n in before} == before
+
+
+@pytest.mark.parametrize("synchronous", ["normal", "off"])
+def test_a_damaged_wal_frame_is_a_torn_tail_when_commits_were_not_synced(
+    tmp_path: Path, frozen_wal: None, synchronous: str
+) -> None:
+    """Without a sync at every commit a power cut may tear any frame of the WAL's tail: the
+    store opens with what recovery kept, the transactions before the damage."""
+    path = crash_image(tmp_path, 10)
+    damage_a_frame(path, 5)
+    SQLiteStore(path, synchronous=synchronous).close()
+    assert_opens_with(path, 5)
+
+
+def test_a_read_only_store_file_is_refused_before_anything_reads_it(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """SQLite opens a file it cannot write read-only, without a word: such a server answered
+    ``/health`` until its first publish failed. Refused before SQLite opens it, so not even a
+    ``-shm`` is added beside it."""
+    path = crash_image(tmp_path, 2)
+    before = files(path.parent)
+    with unwritable(path), pytest.raises(StoreUnavailable) as refused:
+        SQLiteStore(path)
+    assert str(refused.value) == f"{path} {READ_ONLY_RULE}"
+    assert files(path.parent) == before
+    assert_opens_with(path, 2)
+
+
+def test_a_store_in_a_read_only_directory_is_refused_even_with_its_wal_there(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """With its ``-wal`` and ``-shm`` already there SQLite could write the store, but could
+    never create them again once they are removed (at close): the directory must be writable."""
+    path = crash_image(tmp_path, 2, shm=True)
+    before = files(path.parent)
+    with unwritable(path.parent), pytest.raises(StoreUnavailable) as refused:
+        SQLiteStore(path)
+    assert str(refused.value) == f"{path} {READ_ONLY_RULE}"
+    assert files(path.parent) == before
+    assert_opens_with(path, 2)
+
+
+def test_a_store_whose_wal_is_read_only_is_refused(tmp_path: Path, frozen_wal: None) -> None:
+    """The file and its directory writable, its WAL not (restored with the wrong owner, say):
+    SQLite opens the WAL read-only, without a word, and every write would fail. Only a write
+    tells; it is rolled back."""
+    path = crash_image(tmp_path, 2)
+    wal = path.with_name(NAME + "-wal")
+    before = files(path.parent)
+    with unwritable(wal), pytest.raises(StoreUnavailable) as refused:
+        SQLiteStore(path)
+    assert str(refused.value) == f"{path} {READ_ONLY_RULE}"
+    assert {n: d for n, d in files(path.parent).items() if n in before} == before
+    assert_opens_with(path, 2)
+
+
+def test_the_wal_bound_is_exactly_twice_the_restart_size(db: Path, frozen_wal: None) -> None:
+    """With the checkpointer starved, a commit that finds the WAL past twice its restart size
+    checkpoints it and starts it over (new salts): one frame past is past; exactly twice is
+    not. 2,231 pages make twice the restart size a whole number of frames (32 + 4,436 × 4,120
+    bytes), with more than a frame between it and any larger bound."""
+    pages = 2_231
+    bound = 2 * pages * 4096
+    store = SQLiteStore(db, wal_pages=pages, synchronous="normal")  # no sync: fills fast
+    wal = db.with_name(db.name + "-wal")
+
+    def fill(size: int) -> None:
+        while wal.stat().st_size < size:  # one frame each: page 1 only
+            store.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        assert wal.stat().st_size == size
+
+    try:
+        store.commit([[rec("t", "first")]])
+        fill(bound + 4120)
+        salt, _ = wal_commits(db)
+        store.commit([[rec("t", "a frame past the bound")]])
+        assert wal_commits(db)[0] != salt  # started over
+        fill(bound)
+        salt, commits = wal_commits(db)
+        store.commit([[rec("t", "at the bound")]])
+        assert wal_commits(db) == (salt, commits + 1)  # appended to the same WAL
+    finally:
+        store.close()
+    assert_opens_with(db, 3)
+
+
+def test_a_store_damaged_where_its_open_reads_is_refused_as_damaged(
+    tmp_path: Path, frozen_wal: None
+) -> None:
+    """The file is ours (its schema reads), but the events the open reads back (the keys not
+    yet merged into the index at a crash) are on a damaged page: damaged, not foreign, and the
+    refusal names the file to restore."""
+    path = crash_image(tmp_path, 1, events=300, payload='{"x": "' + "y" * 200 + '"}')
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        (oldest,) = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
+            "ORDER BY path LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    with path.open("r+b") as file:
+        file.seek((oldest - 1) * page_size)
+        file.write(b"\xa5" * page_size)
+    with pytest.raises(StoreDamaged) as refused:
+        SQLiteStore(path)
+    assert str(refused.value).startswith(
+        f"the store is damaged (database disk image is malformed (SQLITE_CORRUPT)) at {path}: "
+    )
+
+
+def test_a_statement_run_by_execute_takes_effect_at_once(db: Path) -> None:
+    """The write connection is in autocommit mode: a statement outside the store's own
+    transactions (``execute``, which tests inject faults with) is never left in an open one."""
+    store = SQLiteStore(db)
+    try:
+        store.execute("INSERT INTO probe (filler) VALUES (x'00')")
+        other = sqlite3.connect(db)
+        try:
+            assert other.execute("SELECT count(*) FROM probe").fetchone() == (1,)
+        finally:
+            other.close()
+        store.execute("DELETE FROM probe")
+        assert store.commit([[rec("t", "a")]]).counts == [(1, 0)]
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ import pytest
 from aggregator.messages import EventRecord
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import ROOT, ServerProcess, event, running_server
+from tests.wal import current_frames
 
 pytestmark = pytest.mark.sqlite_only
 
@@ -155,18 +156,6 @@ def test_a_read_only_store_is_refused_at_start_up(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in data.iterdir() if p.name in files} == files
     with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT event_id FROM events").fetchall() == [("before",)]
-
-
-def current_frames(wal: bytes) -> list[tuple[int, bool]]:
-    """The frames written since the WAL last started over (its header's salts), in order:
-    (offset, commits a transaction)."""
-    page_size = int.from_bytes(wal[8:12], "big")
-    frames, offset = [], 32
-    while offset + 24 + page_size <= len(wal):
-        if wal[offset + 8 : offset + 16] == wal[16:24]:
-            frames.append((offset, int.from_bytes(wal[offset + 4 : offset + 8], "big") > 0))
-        offset += 24 + page_size
-    return frames
 
 
 def test_a_damaged_frame_in_the_wal_is_not_recovered_around(tmp_path: Path) -> None:

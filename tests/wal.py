@@ -49,3 +49,15 @@ class TransactionCounter:
         salt, commits = wal_commits(self._db)
         assert salt == self._salt, "the WAL was reset (checkpointed) while counting"
         return commits - self._start
+
+
+def current_frames(wal: bytes) -> list[tuple[int, bool]]:
+    """The frames written since the WAL last started over (its header's salts), in order:
+    (offset, commits a transaction)."""
+    page_size = int.from_bytes(wal[8:12], "big")
+    frames, offset = [], 32
+    while offset + 24 + page_size <= len(wal):
+        if wal[offset + 8 : offset + 16] == wal[16:24]:
+            frames.append((offset, int.from_bytes(wal[offset + 4 : offset + 8], "big") > 0))
+        offset += 24 + page_size
+    return frames

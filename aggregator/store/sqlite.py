@@ -324,11 +324,13 @@ class SQLiteStore:
         # Keys of expired events stay in the key table until their bucket is swept. Counted
         # in the size, they made a limit far below the store's size delete nearly every
         # event (a 60,000-event store under a 1 MB limit kept 351 of the ~3,200 that fit): while
-        # they hold a 16th of the limit, the oldest buckets are swept before more events go.
+        # they hold more than a 16th of the limit, the oldest buckets are swept before more
+        # events go. (Not "as much as": under a limit below 16 bytes a 16th is 0, which no keys
+        # at all reached too, and upkeep swept nothing for ever instead of deleting.)
         sweep_first = (
             retention.max_bytes > 0
             and not reclaim
-            and sqlite_keys.unswept_bytes(self._conn) >= retention.max_bytes // 16
+            and sqlite_keys.unswept_bytes(self._conn) > retention.max_bytes // 16
             and sqlite_retention.used_bytes(self._conn) > retention.max_bytes
         )
         by_age = replace(retention, max_bytes=0) if sweep_first else retention
