@@ -159,7 +159,9 @@ async def test_events_expire_with_the_writer_idle(
     send, recv = trio.open_memory_channel[WriteRequest](10)
     plan = UpkeepPlan(retention=Retention(max_age_seconds=60), idle_seconds=1)
     reader = SQLiteReader(database)
-    with trio.fail_after(500):
+    # Two or three idle steps expire them; a bound of 20 virtual seconds (10 s real at most, the
+    # clock jumping after 0.5 s of idleness) fails a broken step fast, within mutmut's timeout.
+    with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             writer = partial(run_writer, recv, store, WriterMonitor(), max_txn_events=100)
             await nursery.start(partial(writer, upkeep=plan))
