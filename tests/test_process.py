@@ -54,6 +54,7 @@ class Load:
     stored: int = 0
     refused: int = 0  # 503 "shutting down", or the listener already closed
     dropped: list[set[tuple[str, str]]] = field(default_factory=list)  # new events of each
+    errors: list[str] = field(default_factory=list)  # what each dropped request's client saw
 
 
 async def load(url: str, seen: Load, enough: trio.Event, *, clients: int, threshold: int) -> None:
@@ -74,8 +75,9 @@ async def load(url: str, seen: Load, enough: trio.Event, *, clients: int, thresh
                 except httpx.ConnectError:
                     seen.refused += 1  # not listening any more: the request was never sent
                     return
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     seen.dropped.append({(e["topic"], e["event_id"]) for e in new})
+                    seen.errors.append(repr(exc))
                     return
                 if response.status_code != 200:
                     assert response.status_code == 503, response.text
@@ -114,8 +116,8 @@ def check_store(data: Path, seen: Load, *, all_answered: bool) -> None:
     assert stats["unique_processed"] == len(stored)
     assert seen.accepted <= stats["received"] and seen.stored <= stats["unique_processed"]
     if all_answered:
-        answerless = [d for d in seen.dropped if d & keys]
-        assert not answerless, f"{len(answerless)} requests were committed but never answered"
+        answerless = [e for d, e in zip(seen.dropped, seen.errors, strict=True) if d & keys]
+        assert not answerless, f"{len(answerless)} requests committed, never answered: {answerless}"
         assert (stats["received"], stats["unique_processed"]) == (seen.accepted, seen.stored)
 
 
@@ -219,6 +221,51 @@ async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
     assert answers == dict.fromkeys(range(n), 200)
     assert code == 0
     assert len(rows(tmp_path)) == n * 5
+
+
+@pytest.mark.trio
+async def test_after_the_grace_every_request_is_answered_before_the_connections_close(
+    tmp_path: Path,
+) -> None:
+    """With no grace at all, SIGTERM ends the queue at once: the request the writer holds is
+    committed and answered 200, the queued ones are answered 503 and not stored. Each answer
+    must reach its client before the connections are closed (a 200 cut off is a request
+    committed and never answered)."""
+    n = 6
+    server = start(tmp_path, "--workers", "1", "--shutdown-grace-seconds", "0")
+    blocker = sqlite3.connect(tmp_path / "aggregator.sqlite3", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    answers: dict[int, int | str] = {}
+
+    async def publish(i: int) -> None:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            try:
+                response = await http.post(
+                    "/publish", json=[event("s", f"{i}-{j}") for j in range(5)]
+                )
+            except httpx.TransportError as exc:
+                answers[i] = f"no answer: {exc!r}"
+            else:
+                answers[i] = response.status_code
+
+    def in_flight() -> bool:
+        return metric(server.url, "aggregator_ingest_queue_depth") == n - 1
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            for i in range(n):
+                nursery.start_soon(publish, i)
+            await trio.to_thread.run_sync(partial(wait_for, in_flight, "requests in flight"))
+            server.proc.send_signal(signal.SIGTERM)
+            await trio.to_thread.run_sync(
+                partial(wait_for, lambda: "SIGTERM" in server.log(), "the SIGTERM to be taken")
+            )
+            blocker.execute("ROLLBACK")
+        code = await trio.to_thread.run_sync(server.proc.wait)
+    blocker.close()
+    assert sorted(answers.values(), key=str) == [200] + [503] * (n - 1), answers
+    assert code == 0
+    assert len(rows(tmp_path)) == 5
 
 
 @pytest.mark.parametrize(
