@@ -32,6 +32,7 @@ import h11
 import hypercorn.config
 import msgspec
 import trio
+from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import TCPServer
@@ -43,6 +44,7 @@ from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
 
 LOGGER = logging.getLogger(__name__)
+_RECEIVE_BYTES = 2**16  # hypercorn's MAX_RECV
 
 
 class _PeerStream(trio.abc.HalfCloseableStream):
@@ -101,20 +103,62 @@ class _PeerStream(trio.abc.HalfCloseableStream):
 
 
 class _TCPServer(TCPServer):
-    """hypercorn's connection, whose protocol refusals say why (``_explain_refusals``)."""
+    """hypercorn's connection, whose protocol refusals say why (``_explain_refusals``), and
+    which shutdown closes either before a request is read or after it is answered.
+
+    hypercorn's own decides to close an idle connection when shutdown begins, then closes it
+    over several awaits; bytes read meanwhile were still parsed and served: a publish committed,
+    its answer written to a closed socket (seen under CPU load in
+    ``test_sigterm_under_load_drains_and_exits_0``). Here the decision and the read exclude each
+    other: each is taken with no checkpoint in it. A request that started (``_busy``) keeps its
+    connection until answered; once closing, what is read is dropped unparsed (the client sees
+    the connection end with nothing stored)."""
+
+    _busy = False  # hypercorn's Updated(idle=False) until Updated(idle=True)
+    _closing = False
+
+    async def protocol_send(self, event: Any) -> None:
+        if isinstance(event, Updated):
+            self._busy = not event.idle  # set before any checkpoint: _idle_timeout reads it
+        await super().protocol_send(event)
+
+    async def _idle_timeout(self) -> None:
+        with trio.move_on_after(self.config.keep_alive_timeout):
+            await self.context.terminated.wait()
+        if self._busy:
+            return  # becoming idle after its answer starts this again, and closes then
+        self._closing = True
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     async def _read_data(self) -> None:
         # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
         protocol = self.protocol.protocol
         if not isinstance(protocol, H11Protocol):
-            await super()._read_data()
+            await self._read_until_closed()
             return
         connection = _explain_refusals(protocol, self.config)
         try:
-            await super()._read_data()
+            await self._read_until_closed()
         finally:  # the closures refer to the protocol: no cycle outlives the connection
             vars(connection).pop("next_event", None)
             vars(protocol).pop("_send_error_response", None)
+
+    async def _read_until_closed(self) -> None:
+        """hypercorn's ``_read_data``, but bytes read once the connection is closing are
+        dropped instead of parsed."""
+        while True:
+            try:
+                with trio.fail_after(self.config.read_timeout or inf):
+                    data = await self.stream.receive_some(_RECEIVE_BYTES)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            if self._closing:
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
 
 
 def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
