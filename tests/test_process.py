@@ -181,13 +181,14 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} is not in /metrics")
 
 
-@pytest.mark.trio
-async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
-    """Requests are held inside the server (the writer waits for a lock another connection
-    holds) when SIGTERM arrives; only then is the lock released. Each must get its answer."""
-    n = 6
-    server = start(tmp_path, "--workers", "1")
-    blocker = sqlite3.connect(tmp_path / "aggregator.sqlite3", isolation_level=None)
+async def sigterm_with_publishes_held(
+    data: Path, n: int, *args: str
+) -> tuple[dict[int, int | str], int | None]:
+    """``n`` publishes of 5 events are held inside a server (its one worker's request waits in
+    the writer for a lock another connection holds, the rest in the queue) when SIGTERM
+    arrives; only then is the lock released. Returns what each client got, and the exit code."""
+    server = start(data, "--workers", "1", *args)
+    blocker = sqlite3.connect(data / "aggregator.sqlite3", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     answers: dict[int, int | str] = {}
 
@@ -218,6 +219,14 @@ async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
             blocker.execute("ROLLBACK")
         code = await trio.to_thread.run_sync(server.proc.wait)
     blocker.close()
+    return answers, code
+
+
+@pytest.mark.trio
+async def test_sigterm_answers_every_publish_in_flight(tmp_path: Path) -> None:
+    """Requests are held inside the server when SIGTERM arrives. Each must get its answer."""
+    n = 6
+    answers, code = await sigterm_with_publishes_held(tmp_path, n)
     assert answers == dict.fromkeys(range(n), 200)
     assert code == 0
     assert len(rows(tmp_path)) == n * 5
@@ -232,37 +241,7 @@ async def test_after_the_grace_every_request_is_answered_before_the_connections_
     must reach its client before the connections are closed (a 200 cut off is a request
     committed and never answered)."""
     n = 6
-    server = start(tmp_path, "--workers", "1", "--shutdown-grace-seconds", "0")
-    blocker = sqlite3.connect(tmp_path / "aggregator.sqlite3", isolation_level=None)
-    blocker.execute("BEGIN IMMEDIATE")
-    answers: dict[int, int | str] = {}
-
-    async def publish(i: int) -> None:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-            try:
-                response = await http.post(
-                    "/publish", json=[event("s", f"{i}-{j}") for j in range(5)]
-                )
-            except httpx.TransportError as exc:
-                answers[i] = f"no answer: {exc!r}"
-            else:
-                answers[i] = response.status_code
-
-    def in_flight() -> bool:
-        return metric(server.url, "aggregator_ingest_queue_depth") == n - 1
-
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            for i in range(n):
-                nursery.start_soon(publish, i)
-            await trio.to_thread.run_sync(partial(wait_for, in_flight, "requests in flight"))
-            server.proc.send_signal(signal.SIGTERM)
-            await trio.to_thread.run_sync(
-                partial(wait_for, lambda: "SIGTERM" in server.log(), "the SIGTERM to be taken")
-            )
-            blocker.execute("ROLLBACK")
-        code = await trio.to_thread.run_sync(server.proc.wait)
-    blocker.close()
+    answers, code = await sigterm_with_publishes_held(tmp_path, n, "--shutdown-grace-seconds", "0")
     assert sorted(answers.values(), key=str) == [200] + [503] * (n - 1), answers
     assert code == 0
     assert len(rows(tmp_path)) == 5
