@@ -25,6 +25,7 @@ def _stop_before_serving(signum: int, frame: object) -> None:
 signal.signal(signal.SIGINT, _stop_before_serving)
 signal.signal(signal.SIGTERM, _stop_before_serving)  # last: a test waits for it
 
+import gc  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import traceback  # noqa: E402
@@ -124,6 +125,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # What the imports made lives as long as the process: out of the collector's reach, each
+    # full collection under load took ~30 ms instead of ~6 (a pause every request waits out).
+    gc.freeze()
     try:
         trio.run(_run, config)
     except BaseException as exc:

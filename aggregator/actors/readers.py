@@ -45,7 +45,10 @@ class ReaderPool:
         return await self._run(call)
 
     async def _run(self, call: Callable[[ReadStore], T]) -> T:
-        reader = await self._waiting.receive()
+        try:  # an idle reader is taken without a checkpoint: the thread's start is one
+            reader = self._waiting.receive_nowait()
+        except trio.WouldBlock:
+            reader = await self._waiting.receive()
         try:
             return await trio.to_thread.run_sync(call, reader)
         except StoreDamaged as exc:

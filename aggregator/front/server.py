@@ -63,16 +63,20 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         # Inside hypercorn's shield: this scope's own deadline still applies. The deadline is
         # for the peer taking *no* data: it starts again whenever the socket takes some, so a
         # client reading slowly but steadily (a large event at a few hundred KB/s) is not cut.
+        # Each socket send is a checkpoint already: none is added after the last (every
+        # checkpoint on a request's path waits for a whole round of the loop's other tasks).
         sock = self._inner.socket
         with memoryview(data) as view:
+            if not view:
+                await trio.lowlevel.checkpoint()
+                return
             sent = 0
             while True:
                 with trio.move_on_after(self._send_timeout):
                     try:
-                        if sent == len(view):
-                            await trio.lowlevel.checkpoint()
-                            return
                         sent += await sock.send(view[sent:])
+                        if sent == len(view):
+                            return
                     except OSError as exc:
                         if sock.fileno() == -1:
                             raise trio.ClosedResourceError("the connection was closed") from None
@@ -118,9 +122,31 @@ class _TCPServer(TCPServer):
     _closing = False
 
     async def protocol_send(self, event: Any) -> None:
+        if isinstance(event, RawData):
+            await self._send_raw(event.data)
+            return
         if isinstance(event, Updated):
             self._busy = not event.idle  # set before any checkpoint: _idle_timeout reads it
         await super().protocol_send(event)
+
+    async def _send_raw(self, data: bytes) -> None:
+        """hypercorn's send of ``RawData``, with the checkpoints that only add rounds of the loop
+        removed: under load each round waits for every other connection's task, and an answer
+        took three sends (head, body, and the empty end of a sized body), each behind a lock."""
+        if not data:
+            return  # nothing to write: h11's end of a body whose length was sent
+        lock = self.send_lock
+        if lock.locked():
+            await lock.acquire()
+        else:
+            lock.acquire_nowait()  # no waiter can exist: the send below is the checkpoint
+        try:
+            with trio.CancelScope(shield=True):
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.protocol.handle(Closed())
+        finally:
+            lock.release()
 
     async def _idle_timeout(self) -> None:
         with trio.move_on_after(self.config.keep_alive_timeout):
