@@ -47,6 +47,7 @@ from aggregator.store.base import Retention, Upkeep
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.support import event
 from tests.wal import TransactionCounter
+from tests.writing import write, write_as_one_group
 
 pytestmark = pytest.mark.trio
 LIMITS = Limits(max_body_bytes=1 << 20, max_batch_events=1000, max_payload_bytes=65536)
@@ -56,61 +57,37 @@ def rec(topic: str, event_id: str, payload: str = "{}") -> EventRecord:
     return EventRecord(topic, event_id, "2026-11-21T10:00:00Z", "src", payload)
 
 
-async def write(
-    inbox: trio.MemorySendChannel[WriteRequest], events: list[EventRecord]
-) -> WriteOutcome:
-    reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
-    await inbox.send(WriteRequest(events, reply_send))
-    return await reply_recv.receive()
-
-
 async def test_waiting_requests_are_group_committed(tmp_path: Path, frozen_wal: None) -> None:
     store = SQLiteStore(tmp_path / "db")
     transactions = TransactionCounter(tmp_path / "db")  # what reaches the disk, not the monitor
     monitor = WriterMonitor()
-    send, recv = trio.open_memory_channel[WriteRequest](100)
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", str(i)), rec("t", str(i + 1))]))
-
+    requests = {i: [rec("t", str(i)), rec("t", str(i + 1))] for i in range(50)}
+    writer = partial(run_writer, store=store, monitor=monitor, max_txn_events=10_000)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for i in range(50):
-                    publishers.start_soon(publisher, i)
-                await trio.testing.wait_all_tasks_blocked()  # all 50 wait in the inbox
-                nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=10_000))
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     stats = monitor.statistics()
     # All 50 waited in the inbox before the writer started: one transaction, one fsync.
     assert transactions.count() == 1 == stats.transactions
     assert stats.requests == 50 and stats.max_requests_per_transaction == 50
     assert (stats.events, stats.stored) == (100, 51)
-    assert sum(o.stored for o in outcomes if isinstance(o, Accepted)) == 51
+    assert sum(o.stored for o in outcomes.values() if isinstance(o, Accepted)) == 51
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (100, 51, 49)
 
 
 async def test_transaction_cap_never_splits_a_request(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "db")
     monitor = WriterMonitor()
-    send, recv = trio.open_memory_channel[WriteRequest](100)
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", f"{i}-{j}") for j in range(7)]))
-
+    requests = {i: [rec("t", f"{i}-{j}") for j in range(7)] for i in range(6)}
+    # A cap below one request's size: each request still commits whole, alone.
+    writer = partial(run_writer, store=store, monitor=monitor, max_txn_events=5)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for i in range(6):
-                    publishers.start_soon(publisher, i)
-                await trio.testing.wait_all_tasks_blocked()
-                # A cap below one request's size: each request still commits whole, alone.
-                nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=5))
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     assert monitor.statistics().transactions == 6
-    assert outcomes == [Accepted(7, 7, 0)] * 6
+    assert list(outcomes.values()) == [Accepted(7, 7, 0)] * 6
     assert SQLiteReader(tmp_path / "db").counters()[:3] == (42, 42, 0)
 
 
@@ -123,21 +100,13 @@ async def test_a_failing_transaction_answers_every_request_and_the_writer_goes_o
     pages = sqlite3.connect(db).execute("PRAGMA page_count").fetchone()[0]
     store.execute(f"PRAGMA max_page_count = {pages}")  # the database is now "full"
     monitor = WriterMonitor()
-    send, recv = trio.open_memory_channel[WriteRequest](100)
     big = json.dumps({"x": "y" * 4000})
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", f"{i}-{j}", big) for j in range(5)]))
-
+    requests = {i: [rec("t", f"{i}-{j}", big) for j in range(5)] for i in range(10)}
+    writer = partial(run_writer, store=store, monitor=monitor, max_txn_events=10_000)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for i in range(10):
-                    publishers.start_soon(publisher, i)
-                await trio.testing.wait_all_tasks_blocked()
-                nursery.start_soon(partial(run_writer, recv, store, monitor, max_txn_events=10_000))
-            assert all(isinstance(o, Unavailable) and "full" in o.reason for o in outcomes)
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
+            assert all(isinstance(o, Unavailable) and "full" in o.reason for o in outcomes.values())
             assert monitor.statistics().last_error == "database or disk is full (SQLITE_FULL)"
             assert SQLiteReader(db).counters()[:3] == (1, 1, 0)  # nothing of them stored
 
@@ -371,20 +340,17 @@ async def test_the_cap_groups_whole_requests_and_on_commit_follows_stored_events
     transactions = TransactionCounter(tmp_path / "db")
     monitor = WriterMonitor()
     commits: list[int] = []
-    send, recv = trio.open_memory_channel[WriteRequest](100)
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(i: int) -> None:
-        outcomes.append(await write(send, [rec("t", f"{i}-a"), rec("t", f"{i}-b")]))
-
+    requests = {i: [rec("t", f"{i}-a"), rec("t", f"{i}-b")] for i in range(6)}
+    writer = partial(
+        run_writer,
+        store=store,
+        monitor=monitor,
+        max_txn_events=4,
+        on_commit=lambda: commits.append(1),
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for i in range(6):
-                    publishers.start_soon(publisher, i)
-                await trio.testing.wait_all_tasks_blocked()
-                writer = partial(run_writer, max_txn_events=4, on_commit=lambda: commits.append(1))
-                nursery.start_soon(writer, recv, store, monitor)
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             # Only duplicates: committed (the counters change) but nothing new to tell.
             assert await write(send, [rec("t", "0-a")]) == Accepted(1, 0, 1)
             await send.aclose()
@@ -393,7 +359,7 @@ async def test_the_cap_groups_whole_requests_and_on_commit_follows_stored_events
     assert stats.max_requests_per_transaction == 2
     assert (stats.requests, stats.events, stats.stored) == (7, 13, 12)
     assert len(commits) == 3
-    assert outcomes == [Accepted(2, 2, 0)] * 6
+    assert list(outcomes.values()) == [Accepted(2, 2, 0)] * 6
 
 
 class BuggyStore:
@@ -419,25 +385,18 @@ async def test_a_bug_in_a_pair_fails_only_its_request(
 ) -> None:
     monitor = WriterMonitor()
     commits: list[int] = []
-    send, recv = trio.open_memory_channel[WriteRequest](100)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(name: str) -> None:
-        outcomes[name] = await write(send, [rec("t", name)])
-
+    requests = {name: [rec("t", name)] for name in ("good", "bad")}  # one group of two
+    writer = partial(
+        run_writer,
+        store=BuggyStore(SQLiteStore(tmp_path / "db")),
+        monitor=monitor,
+        max_txn_events=100,
+        on_commit=lambda: commits.append(1),
+        probe_seconds=0.001,
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for name in ("good", "bad"):
-                    publishers.start_soon(publisher, name)
-                await trio.testing.wait_all_tasks_blocked()  # one group of two
-                writer = partial(
-                    run_writer,
-                    max_txn_events=100,
-                    on_commit=lambda: commits.append(1),
-                    probe_seconds=0.001,
-                )
-                nursery.start_soon(writer, recv, BuggyStore(SQLiteStore(tmp_path / "db")), monitor)
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     bad = outcomes["bad"]
     assert outcomes["good"] == Accepted(1, 1, 0) and commits == [1]
@@ -465,27 +424,17 @@ class BrokenStore:
 
 async def test_a_broken_store_answers_the_request_that_did_not_fit_too() -> None:
     monitor = WriterMonitor()
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(name: str) -> None:
-        outcomes.append(await write(send, [rec("t", f"{name}-{j}") for j in range(2)]))
-
+    requests = {name: [rec("t", f"{name}-{j}") for j in range(2)] for name in ("a", "b")}
+    # A cap of three events: the second request does not fit beside the first, and waits as
+    # "pending" when the first fails.
+    writer = partial(run_writer, store=BrokenStore(), monitor=monitor, max_txn_events=3)
     with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for name in ("a", "b"):
-                    publishers.start_soon(publisher, name)
-                await trio.testing.wait_all_tasks_blocked()
-                # A cap of three events: the second request does not fit beside the first, and
-                # waits as "pending" when the first fails.
-                nursery.start_soon(
-                    partial(run_writer, max_txn_events=3), recv, BrokenStore(), monitor
-                )
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     refusal = "the server is stopping after a store failure: rollback failed"
     assert len(outcomes) == 2
-    assert sorted(o.reason for o in outcomes if isinstance(o, Unavailable)) == [
+    assert sorted(o.reason for o in outcomes.values() if isinstance(o, Unavailable)) == [
         "rollback failed",
         refusal,
     ]
@@ -635,25 +584,17 @@ async def test_a_request_that_would_pass_the_cap_waits_for_the_next_transaction(
     tmp_path: Path,
 ) -> None:
     monitor = WriterMonitor()
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: list[WriteOutcome] = []
-
-    async def publisher(size: int) -> None:
-        outcomes.append(await write(send, [rec("t", f"{size}-{j}") for j in range(size)]))
-
+    requests = {size: [rec("t", f"{size}-{j}") for j in range(size)] for size in (2, 3)}
+    store = SQLiteStore(tmp_path / "db")
+    writer = partial(run_writer, store=store, monitor=monitor, max_txn_events=4)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for size in (2, 3):
-                    publishers.start_soon(publisher, size)
-                await trio.testing.wait_all_tasks_blocked()
-                store = SQLiteStore(tmp_path / "db")
-                nursery.start_soon(partial(run_writer, max_txn_events=4), recv, store, monitor)
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     stats = monitor.statistics()
     # 2 + 3 would pass the cap of 4, whichever came first: two transactions.
     assert (stats.transactions, stats.max_requests_per_transaction) == (2, 1)
-    assert sorted(o.stored for o in outcomes if isinstance(o, Accepted)) == [2, 3]
+    assert sorted(o.stored for o in outcomes.values() if isinstance(o, Accepted)) == [2, 3]
 
 
 class LockedRowStore(BuggyStore):
@@ -678,26 +619,18 @@ async def test_a_lock_on_one_requests_row_fails_that_request_alone(tmp_path: Pat
     monitor = WriterMonitor()
     commits: list[int] = []
     recorded: list[str] = []
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(name: str) -> None:
-        outcomes[name] = await write(send, [rec("t", name)])
-
+    requests = {name: [rec("t", name)] for name in ("free", "locked", "bad")}  # one group of three
+    writer = partial(
+        run_writer,
+        store=LockedRowStore(SQLiteStore(tmp_path / "db")),
+        monitor=monitor,
+        max_txn_events=100,
+        on_commit=lambda: commits.append(1),
+        incidents=Incidents(recorded.append),
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for name in ("free", "locked", "bad"):
-                    publishers.start_soon(publisher, name)
-                await trio.testing.wait_all_tasks_blocked()  # one group of three
-                store = LockedRowStore(SQLiteStore(tmp_path / "db"))
-                writer = partial(
-                    run_writer,
-                    max_txn_events=100,
-                    on_commit=lambda: commits.append(1),
-                    incidents=Incidents(recorded.append),
-                )
-                nursery.start_soon(writer, recv, store, monitor)
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             assert outcomes["free"] == Accepted(1, 1, 0)  # retried alone, it commits
             assert outcomes["locked"] == Unavailable("lock timeout on the row of key locked")
             bad = outcomes["bad"]  # retried alone, it meets its bug: a 500 for it alone
@@ -1019,21 +952,12 @@ async def test_a_damaged_store_stops_the_writer_and_its_error_says_how_to_recove
 
 
 async def test_a_lock_in_a_group_of_two_fails_only_its_request(tmp_path: Path) -> None:
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(name: str) -> None:
-        outcomes[name] = await write(send, [rec("t", name)])
-
+    requests = {name: [rec("t", name)] for name in ("free", "locked")}  # one group of two
+    store = LockedRowStore(SQLiteStore(tmp_path / "db"))
+    writer = partial(run_writer, store=store, monitor=WriterMonitor(), max_txn_events=100)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for name in ("free", "locked"):
-                    publishers.start_soon(publisher, name)
-                await trio.testing.wait_all_tasks_blocked()  # one group of two
-                store = LockedRowStore(SQLiteStore(tmp_path / "db"))
-                writer = partial(run_writer, max_txn_events=100)
-                nursery.start_soon(writer, recv, store, WriterMonitor())
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             await send.aclose()
     assert outcomes == {
         "free": Accepted(1, 1, 0),
@@ -1044,24 +968,15 @@ async def test_a_lock_in_a_group_of_two_fails_only_its_request(tmp_path: Path) -
 async def test_each_answer_says_per_event_whether_it_was_stored(tmp_path: Path) -> None:
     """The bulk door answers per item from these flags: one transaction's duplicates, within
     a request and across requests, are told apart from the events it stored."""
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(name: str, events: list[EventRecord]) -> None:
-        outcomes[name] = await write(send, events)
-
+    requests = {  # one group of two, in this order
+        "first": [rec("t", "a"), rec("t", "b"), rec("t", "a")],
+        "second": [rec("t", "b"), rec("t", "c")],
+    }
+    store = SQLiteStore(tmp_path / "db")
+    writer = partial(run_writer, store=store, monitor=WriterMonitor(), max_txn_events=100)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                publishers.start_soon(
-                    publisher, "first", [rec("t", "a"), rec("t", "b"), rec("t", "a")]
-                )
-                await trio.testing.wait_all_tasks_blocked()
-                publishers.start_soon(publisher, "second", [rec("t", "b"), rec("t", "c")])
-                await trio.testing.wait_all_tasks_blocked()  # one group of two
-                store = SQLiteStore(tmp_path / "db")
-                writer = partial(run_writer, max_txn_events=100)
-                nursery.start_soon(writer, recv, store, WriterMonitor())
+            send, outcomes = await write_as_one_group(nursery, requests, writer, in_order=True)
             await send.aclose()
     first, second = outcomes["first"], outcomes["second"]
     assert isinstance(first, Accepted) and isinstance(second, Accepted)

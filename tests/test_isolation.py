@@ -45,6 +45,7 @@ from aggregator.store.sqlite import SQLiteReader, SQLiteStore
 from tests.conftest import open_server
 from tests.sse import SSEParser
 from tests.support import ROOT, ServerProcess, event, running_server
+from tests.writing import write, write_as_one_group
 
 # The request that stopped the whole server (issue 18): NDJSON whose one line is a truncated
 # wrapper object. The typed decode stopped at the unknown key before it saw the truncation.
@@ -120,43 +121,27 @@ def rec(topic: str, event_id: str) -> EventRecord:
     return EventRecord(topic, event_id, "2026-11-21T10:00:00Z", "src", "{}")
 
 
-async def write(
-    inbox: trio.MemorySendChannel[WriteRequest], events: list[EventRecord]
-) -> WriteOutcome:
-    reply_send, reply_recv = trio.open_memory_channel[WriteOutcome](1)
-    await inbox.send(WriteRequest(events, reply_send))
-    return await reply_recv.receive()
-
-
 @pytest.mark.trio
 async def test_a_bug_in_a_group_commit_fails_only_the_request_that_met_it(tmp_path: Path) -> None:
     db = tmp_path / "db"
     store = SQLiteStore(db)
     monitor = WriterMonitor()
     counted: list[str] = []
-    send, recv = trio.open_memory_channel[WriteRequest](100)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(name: str, events: list[EventRecord]) -> None:
-        outcomes[name] = await write(send, events)
-
+    requests = {  # all three wait: one group
+        "before": [rec("t", "1"), rec("t", "2")],
+        "bad": [rec(Poisoned("t"), "3")],
+        "after": [rec("t", "4"), rec("t", "4")],
+    }
+    writer = partial(
+        run_writer,
+        store=store,
+        monitor=monitor,
+        max_txn_events=100,
+        incidents=Incidents(counted.append),
+    )
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                publishers.start_soon(publisher, "before", [rec("t", "1"), rec("t", "2")])
-                publishers.start_soon(publisher, "bad", [rec(Poisoned("t"), "3")])
-                publishers.start_soon(publisher, "after", [rec("t", "4"), rec("t", "4")])
-                await trio.testing.wait_all_tasks_blocked()  # all three wait: one group
-                nursery.start_soon(
-                    partial(
-                        run_writer,
-                        recv,
-                        store,
-                        monitor,
-                        max_txn_events=100,
-                        incidents=Incidents(counted.append),
-                    )
-                )
+            send, outcomes = await write_as_one_group(nursery, requests, writer)
             assert await write(send, [rec("t", "5")]) == Accepted(1, 1, 0)  # it goes on
             await send.aclose()
     assert outcomes["before"] == Accepted(2, 2, 0)
@@ -385,22 +370,11 @@ async def test_a_broken_connection_met_in_a_retry_answers_the_rest_of_the_group(
     """Retried one by one after a bug, a group whose second request finds the connection broken:
     the third, never retried, was left waiting for ever, so the workers never ended and the
     process never stopped (attack on issue 18)."""
-    send, recv = trio.open_memory_channel[WriteRequest](10)
-    outcomes: dict[str, WriteOutcome] = {}
-
-    async def publisher(event_id: str) -> None:
-        outcomes[event_id] = await write(send, [rec("t", event_id)])
-
+    requests = {event_id: [rec("t", event_id)] for event_id in ("first", "broken", "third")}
+    writer = partial(run_writer, store=BugThenBroken(), monitor=WriterMonitor(), max_txn_events=10)
     with trio.fail_after(10), pytest.RaisesGroup(StoreBroken, flatten_subgroups=True):
         async with trio.open_nursery() as nursery:
-            async with trio.open_nursery() as publishers:
-                for event_id in ("first", "broken", "third"):  # queued in this order
-                    publishers.start_soon(publisher, event_id)
-                    await trio.testing.wait_all_tasks_blocked()
-                writer = partial(
-                    run_writer, recv, BugThenBroken(), WriterMonitor(), max_txn_events=10
-                )
-                nursery.start_soon(writer)
+            send, outcomes = await write_as_one_group(nursery, requests, writer, in_order=True)
             await send.aclose()  # the writer raises once its inbox is closed
     assert outcomes["first"] == Accepted(1, 1, 0)
     assert isinstance(outcomes["broken"], Unavailable)
