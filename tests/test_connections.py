@@ -260,3 +260,27 @@ def test_invented_methods_share_one_metrics_label(tmp_path: Path) -> None:
     assert "M0000001" not in text
     count = 'aggregator_http_request_duration_seconds_count{method="other",route="/health"}'
     assert f"{count} 50.0" in text
+
+
+def test_an_early_answer_to_a_body_of_many_chunks_closes_its_connection(tmp_path: Path) -> None:
+    """A request answered before its body was read (405 here), whose body comes as many small
+    chunks in one write: hypercorn's reader queued a message per chunk for the route, which no
+    longer read them, until its queue (10) was full; closing the stream then waited on the same
+    queue. The answer was sent, but the connection was never closed (it counted as busy: no
+    keep-alive timeout) and SIGTERM waited the whole grace for it."""
+    with running_server(tmp_path) as server, connect(server.url) as client:
+        client.settimeout(10)
+        client.sendall(
+            b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * 2000
+            + b"0\r\n\r\n"
+        )
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(65536):  # to the end: the server must close it
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 405 "), received
+        assert b"connection: close" in received.lower()
+        assert_serving(server)
+        server.proc.send_signal(signal.SIGTERM)
+        assert wait_exit(server, seconds=5) == 0

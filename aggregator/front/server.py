@@ -217,6 +217,49 @@ def _refusal(exc: h11.RemoteProtocolError, config: hypercorn.config.Config) -> s
     )
 
 
+class _DrainUnderLastMessage:
+    """ASGI: the last message of an HTTP answer is sent while what the client still sends is
+    read and dropped.
+
+    hypercorn's reader hands each piece of a body to the route through a queue of
+    ``max_app_queue_size`` (10) messages. A route that answers without reading the body (405,
+    413, 401) stops taking from it; a body of many small chunks filled it, and the reader waited;
+    then the end of the answer, closing the stream, put its ``http.disconnect`` on the same full
+    queue and waited too. The answer was sent but the connection never closed: busy for ever
+    (no keep-alive timeout), and SIGTERM waited the whole grace for it. Once the stream is
+    closed, hypercorn drops the rest of the body itself."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drop_all, receive)
+                try:
+                    await send(message)
+                except Exception as exc:  # raised as it is, not inside the nursery's group
+                    failure = exc
+                nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+
+        await self._app(scope, receive, sending)
+
+
+async def _drop_all(receive: Any) -> None:
+    while True:
+        await receive()
+
+
 class HttpServer:
     """Serves ``app`` on the configured address until ``stop``; ``abort`` then ends what is left."""
 
@@ -228,7 +271,7 @@ class HttpServer:
         *,
         send_timeout: float,
     ) -> None:
-        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self._app = wrap_app(_DrainUnderLastMessage(app), config.wsgi_max_body_size, "asgi")
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
