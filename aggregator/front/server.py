@@ -22,8 +22,12 @@ is wrong (h11's reason) and the limit, like every other rejection.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
+import struct
+import termios
 from functools import partial
 from math import inf
 from typing import Any
@@ -45,6 +49,9 @@ from aggregator.incidents import Incidents
 
 LOGGER = logging.getLogger(__name__)
 _RECEIVE_BYTES = 2**16  # hypercorn's MAX_RECV
+# Linux: the bytes of a TCP socket's send queue its peer has not acknowledged yet (SIOCOUTQ).
+_UNACKNOWLEDGED = getattr(termios, "TIOCOUTQ", None)
+_DELIVERY_POLL_SECONDS = (0.001, 0.05)  # the first pause, the longest
 
 
 class _PeerStream(trio.abc.HalfCloseableStream):
@@ -97,6 +104,25 @@ class _PeerStream(trio.abc.HalfCloseableStream):
     async def aclose(self) -> None:
         await self._inner.aclose()
 
+    async def wait_delivered(self) -> None:
+        """Until the peer's TCP has acknowledged every byte sent, or took none for
+        ``send_timeout`` seconds, or the socket is closed.
+
+        Closing a socket while bytes from the peer lie unread in it (a pipelined request, the
+        rest of a body) resets the connection, and a reset drops what the kernel still holds to
+        send: the answers of committed publishes, for a client that reads them slower than they
+        were written. Waited for before each close."""
+        sock = self._inner.socket
+        pause, longest = _DELIVERY_POLL_SECONDS
+        deadline = trio.current_time() + self._send_timeout
+        queued = _unacknowledged(sock)
+        while queued and trio.current_time() < deadline:
+            await trio.sleep(pause)
+            pause = min(pause * 2, longest)
+            before, queued = queued, _unacknowledged(sock)
+            if queued < before:  # the peer takes data: the clock starts again
+                deadline = trio.current_time() + self._send_timeout
+
     def abort(self) -> None:
         """Close the socket now: a task blocked on it wakes with ``ClosedResourceError``."""
         self._inner.socket.close()
@@ -131,6 +157,22 @@ class _TCPServer(TCPServer):
         with trio.CancelScope(shield=True):
             await self._initiate_server_close()
 
+    async def _initiate_server_close(self) -> None:
+        await self.protocol.handle(Closed())
+        await self.stream.wait_delivered()
+        await self.stream.aclose()
+
+    async def _close(self) -> None:
+        """hypercorn's: half-close, then close, but only once what was sent was delivered
+        (``_PeerStream.wait_delivered``)."""
+        # The peer gone, or a send under way: closing ends it.
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+        ):
+            await self.stream.send_eof()
+        await self.stream.wait_delivered()
+        await self.stream.aclose()
+
     async def _read_data(self) -> None:
         # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
         protocol = self.protocol.protocol
@@ -159,6 +201,19 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+
+def _unacknowledged(sock: Any) -> int:
+    """Bytes of ``sock``'s send queue not acknowledged by the peer; 0 when it is closed, or
+    where the kernel does not say (not Linux)."""
+    if _UNACKNOWLEDGED is None or sock.fileno() == -1:
+        return 0
+    try:
+        answer = fcntl.ioctl(sock.fileno(), _UNACKNOWLEDGED, struct.pack("i", 0))
+    except OSError:
+        return 0
+    (queued,) = struct.unpack("i", answer)
+    return int(queued)
 
 
 def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
