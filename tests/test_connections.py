@@ -363,3 +363,37 @@ def test_sigterm_delivers_the_answers_a_pipelining_client_has_not_read_yet(
 def send_until_closed(client: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):  # the server stops reading, then closes
         client.sendall(data)
+
+
+def test_sigterm_delivers_an_idle_connections_answers_to_a_client_still_sending(
+    tmp_path: Path,
+) -> None:
+    """Every publish answered but the answers not read yet, the connection idle: SIGTERM closed
+    it, the process then closed every socket and exited, and the next bytes the client sent
+    met the closed socket, which reset the connection: the kernel dropped the answers it still
+    held for the client (of 40 committed publishes, about 10 answered). Shutdown now waits, within
+    the grace, for every connection to close, and a closing one reads and drops what comes."""
+    answered = 40  # their answers fit the server's send queue: its sends never wait
+    with (
+        running_server(tmp_path, "--workers", "1", "--synchronous", "normal") as server,
+        connect(server.url, rcvbuf=2048) as client,
+    ):
+        client.sendall(b"".join(publish_request(f"p{i}") for i in range(answered)))
+        received = lambda: httpx.get(f"{server.url}/stats").json()["received"]  # noqa: E731
+        wait_for(lambda: received() == answered, "the publishes answered, not read")
+        server.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: server_end_state(server.url, client) != "01", "the connection to end")
+        client.sendall(publish_request("late"))  # a pipelining client sends on
+        answers = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := client.recv(65536):
+                answers += chunk
+        assert wait_exit(server) == 0, server.log()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answers)
+    assert statuses == [b"200"] * answered, statuses
+    store = sqlite3.connect(tmp_path / "aggregator.sqlite3")
+    try:
+        ids = [row[0] for row in store.execute("SELECT event_id FROM events")]
+    finally:
+        store.close()
+    assert sorted(ids) == sorted(f"p{i}" for i in range(answered))  # "late" was not read

@@ -26,8 +26,10 @@ import contextlib
 import errno
 import fcntl
 import logging
+import socket
 import struct
 import termios
+from collections.abc import Callable
 from functools import partial
 from math import inf
 from typing import Any
@@ -51,6 +53,8 @@ LOGGER = logging.getLogger(__name__)
 _RECEIVE_BYTES = 2**16  # hypercorn's MAX_RECV
 # Linux: the bytes of a TCP socket's send queue its peer has not acknowledged yet (SIOCOUTQ).
 _UNACKNOWLEDGED = getattr(termios, "TIOCOUTQ", None)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)  # its first byte: the connection's state
+_TCP_CLOSE = 7  # Linux's TCP_CLOSE: reset, or closed
 _DELIVERY_POLL_SECONDS = (0.001, 0.05)  # the first pause, the longest
 
 
@@ -159,12 +163,13 @@ class _TCPServer(TCPServer):
 
     async def _initiate_server_close(self) -> None:
         await self.protocol.handle(Closed())
-        await self.stream.wait_delivered()
-        await self.stream.aclose()
+        await self._close()
 
     async def _close(self) -> None:
         """hypercorn's: half-close, then close, but only once what was sent was delivered
-        (``_PeerStream.wait_delivered``)."""
+        (``_PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
+        unread would make the close a reset)."""
+        self._closing = True  # before any checkpoint: the reader parked by h11 sees it
         # The peer gone, or a send under way: closing ends it.
         with contextlib.suppress(
             trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
@@ -179,7 +184,7 @@ class _TCPServer(TCPServer):
         if not isinstance(protocol, H11Protocol):
             await self._read_until_closed()
             return
-        connection = _explain_refusals(protocol, self.config)
+        connection = _explain_refusals(protocol, self.config, lambda: self._closing)
         try:
             await self._read_until_closed()
         finally:  # the closures refer to the protocol: no cycle outlives the connection
@@ -196,7 +201,9 @@ class _TCPServer(TCPServer):
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             if self._closing:
-                break
+                if data == b"":
+                    break
+                continue  # dropped, read until the close
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
@@ -204,11 +211,14 @@ class _TCPServer(TCPServer):
 
 
 def _unacknowledged(sock: Any) -> int:
-    """Bytes of ``sock``'s send queue not acknowledged by the peer; 0 when it is closed, or
-    where the kernel does not say (not Linux)."""
+    """Bytes of ``sock``'s send queue not acknowledged by the peer; 0 when it is closed or reset
+    (the kernel keeps the count of a reset connection: it would never fall), or where the kernel
+    does not say (not Linux)."""
     if _UNACKNOWLEDGED is None or sock.fileno() == -1:
         return 0
     try:
+        if sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE:
+            return 0
         answer = fcntl.ioctl(sock.fileno(), _UNACKNOWLEDGED, struct.pack("i", 0))
     except OSError:
         return 0
@@ -216,7 +226,9 @@ def _unacknowledged(sock: Any) -> int:
     return int(queued)
 
 
-def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
+def _explain_refusals(
+    protocol: H11Protocol, config: hypercorn.config.Config, closing: Callable[[], bool]
+) -> object:
     """Make ``protocol``'s error answers name h11's reason: its error is kept as its connection
     raises it, and its error answer (empty in hypercorn) is replaced by one with a body. Returns
     that connection (a WebSocket upgrade replaces it with another)."""
@@ -225,6 +237,8 @@ def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) ->
     reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
 
     def recording() -> Any:
+        if closing():  # no further request: h11 would park the reader on one it holds
+            return h11.NEED_DATA
         try:
             return next_event()
         except h11.RemoteProtocolError as exc:
@@ -332,6 +346,7 @@ class HttpServer:
         self._send_timeout = send_timeout
         self._context = WorkerContext(None)
         self._open: set[_PeerStream] = set()
+        self._ended = trio.Event()  # set whenever a connection ends
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
 
@@ -376,6 +391,12 @@ class HttpServer:
         self._accepting.cancel()
         await self._context.terminated.set()
 
+    async def wait_closed(self) -> None:
+        """Until every connection has ended: after ``stop``, an idle one at once, a busy one after
+        its answer, each once its peer has acknowledged what was sent."""
+        while self._open:
+            await self._ended.wait()
+
     def abort(self) -> None:
         """Close every connection now, a send under way included, and end their tasks."""
         for stream in list(self._open):
@@ -400,6 +421,8 @@ class HttpServer:
         finally:
             self._open.discard(guarded)
             guarded.abort()
+            self._ended.set()
+            self._ended = trio.Event()
 
 
 # accept() failing for want of resources: the connection waits in the kernel's backlog.
