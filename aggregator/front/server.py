@@ -185,11 +185,13 @@ class _TCPServer(TCPServer):
             await self._read_until_closed()
             return
         connection = _explain_refusals(protocol, self.config, lambda: self._closing)
+        _ignore_h2c_upgrades(protocol)
         try:
             await self._read_until_closed()
         finally:  # the closures refer to the protocol: no cycle outlives the connection
             vars(connection).pop("next_event", None)
             vars(protocol).pop("_send_error_response", None)
+            vars(protocol).pop("_check_protocol", None)
 
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
@@ -208,6 +210,23 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+
+def _ignore_h2c_upgrades(protocol: H11Protocol) -> None:
+    """Serve a request asking ``Upgrade: h2c`` over HTTP/1.1, as a server may (RFC 9110 section
+    7.8). hypercorn switched such a GET to HTTP/2 and served it as its stream 1, whatever
+    ``h2_max_concurrent_streams``: an h2c ``/subscribe`` whose client gave a flow-control window
+    of 0 held its last message for ever, shielded, past the end of the grace, and SIGTERM ended
+    in exit 1 ("not stopped"). HTTP/2 by prior knowledge (``PRI *``) still opens no stream."""
+    check = protocol._check_protocol
+
+    async def check_protocol(request: h11.Request) -> None:
+        for name, value in request.headers:
+            if name == b"upgrade" and value.strip().lower() == b"h2c":
+                return
+        await check(request)
+
+    protocol._check_protocol = check_protocol  # type: ignore[method-assign,assignment]
 
 
 def _unacknowledged(sock: Any) -> int:
