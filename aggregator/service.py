@@ -125,6 +125,9 @@ async def _serve_http(
             front.hub.close()  # live streams end now, or they would hold shutdown for the grace
             with trio.move_on_after(config.shutdown_grace_seconds):
                 await tracked.wait_idle()
+                # and every connection closed: answers still on their way to a slow reader
+                # would be dropped by the abort below, or the process's exit
+                await server.wait_closed()
             # The grace is over. What is still queued is answered 503 and not stored; a request
             # whose events reached the writer waits for that commit's answer, so that no client is
             # cut off from a request that was then stored (within a margin: past it the process's

@@ -22,8 +22,14 @@ is wrong (h11's reason) and the limit, like every other rejection.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import logging
+import socket
+import struct
+import termios
+from collections.abc import Callable
 from functools import partial
 from math import inf
 from typing import Any
@@ -45,6 +51,11 @@ from aggregator.incidents import Incidents
 
 LOGGER = logging.getLogger(__name__)
 _RECEIVE_BYTES = 2**16  # hypercorn's MAX_RECV
+# Linux: the bytes of a TCP socket's send queue its peer has not acknowledged yet (SIOCOUTQ).
+_UNACKNOWLEDGED = getattr(termios, "TIOCOUTQ", None)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)  # its first byte: the connection's state
+_TCP_CLOSE = 7  # Linux's TCP_CLOSE: reset, or closed
+_DELIVERY_POLL_SECONDS = (0.001, 0.05)  # the first pause, the longest
 
 
 class _PeerStream(trio.abc.HalfCloseableStream):
@@ -100,6 +111,25 @@ class _PeerStream(trio.abc.HalfCloseableStream):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+    async def wait_delivered(self) -> None:
+        """Until the peer's TCP has acknowledged every byte sent, or took none for
+        ``send_timeout`` seconds, or the socket is closed.
+
+        Closing a socket while bytes from the peer lie unread in it (a pipelined request, the
+        rest of a body) resets the connection, and a reset drops what the kernel still holds to
+        send: the answers of committed publishes, for a client that reads them slower than they
+        were written. Waited for before each close."""
+        sock = self._inner.socket
+        pause, longest = _DELIVERY_POLL_SECONDS
+        deadline = trio.current_time() + self._send_timeout
+        queued = _unacknowledged(sock)
+        while queued and trio.current_time() < deadline:
+            await trio.sleep(pause)
+            pause = min(pause * 2, longest)
+            before, queued = queued, _unacknowledged(sock)
+            if queued < before:  # the peer takes data: the clock starts again
+                deadline = trio.current_time() + self._send_timeout
 
     def abort(self) -> None:
         """Close the socket now: a task blocked on it wakes with ``ClosedResourceError``."""
@@ -157,18 +187,37 @@ class _TCPServer(TCPServer):
         with trio.CancelScope(shield=True):
             await self._initiate_server_close()
 
+    async def _initiate_server_close(self) -> None:
+        await self.protocol.handle(Closed())
+        await self._close()
+
+    async def _close(self) -> None:
+        """hypercorn's: half-close, then close, but only once what was sent was delivered
+        (``_PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
+        unread would make the close a reset)."""
+        self._closing = True  # before any checkpoint: the reader parked by h11 sees it
+        # The peer gone, or a send under way: closing ends it.
+        with contextlib.suppress(
+            trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
+        ):
+            await self.stream.send_eof()
+        await self.stream.wait_delivered()
+        await self.stream.aclose()
+
     async def _read_data(self) -> None:
         # The protocol exists from here on (``run`` made it); HTTP/2 is refused anyway.
         protocol = self.protocol.protocol
         if not isinstance(protocol, H11Protocol):
             await self._read_until_closed()
             return
-        connection = _explain_refusals(protocol, self.config)
+        connection = _explain_refusals(protocol, self.config, lambda: self._closing)
+        _ignore_h2c_upgrades(protocol)
         try:
             await self._read_until_closed()
         finally:  # the closures refer to the protocol: no cycle outlives the connection
             vars(connection).pop("next_event", None)
             vars(protocol).pop("_send_error_response", None)
+            vars(protocol).pop("_check_protocol", None)
 
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
@@ -180,14 +229,51 @@ class _TCPServer(TCPServer):
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             if self._closing:
-                break
+                if data == b"":
+                    break
+                continue  # dropped, read until the close
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
         await self.protocol.handle(Closed())
 
 
-def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) -> object:
+def _ignore_h2c_upgrades(protocol: H11Protocol) -> None:
+    """Serve a request asking ``Upgrade: h2c`` over HTTP/1.1, as a server may (RFC 9110 section
+    7.8). hypercorn switched such a GET to HTTP/2 and served it as its stream 1, whatever
+    ``h2_max_concurrent_streams``: an h2c ``/subscribe`` whose client gave a flow-control window
+    of 0 held its last message for ever, shielded, past the end of the grace, and SIGTERM ended
+    in exit 1 ("not stopped"). HTTP/2 by prior knowledge (``PRI *``) still opens no stream."""
+    check = protocol._check_protocol
+
+    async def check_protocol(request: h11.Request) -> None:
+        for name, value in request.headers:
+            if name == b"upgrade" and value.strip().lower() == b"h2c":
+                return
+        await check(request)
+
+    protocol._check_protocol = check_protocol  # type: ignore[method-assign,assignment]
+
+
+def _unacknowledged(sock: Any) -> int:
+    """Bytes of ``sock``'s send queue not acknowledged by the peer; 0 when it is closed or reset
+    (the kernel keeps the count of a reset connection: it would never fall), or where the kernel
+    does not say (not Linux)."""
+    if _UNACKNOWLEDGED is None or sock.fileno() == -1:
+        return 0
+    try:
+        if sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 1)[0] == _TCP_CLOSE:
+            return 0
+        answer = fcntl.ioctl(sock.fileno(), _UNACKNOWLEDGED, struct.pack("i", 0))
+    except OSError:
+        return 0
+    (queued,) = struct.unpack("i", answer)
+    return int(queued)
+
+
+def _explain_refusals(
+    protocol: H11Protocol, config: hypercorn.config.Config, closing: Callable[[], bool]
+) -> object:
     """Make ``protocol``'s error answers name h11's reason: its error is kept as its connection
     raises it, and its error answer (empty in hypercorn) is replaced by one with a body. Returns
     that connection (a WebSocket upgrade replaces it with another)."""
@@ -196,6 +282,8 @@ def _explain_refusals(protocol: H11Protocol, config: hypercorn.config.Config) ->
     reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
 
     def recording() -> Any:
+        if closing():  # no further request: h11 would park the reader on one it holds
+            return h11.NEED_DATA
         try:
             return next_event()
         except h11.RemoteProtocolError as exc:
@@ -243,6 +331,49 @@ def _refusal(exc: h11.RemoteProtocolError, config: hypercorn.config.Config) -> s
     )
 
 
+class _DrainUnderLastMessage:
+    """ASGI: the last message of an HTTP answer is sent while what the client still sends is
+    read and dropped.
+
+    hypercorn's reader hands each piece of a body to the route through a queue of
+    ``max_app_queue_size`` (10) messages. A route that answers without reading the body (405,
+    413, 401) stops taking from it; a body of many small chunks filled it, and the reader waited;
+    then the end of the answer, closing the stream, put its ``http.disconnect`` on the same full
+    queue and waited too. The answer was sent but the connection never closed: busy for ever
+    (no keep-alive timeout), and SIGTERM waited the whole grace for it. Once the stream is
+    closed, hypercorn drops the rest of the body itself."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] != "http.response.body" or message.get("more_body", False):
+                await send(message)
+                return
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_drop_all, receive)
+                try:
+                    await send(message)
+                except Exception as exc:  # raised as it is, not inside the nursery's group
+                    failure = exc
+                nursery.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
+
+        await self._app(scope, receive, sending)
+
+
+async def _drop_all(receive: Any) -> None:
+    while True:
+        await receive()
+
+
 class HttpServer:
     """Serves ``app`` on the configured address until ``stop``; ``abort`` then ends what is left."""
 
@@ -254,12 +385,13 @@ class HttpServer:
         *,
         send_timeout: float,
     ) -> None:
-        self._app = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        self._app = wrap_app(_DrainUnderLastMessage(app), config.wsgi_max_body_size, "asgi")
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
         self._context = WorkerContext(None)
         self._open: set[_PeerStream] = set()
+        self._ended = trio.Event()  # set whenever a connection ends
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
 
@@ -304,6 +436,12 @@ class HttpServer:
         self._accepting.cancel()
         await self._context.terminated.set()
 
+    async def wait_closed(self) -> None:
+        """Until every connection has ended: after ``stop``, an idle one at once, a busy one after
+        its answer, each once its peer has acknowledged what was sent."""
+        while self._open:
+            await self._ended.wait()
+
     def abort(self) -> None:
         """Close every connection now, a send under way included, and end their tasks."""
         for stream in list(self._open):
@@ -328,6 +466,8 @@ class HttpServer:
         finally:
             self._open.discard(guarded)
             guarded.abort()
+            self._ended.set()
+            self._ended = trio.Event()
 
 
 # accept() failing for want of resources: the connection waits in the kernel's backlog.
