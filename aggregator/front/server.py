@@ -341,7 +341,8 @@ class _DrainUnderLastMessage:
     then the end of the answer, closing the stream, put its ``http.disconnect`` on the same full
     queue and waited too. The answer was sent but the connection never closed: busy for ever
     (no keep-alive timeout), and SIGTERM waited the whole grace for it. Once the stream is
-    closed, hypercorn drops the rest of the body itself."""
+    closed, hypercorn drops the rest of the body itself. Only an answer given before the body
+    was read to its end can meet this: any other is sent as it is (no task per request)."""
 
     def __init__(self, app: Any) -> None:
         self._app = app
@@ -350,9 +351,17 @@ class _DrainUnderLastMessage:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        read = False  # the body read to its end: nothing can fill the queue (the usual case)
+
+        async def receiving() -> dict[str, Any]:
+            nonlocal read
+            message: dict[str, Any] = await receive()
+            read = read or not message.get("more_body", False)
+            return message
 
         async def sending(message: dict[str, Any]) -> None:
-            if message["type"] != "http.response.body" or message.get("more_body", False):
+            last = message["type"] == "http.response.body" and not message.get("more_body", False)
+            if read or not last:
                 await send(message)
                 return
             failure: Exception | None = None
@@ -366,7 +375,7 @@ class _DrainUnderLastMessage:
             if failure is not None:
                 raise failure
 
-        await self._app(scope, receive, sending)
+        await self._app(scope, receiving, sending)
 
 
 async def _drop_all(receive: Any) -> None:
