@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import hypercorn.config
+import pytest
+import trio
+import trio.testing
 
+from aggregator.front.server import HttpServer
+from aggregator.incidents import Incidents
 from tests.support import ServerProcess, event, running_server, wait_for
 from tests.test_stopping import wait_exit, wait_for_line
 
@@ -416,3 +422,46 @@ def test_sigterm_delivers_an_idle_connections_answers_to_a_client_still_sending(
     finally:
         store.close()
     assert sorted(ids) == sorted(f"p{i}" for i in range(answered))  # "late" was not read
+
+
+@pytest.mark.trio
+async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_the_stream() -> (
+    None
+):
+    """In-process and deterministic, the race the test above can win by chance: the route
+    answers only once hypercorn's reader has filled the body queue (10 messages, one per
+    chunk) and waits on it. Ending the answer queued its ``http.disconnect`` behind the full
+    queue and waited for ever: the connection never closed."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await trio.testing.wait_all_tasks_blocked()  # the reader waits on the full queue
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(
+                b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + b"1\r\nx\r\n" * 2000
+                + b"0\r\n\r\n"
+            )
+            received = b""
+            with trio.fail_after(10):  # to the end: the server must close the connection
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"no"), received
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
