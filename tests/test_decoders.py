@@ -555,12 +555,15 @@ def test_the_slow_path_takes_a_payload_of_exactly_the_limit() -> None:
     ]
 
 
-def test_a_field_given_twice_must_be_valid_both_times() -> None:
-    """A JSON object may repeat a key; a dict keeps the last copy, the typed decode checks each.
-    The first copy's problem is named, alone or in a batch with a valid item."""
+def test_a_field_given_twice_must_be_of_its_type_both_times() -> None:
+    """A JSON object may repeat a key; a dict keeps the last copy, the typed decode checks each
+    copy's type. The first copy's problem is named, alone or in a batch with a valid item."""
     rest = json.dumps(event())[1:-1].removeprefix('"topic": "t", ')
     twice = b'{"topic": 1, "topic": "a", ' + rest.encode() + b"}"
-    why = "Expected `str`, got `int`; a field given more than once must be valid each time"
+    why = (
+        "Expected `str`, got `int`; a field given more than once must be of its type each time "
+        "(the last copy is the one kept and checked)"
+    )
     assert rejected(b"[" + twice + b"]").details == [Detail(0, "topic", why)]
     valid = json.dumps(event(event_id="ok")).encode()
     assert rejected(b"[" + valid + b"," + twice + b"]").details == [Detail(1, "topic", why)]
@@ -668,3 +671,15 @@ def test_text_of_exactly_255_characters_passes_the_slow_path_and_the_character_c
     # A topic with a space sends the event through the per-character check of every field.
     spaced = rejected([event(topic="a b", event_id=longest, source=longest)])
     assert [(d.index, d.field) for d in spaced.details or []] == [(0, "topic")]
+
+
+def test_only_the_last_copy_of_a_field_given_twice_is_checked_against_its_rule() -> None:
+    """The contract's rule for a repeated key: each copy of the field's type, the last kept and
+    checked. A first timestamp without the offset's colon passes when the last is valid; as
+    the last copy it is refused."""
+    colonless, utc = b'"2026-11-21T10:00:00+0700"', b'"2026-11-21T10:00:00Z"'
+    head = b'{"topic": "t", "event_id": "e1", "source": "s", "timestamp": '
+    [record] = decode(b"[" + head + colonless + b', "timestamp": ' + utc + b"}]")
+    assert record.timestamp.startswith("2026-11-21T10:00:00")
+    [detail] = rejected(b"[" + head + utc + b', "timestamp": ' + colonless + b"}]").details
+    assert detail.field == "timestamp" and "colon" in detail.message

@@ -334,15 +334,21 @@ def _problems(index: int, raw: msgspec.Raw, limits: Limits) -> Iterator[Detail]:
 
 def _typed_problem(index: int, raw: msgspec.Raw) -> list[Detail]:
     """The typed decode's complaint about an item the field-by-field check passed: a field given
-    twice whose first value is invalid (the typed decode checks each copy, a dict keeps the
-    last). Empty for a valid item of a batch that another item breaks."""
+    twice whose first value is of the wrong type (the typed decode checks each copy's type, a
+    dict keeps the last, which alone is checked against the field's rule: docs/contract.md).
+    Empty for a valid item of a batch that another item breaks."""
     try:
         _ONE.decode(raw)
     except msgspec.ValidationError as exc:
         message, _, path = str(exc).partition(" - at `$.")
         field = path.removesuffix("`") or None
         return [
-            Detail(index, field, f"{message}; a field given more than once must be valid each time")
+            Detail(
+                index,
+                field,
+                f"{message}; a field given more than once must be of its type each time (the "
+                "last copy is the one kept and checked)",
+            )
         ]
     return []
 
