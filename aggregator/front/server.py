@@ -300,9 +300,18 @@ def _explain_refusals(
             (b"connection", b"close"),
             *config.response_headers("h11"),
         ]
-        await protocol._send_h11_event(h11.Response(status_code=status_code, headers=headers))
-        await protocol._send_h11_event(h11.Data(data=body))
-        await protocol._send_h11_event(h11.EndOfMessage())
+        # One send, its bytes made with no await between: the route may be answering (a 405
+        # given without reading the body), and its answer, made between two of these events,
+        # failed in h11 and left it in its error state, the 400's body never sent.
+        events = (h11.Response(status_code=status_code, headers=headers), h11.Data(data=body))
+        current = protocol.connection
+        try:
+            data = b"".join(current.send(event) or b"" for event in (*events, h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            if current.their_state is not h11.ERROR:
+                raise
+            return
+        await protocol.send(RawData(data=data))
 
     connection.next_event = recording  # type: ignore[method-assign]
     protocol._send_error_response = send_error_response  # type: ignore[method-assign]
