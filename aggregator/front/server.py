@@ -157,7 +157,18 @@ class _TCPServer(TCPServer):
             return
         if isinstance(event, Updated):
             self._busy = not event.idle  # set before any checkpoint: _idle_timeout reads it
+        if isinstance(event, Closed) and self._answering():
+            # The reader met a body whose framing broke (or its end) while the route's answer
+            # is under way (a 405 given before the body was read): closing now cut that answer
+            # after its head. Its end closes the connection (the request cannot be recycled);
+            # meanwhile what is read is dropped.
+            self._closing = True
+            return
         await super().protocol_send(event)
+
+    def _answering(self) -> bool:
+        protocol = self.protocol.protocol
+        return isinstance(protocol, H11Protocol) and protocol.connection.our_state is h11.SEND_BODY
 
     async def _send_raw(self, data: bytes) -> None:
         """hypercorn's send of ``RawData``, with the checkpoints that only add rounds of the loop
