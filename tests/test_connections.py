@@ -559,3 +559,45 @@ async def test_an_answer_under_way_is_whole_though_the_body_framing_breaks_meanw
         with trio.fail_after(10):
             await server.wait_closed()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_broke() -> None:
+    """The answer under way ends before the connection closes, but a route that still reads the
+    body is told at once (``http.disconnect``): it would otherwise wait for a body that cannot
+    come, while the client keeps the connection open."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await send({"type": "http.response.body", "body": b"no"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(
+                b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+            )
+            received = b""
+            with trio.fail_after(10):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some(65536)
+                await stream.send_all(b"zz\r\n")  # and the connection stays open
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()

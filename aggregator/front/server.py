@@ -160,9 +160,11 @@ class _TCPServer(TCPServer):
         if isinstance(event, Closed) and self._answering():
             # The reader met a body whose framing broke (or its end) while the route's answer
             # is under way (a 405 given before the body was read): closing now cut that answer
-            # after its head. Its end closes the connection (the request cannot be recycled);
-            # meanwhile what is read is dropped.
+            # after its head. The route is told (a route waiting for the body ends), the answer's
+            # end closes the connection (the request cannot be recycled), and what is read
+            # meanwhile is dropped.
             self._closing = True
+            await self.protocol.handle(Closed())
             return
         await super().protocol_send(event)
 
