@@ -465,3 +465,139 @@ async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_
         with trio.fail_after(10):
             await server.wait_closed()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_refusal_of_a_broken_body_is_whole_though_the_route_answers_meanwhile() -> None:
+    """A chunked body whose framing breaks is refused by hypercorn's reader with a 400 sent as
+    three h11 events; a route that answers without reading the body (405 on ``GET /publish``)
+    runs in the rounds between them. Its answer failed in h11 (a response is under way) and
+    left h11 in its error state, so the 400's body was never sent: the client got a head
+    announcing 183 bytes, then the connection's end (about 1 in 2 tries on a real server:
+    ``GET /publish`` with ``Transfer-Encoding: chunked`` and the chunk size ``zz``). Trio
+    orders each round's tasks at random: 40 connections, each a try."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": b"no"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    answers = []
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        for _ in range(40):
+            async with await trio.open_tcp_stream(host, int(port)) as stream:
+                await stream.send_all(
+                    b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+                )
+                received = b""
+                with trio.fail_after(10):
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+            head, _, body = received.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head)
+            answers.append((head.split(b"\r\n")[0], length and int(length.group(1)), body))
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
+    for status, length, body in answers:
+        assert status == b"HTTP/1.1 400 ", answers
+        assert length == len(body) and json.loads(body)["error"] == "bad_request", answers
+
+
+@pytest.mark.trio
+async def test_an_answer_under_way_is_whole_though_the_body_framing_breaks_meanwhile() -> None:
+    """A route answers before reading the body (405 on ``GET /publish``); the client's chunked
+    body then breaks its framing while that answer is under way. The reader closed the
+    connection at once and cut the answer after its head (about 1 in 4 tries on a real server
+    with ``1\\r\\nx\\r\\nzz\\r\\n`` as the body: the head and its length, then the end).
+    Here the route sends its body once the reader has met the broken framing."""
+    broken = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await broken.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the reader has read the broken chunk
+        await send({"type": "http.response.body", "body": b"no"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(
+                b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+            )
+            received = b""
+            with trio.fail_after(10):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some(65536)
+                await stream.send_all(b"zz\r\n")
+                broken.set()
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_broke() -> None:
+    """The answer under way ends before the connection closes, but a route that still reads the
+    body is told at once (``http.disconnect``): it would otherwise wait for a body that cannot
+    come, while the client keeps the connection open."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        await send({"type": "http.response.body", "body": b"no"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(
+                b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+            )
+            received = b""
+            with trio.fail_after(10):
+                while b"\r\n\r\n" not in received:
+                    received += await stream.receive_some(65536)
+                await stream.send_all(b"zz\r\n")  # and the connection stays open
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()

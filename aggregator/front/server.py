@@ -157,7 +157,20 @@ class _TCPServer(TCPServer):
             return
         if isinstance(event, Updated):
             self._busy = not event.idle  # set before any checkpoint: _idle_timeout reads it
+        if isinstance(event, Closed) and self._answering():
+            # The reader met a body whose framing broke (or its end) while the route's answer
+            # is under way (a 405 given before the body was read): closing now cut that answer
+            # after its head. The route is told (a route waiting for the body ends), the answer's
+            # end closes the connection (the request cannot be recycled), and what is read
+            # meanwhile is dropped.
+            self._closing = True
+            await self.protocol.handle(Closed())
+            return
         await super().protocol_send(event)
+
+    def _answering(self) -> bool:
+        protocol = self.protocol.protocol
+        return isinstance(protocol, H11Protocol) and protocol.connection.our_state is h11.SEND_BODY
 
     async def _send_raw(self, data: bytes) -> None:
         """hypercorn's send of ``RawData``, with the checkpoints that only add rounds of the loop
@@ -300,9 +313,18 @@ def _explain_refusals(
             (b"connection", b"close"),
             *config.response_headers("h11"),
         ]
-        await protocol._send_h11_event(h11.Response(status_code=status_code, headers=headers))
-        await protocol._send_h11_event(h11.Data(data=body))
-        await protocol._send_h11_event(h11.EndOfMessage())
+        # One send, its bytes made with no await between: the route may be answering (a 405
+        # given without reading the body), and its answer, made between two of these events,
+        # failed in h11 and left it in its error state, the 400's body never sent.
+        events = (h11.Response(status_code=status_code, headers=headers), h11.Data(data=body))
+        current = protocol.connection
+        try:
+            data = b"".join(current.send(event) or b"" for event in (*events, h11.EndOfMessage()))
+        except h11.LocalProtocolError:
+            if current.their_state is not h11.ERROR:
+                raise
+            return
+        await protocol.send(RawData(data=data))
 
     connection.next_event = recording  # type: ignore[method-assign]
     protocol._send_error_response = send_error_response  # type: ignore[method-assign]
