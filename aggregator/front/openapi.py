@@ -77,6 +77,22 @@ def shipper_door(summary: str, success: dict[str, Any], media: list[str]) -> dic
     }
 
 
+def elastic_bulk(*, index: bool = False) -> dict[str, Any]:
+    """``POST`` and ``PUT`` of the Elasticsearch bulk API (docs/elasticsearch.md)."""
+    door = shipper_door(
+        "Elasticsearch bulk API (docs/elasticsearch.md): NDJSON action and document pairs; "
+        "answered per item, not atomic"
+        + (", the index from the path unless an action names its own" if index else ""),
+        {"200": {"description": "per item 201 created, 200 noop, 409 or 400, in its shape"}},
+        ["application/x-ndjson", JSON],
+    )
+    operation = door["post"]
+    if index:
+        name = {"name": "index", "in": "path", "required": True, "schema": {"type": "string"}}
+        operation = {**operation, "parameters": [name]}
+    return {"post": operation, "put": operation}
+
+
 PATHS: dict[str, Any] = {
     "/publish": {
         "post": {
@@ -107,6 +123,25 @@ PATHS: dict[str, Any] = {
         {"204": {"description": "every entry is committed or was already stored"}},
         ["application/x-protobuf", JSON],
     ),
+    "/_bulk": elastic_bulk(),
+    "/{index}/_bulk": elastic_bulk(index=True),
+    "/": {
+        "get": {
+            "summary": "Elasticsearch's handshake (docs/elasticsearch.md): the version document "
+            "its clients check before a bulk request; HEAD too",
+            "responses": {"200": {"description": "in Elasticsearch's shape"}},
+        }
+    },
+    "/_cat/health": {
+        "get": {
+            "summary": "Elasticsearch's cluster health line, which rsyslog's omelasticsearch "
+            "asks before it resumes: green when /health is 200, red with the reason when 503",
+            "responses": {
+                s: {"description": f"one line, {colour}", "content": {"text/plain": {}}}
+                for s, colour in (("200", "green"), ("503", "red and the reason"))
+            },
+        }
+    },
     "/events": {
         "get": {
             "summary": "Stored events ordered by seq, paged by cursor",
