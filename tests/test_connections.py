@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import threading
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -601,3 +602,55 @@ async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_bro
         with trio.fail_after(10):
             await server.wait_closed()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_an_early_answer_whose_peer_reset_while_the_body_queue_was_full_ends() -> None:
+    """As above, but the client resets the connection before the route answers: the answer's
+    first send fails, hypercorn then queues the stream's ``http.disconnect`` behind the full
+    body queue and waited for ever, the route's send with it, and the connection never ended
+    (shutdown waited the grace). Reported by an outside attack, made reachable here."""
+    reset, answered = trio.Event(), trio.Event()
+    outcome: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": message["type"] + ".complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await reset.wait()
+        await trio.testing.wait_all_tasks_blocked()  # the RST arrived; the reader waits
+        headers = [(b"content-length", b"2"), (b"connection", b"close")]
+        try:
+            await send({"type": "http.response.start", "status": 405, "headers": headers})
+            await send({"type": "http.response.body", "body": b"no"})
+        except Exception as exc:  # the peer is gone: any error is fine, a hang is not
+            outcome.append(type(exc).__name__)
+        else:
+            outcome.append("sent")
+        answered.set()
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        stream = await trio.open_tcp_stream(host, int(port))
+        await stream.send_all(
+            b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1\r\nx\r\n" * 2000
+            + b"0\r\n\r\n"
+        )
+        await trio.testing.wait_all_tasks_blocked()  # the reader waits on the full queue
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await stream.aclose()  # an RST: the peer is gone
+        reset.set()
+        with trio.fail_after(10):  # the route's answer returns (an error is fine)
+            await answered.wait()
+        await server.stop()
+        with trio.fail_after(10):  # and the connection ends
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
+    assert len(outcome) == 1

@@ -353,9 +353,9 @@ def _refusal(exc: h11.RemoteProtocolError, config: hypercorn.config.Config) -> s
     )
 
 
-class _DrainUnderLastMessage:
-    """ASGI: the last message of an HTTP answer is sent while what the client still sends is
-    read and dropped.
+class _DrainUnderAnswer:
+    """ASGI: each message of an HTTP answer given before the body was read to its end is sent
+    while what the client still sends is read and dropped.
 
     hypercorn's reader hands each piece of a body to the route through a queue of
     ``max_app_queue_size`` (10) messages. A route that answers without reading the body (405,
@@ -363,8 +363,11 @@ class _DrainUnderLastMessage:
     then the end of the answer, closing the stream, put its ``http.disconnect`` on the same full
     queue and waited too. The answer was sent but the connection never closed: busy for ever
     (no keep-alive timeout), and SIGTERM waited the whole grace for it. Once the stream is
-    closed, hypercorn drops the rest of the body itself. Only an answer given before the body
-    was read to its end can meet this: any other is sent as it is (no task per request)."""
+    closed, hypercorn drops the rest of the body itself. Any message, not only the last: a send
+    that fails (the peer reset) makes hypercorn queue the ``http.disconnect`` at once, and that
+    waited for ever too. Only an answer given before the body was read to its end can meet
+    this: any other is sent as it is (no task per request). No route reads a body after its
+    answer began, so the drain takes nothing a route wants."""
 
     def __init__(self, app: Any) -> None:
         self._app = app
@@ -382,8 +385,7 @@ class _DrainUnderLastMessage:
             return message
 
         async def sending(message: dict[str, Any]) -> None:
-            last = message["type"] == "http.response.body" and not message.get("more_body", False)
-            if read or not last:
+            if read:
                 await send(message)
                 return
             failure: Exception | None = None
@@ -416,7 +418,7 @@ class HttpServer:
         *,
         send_timeout: float,
     ) -> None:
-        self._app = wrap_app(_DrainUnderLastMessage(app), config.wsgi_max_body_size, "asgi")
+        self._app = wrap_app(_DrainUnderAnswer(app), config.wsgi_max_body_size, "asgi")
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
