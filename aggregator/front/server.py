@@ -376,7 +376,12 @@ class _DrainUnderAnswer:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        read = False  # the body read to its end: nothing can fill the queue (the usual case)
+        # The body read to its end, or none declared (RFC 9112 section 6.3): nothing can fill
+        # the queue, the usual case.
+        read = not any(
+            name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0")
+            for name, value in scope["headers"]
+        )
 
         async def receiving() -> dict[str, Any]:
             nonlocal read
