@@ -398,7 +398,9 @@ class _DrainUnderAnswer:
                 nursery.start_soon(_drop_all, receive)
                 try:
                     await send(message)
-                except Exception as exc:  # raised as it is, not inside the nursery's group
+                # An error is re-raised bare, not in the nursery's group (a cancellation still
+                # comes grouped: hypercorn and _split handle groups).
+                except Exception as exc:
                     failure = exc
                 nursery.cancel_scope.cancel()
             if failure is not None:
