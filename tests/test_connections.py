@@ -17,7 +17,8 @@ import socket
 import sqlite3
 import struct
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -425,6 +426,37 @@ def test_sigterm_delivers_an_idle_connections_answers_to_a_client_still_sending(
     assert sorted(ids) == sorted(f"p{i}" for i in range(answered))  # "late" was not read
 
 
+# The head of a two-byte answer after which the connection closes (an early refusal's).
+CLOSE_2 = [(b"content-length", b"2"), (b"connection", b"close")]
+
+
+@asynccontextmanager
+async def serving(route: Any) -> AsyncIterator[tuple[str, int]]:
+    """``route``, an ASGI app for HTTP, served in this process by the server's own
+    ``HttpServer`` on a free port: (host, port). On exit the server stops, and every connection
+    must end within 10 s."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await route(scope, receive, send)
+            return
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(server.serve)
+        host, port = url.removeprefix("http://").split(":")
+        yield host, int(port)
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.trio
 async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_the_stream() -> (
     None
@@ -435,23 +467,12 @@ async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_
     queue and waited for ever: the connection never closed."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         await trio.testing.wait_all_tasks_blocked()  # the reader waits on the full queue
-        headers = [(b"content-length", b"2"), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.start", "status": 405, "headers": CLOSE_2})
         await send({"type": "http.response.body", "body": b"no"})
 
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
-    async with trio.open_nursery() as nursery:
-        [url] = await nursery.start(server.serve)
-        host, port = url.removeprefix("http://").split(":")
-        async with await trio.open_tcp_stream(host, int(port)) as stream:
+    async with serving(app) as (host, port):
+        async with await trio.open_tcp_stream(host, port) as stream:
             await stream.send_all(
                 b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + b"1\r\nx\r\n" * 2000
@@ -462,10 +483,6 @@ async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_
                 while chunk := await stream.receive_some(65536):
                     received += chunk
         assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"no"), received
-        await server.stop()
-        with trio.fail_after(10):
-            await server.wait_closed()
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio
@@ -479,24 +496,13 @@ async def test_a_refusal_of_a_broken_body_is_whole_though_the_route_answers_mean
     orders each round's tasks at random: 40 connections, each a try."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        headers = [(b"content-length", b"2"), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.start", "status": 405, "headers": CLOSE_2})
         await send({"type": "http.response.body", "body": b"no"})
 
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
     answers = []
-    async with trio.open_nursery() as nursery:
-        [url] = await nursery.start(server.serve)
-        host, port = url.removeprefix("http://").split(":")
+    async with serving(app) as (host, port):
         for _ in range(40):
-            async with await trio.open_tcp_stream(host, int(port)) as stream:
+            async with await trio.open_tcp_stream(host, port) as stream:
                 await stream.send_all(
                     b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
                 )
@@ -507,10 +513,6 @@ async def test_a_refusal_of_a_broken_body_is_whole_though_the_route_answers_mean
             head, _, body = received.partition(b"\r\n\r\n")
             length = re.search(rb"content-length: (\d+)", head)
             answers.append((head.split(b"\r\n")[0], length and int(length.group(1)), body))
-        await server.stop()
-        with trio.fail_after(10):
-            await server.wait_closed()
-        nursery.cancel_scope.cancel()
     for status, length, body in answers:
         assert status == b"HTTP/1.1 400 ", answers
         assert length == len(body) and json.loads(body)["error"] == "bad_request", answers
@@ -526,24 +528,13 @@ async def test_an_answer_under_way_is_whole_though_the_body_framing_breaks_meanw
     broken = trio.Event()
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        headers = [(b"content-length", b"2"), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.start", "status": 405, "headers": CLOSE_2})
         await broken.wait()
         await trio.testing.wait_all_tasks_blocked()  # the reader has read the broken chunk
         await send({"type": "http.response.body", "body": b"no"})
 
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
-    async with trio.open_nursery() as nursery:
-        [url] = await nursery.start(server.serve)
-        host, port = url.removeprefix("http://").split(":")
-        async with await trio.open_tcp_stream(host, int(port)) as stream:
+    async with serving(app) as (host, port):
+        async with await trio.open_tcp_stream(host, port) as stream:
             await stream.send_all(
                 b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
             )
@@ -556,10 +547,6 @@ async def test_an_answer_under_way_is_whole_though_the_body_framing_breaks_meanw
                 while chunk := await stream.receive_some(65536):
                     received += chunk
         assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
-        await server.stop()
-        with trio.fail_after(10):
-            await server.wait_closed()
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio
@@ -569,24 +556,13 @@ async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_bro
     come, while the client keeps the connection open."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        headers = [(b"content-length", b"2"), (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.start", "status": 405, "headers": CLOSE_2})
         while (await receive())["type"] != "http.disconnect":
             pass
         await send({"type": "http.response.body", "body": b"no"})
 
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
-    async with trio.open_nursery() as nursery:
-        [url] = await nursery.start(server.serve)
-        host, port = url.removeprefix("http://").split(":")
-        async with await trio.open_tcp_stream(host, int(port)) as stream:
+    async with serving(app) as (host, port):
+        async with await trio.open_tcp_stream(host, port) as stream:
             await stream.send_all(
                 b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
             )
@@ -598,10 +574,6 @@ async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_bro
                 while chunk := await stream.receive_some(65536):
                     received += chunk
         assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
-        await server.stop()
-        with trio.fail_after(10):
-            await server.wait_closed()
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.trio
@@ -614,16 +586,10 @@ async def test_an_early_answer_whose_peer_reset_while_the_body_queue_was_full_en
     outcome: list[str] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
         await reset.wait()
         await trio.testing.wait_all_tasks_blocked()  # the RST arrived; the reader waits
-        headers = [(b"content-length", b"2"), (b"connection", b"close")]
         try:
-            await send({"type": "http.response.start", "status": 405, "headers": headers})
+            await send({"type": "http.response.start", "status": 405, "headers": CLOSE_2})
             await send({"type": "http.response.body", "body": b"no"})
         except Exception as exc:  # the peer is gone: any error is fine, a hang is not
             outcome.append(type(exc).__name__)
@@ -631,13 +597,8 @@ async def test_an_early_answer_whose_peer_reset_while_the_body_queue_was_full_en
             outcome.append("sent")
         answered.set()
 
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
-    async with trio.open_nursery() as nursery:
-        [url] = await nursery.start(server.serve)
-        host, port = url.removeprefix("http://").split(":")
-        stream = await trio.open_tcp_stream(host, int(port))
+    async with serving(app) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
         await stream.send_all(
             b"GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"1\r\nx\r\n" * 2000
@@ -649,8 +610,4 @@ async def test_an_early_answer_whose_peer_reset_while_the_body_queue_was_full_en
         reset.set()
         with trio.fail_after(10):  # the route's answer returns (an error is fine)
             await answered.wait()
-        await server.stop()
-        with trio.fail_after(10):  # and the connection ends
-            await server.wait_closed()
-        nursery.cancel_scope.cancel()
     assert len(outcome) == 1

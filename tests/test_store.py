@@ -486,24 +486,31 @@ def test_search_turned_on_is_built_in_steps_then_upkeep_writes_nothing(
         store.close()
 
 
+def damage_oldest_events(path: Path) -> None:
+    """Overwrite the leaf page of the oldest events, in the file itself (the WAL checkpointed
+    into it first)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        (oldest,) = conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
+            "ORDER BY path LIMIT 1"
+        ).fetchone()
+    finally:
+        conn.close()
+    with path.open("r+b") as file:
+        file.seek((oldest - 1) * page_size)
+        file.write(b"\xa5" * page_size)
+
+
 def test_upkeep_that_reads_a_damaged_page_says_the_store_is_damaged(db: Path) -> None:
     """Retention's first read (is anything due?) is outside a transaction: damage met there is
     fatal too, and names the file to restore."""
     store = SQLiteStore(db)
     store.commit([[rec("t", str(i), '{"x": "' + "y" * 200 + '"}') for i in range(300)]])
     store.close()
-    conn = sqlite3.connect(db)
-    try:
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        (oldest,) = conn.execute(  # the leaf of the oldest events, which nothing at open reads
-            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
-            "ORDER BY path LIMIT 1"
-        ).fetchone()
-    finally:
-        conn.close()
-    with db.open("r+b") as file:
-        file.seek((oldest - 1) * page_size)
-        file.write(b"\xa5" * page_size)
+    damage_oldest_events(db)  # the leaf of the oldest events, which nothing at open reads
     store = SQLiteStore(db, clock=lambda: datetime.now(UTC) + timedelta(days=1))
     try:
         with pytest.raises(StoreDamaged) as caught:
@@ -838,19 +845,7 @@ def test_a_store_damaged_where_its_open_reads_is_refused_as_damaged(
     yet merged into the index at a crash) are on a damaged page: damaged, not foreign, and the
     refusal names the file to restore."""
     path = crash_image(tmp_path, 1, events=300, payload='{"x": "' + "y" * 200 + '"}')
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # every page in the file
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        (oldest,) = conn.execute(
-            "SELECT pageno FROM dbstat WHERE name = 'events' AND pagetype = 'leaf' "
-            "ORDER BY path LIMIT 1"
-        ).fetchone()
-    finally:
-        conn.close()
-    with path.open("r+b") as file:
-        file.seek((oldest - 1) * page_size)
-        file.write(b"\xa5" * page_size)
+    damage_oldest_events(path)
     with pytest.raises(StoreDamaged) as refused:
         SQLiteStore(path)
     assert str(refused.value).startswith(
