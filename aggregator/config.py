@@ -173,6 +173,11 @@ class Config:
         "0: no limit",
         minimum=0,
     )
+    read_process: bool = setting(
+        True,
+        "answer GET /events, /stats and /topics in a process of their own, so that reads do not "
+        "wait behind publishing (docs/architecture.md)",
+    )
     search: bool = setting(
         False,
         "keep a full-text index of payloads for GET /events?q= (docs/search.md); turning it on "

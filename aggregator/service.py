@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -32,6 +33,7 @@ from aggregator.front.loki import register_loki_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.otlp import register_otlp_routes
 from aggregator.front.publish import PublishRoute
+from aggregator.front.readside import ReadSide, Start
 from aggregator.front.server import HttpServer
 from aggregator.incidents import Incidents
 from aggregator.messages import Limits, Submission, WriteRequest
@@ -96,34 +98,53 @@ def create_routes(front: Front, config: Config) -> QuartTrio:
     return quart_app
 
 
-async def _serve_http(
-    front: Front, config: Config, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[str]]
-) -> None:
-    # The front owns the ingest channel's send end: when the requests in flight are answered,
-    # closing it lets the workers drain, and then the writer.
+def build_app(
+    front: Front, config: Config, observe: Callable[[str, str, float], None]
+) -> tuple[Guard, RequestTracker]:
+    """The whole ASGI app, and its request tracker (shutdown waits on it). The read process
+    answers through the same (``aggregator/reads.py``)."""
     tokens = Tokens(config.publish_token, config.read_token)
     doors = ElasticRoute(front, create_routes(front, config))
     routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
     limited = SubscribeLimit(routes, front)
     guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
-    tracked = RequestTracker(guarded, partial(observe_request, front))
+    tracked = RequestTracker(guarded, observe)
     app = Guard(
         tracked,
         front.incidents,
         drain_bytes=config.max_body_bytes,
         drain_seconds=config.read_timeout_seconds,
     )
+    return app, tracked
+
+
+async def _serve_http(
+    front: Front, config: Config, shutdown: trio.Event, *, task_status: trio.TaskStatus[list[str]]
+) -> None:
+    # The front owns the ingest channel's send end: when the requests in flight are answered,
+    # closing it lets the workers drain, and then the writer.
+    observe = partial(observe_request, front)
+    app, tracked = build_app(front, config, observe)
+    reads = ReadSide(Start(config, front.started), observe) if config.read_process else None
     server = HttpServer(
-        app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
+        app,
+        _hypercorn_config(config),
+        front.incidents,
+        send_timeout=config.send_timeout_seconds,
+        reads=reads,
     )
     async with front.ingest, trio.open_nursery() as nursery:
         try:
             binds = await nursery.start(server.serve)
+            if reads is not None:
+                await nursery.start(reads.run, server.adopt)
             task_status.started(binds)
             await shutdown.wait()
             await server.stop()  # no new connections; idle ones close
             front.hub.close()  # live streams end now, or they would hold shutdown for the grace
             with trio.move_on_after(config.shutdown_grace_seconds):
+                if reads is not None:  # it answers what it has begun, and hands back nothing
+                    await reads.stop()
                 await tracked.wait_idle()
                 # and every connection closed: answers still on their way to a slow reader
                 # would be dropped by the abort below, or the process's exit
@@ -140,6 +161,8 @@ async def _serve_http(
             # store is closed and the process exits whatever the clients do. Also when this is
             # cancelled (a second signal): hypercorn's sends are shielded from cancellation.
             server.abort()
+            if reads is not None:
+                reads.kill()  # if it is still running
 
 
 async def serve(

@@ -103,7 +103,8 @@ async def open_server(
 ) -> AsyncIterator[Server]:
     """Serve until the block ends, then shut down gracefully (as SIGTERM would). ``clock`` is
     the wall clock of ``received_at`` and of retention by age."""
-    config = Config(data_dir=data_dir, **{"port": 0, **settings})
+    # The read process is its own tests' (tests/test_reads.py): in-process servers answer reads.
+    config = Config(data_dir=data_dir, **{"port": 0, "read_process": False, **settings})
     shutdown = trio.Event()
     horizon = None
     if config.database_url:

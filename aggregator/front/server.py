@@ -46,6 +46,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from aggregator.front.readside import ReadSide
 from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
 
@@ -150,6 +151,11 @@ class _TCPServer(TCPServer):
 
     _busy = False  # hypercorn's Updated(idle=False) until Updated(idle=True)
     _closing = False
+    # The bytes read already (a connection the read process handed back), served first.
+    prefix = b""
+    # Offered the connection with the bytes that begin a request: True when it took both.
+    take: Callable[[Any, bytes], bool] | None = None
+    _handed = False
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
@@ -167,6 +173,17 @@ class _TCPServer(TCPServer):
             await self.protocol.handle(Closed())
             return
         await super().protocol_send(event)
+
+    def _between_requests(self, protocol: object) -> bool:
+        """Nothing of a request is read, or held: the next bytes begin one."""
+        if not isinstance(protocol, H11Protocol) or self._busy:
+            return False
+        connection = protocol.connection
+        return (
+            connection.our_state is h11.IDLE
+            and connection.their_state is h11.IDLE
+            and not connection.trailing_data[0]
+        )
 
     def _answering(self) -> bool:
         protocol = self.protocol.protocol
@@ -209,6 +226,9 @@ class _TCPServer(TCPServer):
         (``_PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
         unread would make the close a reset)."""
         self._closing = True  # before any checkpoint: the reader parked by h11 sees it
+        if self._handed:  # the read process has the connection: only this descriptor closes
+            await self.stream.aclose()
+            return
         # The peer gone, or a send under way: closing ends it.
         with contextlib.suppress(
             trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError
@@ -234,17 +254,27 @@ class _TCPServer(TCPServer):
 
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
-        dropped instead of parsed."""
+        dropped instead of parsed, and bytes that begin a request between two others are offered
+        to ``take`` first."""
+        protocol = self.protocol.protocol
         while True:
+            data, self.prefix = self.prefix, b""
             try:
                 with trio.fail_after(self.config.read_timeout or inf):
-                    data = await self.stream.receive_some(_RECEIVE_BYTES)
+                    data = data or await self.stream.receive_some(_RECEIVE_BYTES)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             if self._closing:
                 if data == b"":
                     break
                 continue  # dropped, read until the close
+            if self.take is not None and self._between_requests(protocol):
+                # A read goes to the read process, with the connection (ReadSide.take).
+                if self.take(self.stream.socket, bytes(data)):
+                    self._handed = True
+                    self.stream.abort()  # this descriptor; the read process has its own
+                    await self.idle_task.stop()
+                    break
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
@@ -424,8 +454,11 @@ class HttpServer:
         incidents: Incidents,
         *,
         send_timeout: float,
+        reads: ReadSide | None = None,
     ) -> None:
         self._app = wrap_app(_DrainUnderAnswer(app), config.wsgi_max_body_size, "asgi")
+        self._reads = reads
+        self._state: ConnectionState | None = None
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
@@ -460,7 +493,8 @@ class HttpServer:
             await lifespan.wait_for_startup()
             async with trio.open_nursery() as connections:
                 self._connections = connections
-                handler = partial(self._serve_connection, ConnectionState(state.copy()))
+                self._state = ConnectionState(state.copy())
+                handler = partial(self._serve_connection, self._state)
                 task_status.started(binds)
                 with self._accepting:
                     async with trio.open_nursery() as accepting:
@@ -489,12 +523,29 @@ class HttpServer:
         if self._connections is not None:
             self._connections.cancel_scope.cancel()
 
-    async def _serve_connection(self, state: ConnectionState, stream: trio.SocketStream) -> None:
+    def adopt(self, sock: socket.socket, prefix: bytes) -> None:
+        """Serve a connection the read process handed back, from ``prefix``, the bytes it had
+        read of it."""
+        if self._connections is None or self._state is None:
+            sock.close()  # not serving yet, or no longer: the client sees the connection end
+            return
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        serving = partial(self._serve_connection, self._state, prefix=prefix)
+        self._connections.start_soon(_closing, serving, stream)
+
+    async def _serve_connection(
+        self, state: ConnectionState, stream: trio.SocketStream, *, prefix: bytes = b""
+    ) -> None:
+        """``prefix``: the bytes read of a connection the read process handed back."""
         peer = _peer(stream)
         guarded = _PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
-            await _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
+            connection = _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
+            connection.prefix = prefix or b""
+            if self._reads is not None:
+                connection.take = self._reads.take
+            await connection
         except BaseException as exc:
             cancelled, other = _split(exc)
             if other is not None:

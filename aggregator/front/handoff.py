@@ -1,0 +1,91 @@
+"""The pair of sockets between the server and its read process (``aggregator/reads.py``).
+
+A Unix ``SOCK_SEQPACKET`` pair: each message arrives whole, and the end of either process is
+the end of the other's stream. A message is one byte of kind, then its payload; a connection
+goes with its descriptor attached (``SCM_RIGHTS``: the receiver gets its own descriptor of the
+same socket, and the sender then closes its own) and, as payload, the bytes already read from
+it, which the receiver serves first.
+"""
+
+from __future__ import annotations
+
+import array
+import socket
+from dataclasses import dataclass
+
+import trio
+
+CONFIG = b"C"  # to the read process, first: the pickled Config and the server's start time
+READY = b"R"  # from it: it serves
+CONNECTION = b"N"  # either way: a connection and the bytes read from it so far
+OBSERVED = b"O"  # from it: a request it answered (method, path, seconds), for /metrics
+STOP = b"S"  # to it: finish the answers under way, close every connection, exit
+
+# A connection's bytes read so far: at most one receive (64 KiB) past a request head, itself at
+# most 16 KiB (hypercorn's h11_max_incomplete_size); the Config is a few KiB.
+MAX_MESSAGE = 2**17
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: bytes
+    payload: bytes
+    connection: socket.socket | None  # the socket of a CONNECTION message, ours to close
+
+
+def pair() -> tuple[socket.socket, socket.socket]:
+    """(the server's end, the read process's end: inherited by it)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.set_inheritable(True)
+    return ours, theirs
+
+
+def _attached(connection: int | None) -> list[tuple[int, int, array.array[int]]]:
+    if connection is None:
+        return []
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [connection]))]
+
+
+class End:
+    """One end of the pair, used by one trio run."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._trio = trio.socket.from_stdlib_socket(sock)  # also makes ``sock`` non-blocking
+
+    def send_now(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> bool:
+        """Send without waiting: False if the other end cannot take it now (its queue is full)
+        or is gone; the caller then keeps the connection."""
+        try:
+            self._sock.sendmsg([kind + payload], _attached(connection))
+        except OSError:  # EAGAIN, EPIPE, ECONNRESET, EMSGSIZE: not sent
+            return False
+        return True
+
+    async def send(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> None:
+        """Send, waiting while the other end's queue is full; ``OSError`` if it is gone."""
+        await self._trio.sendmsg([kind + payload], _attached(connection))
+
+    async def receive(self) -> Message | None:
+        """The next message; None once the other end is gone (its process ended)."""
+        space = socket.CMSG_SPACE(array.array("i").itemsize)
+        try:
+            data, ancillary, flags, _ = await self._trio.recvmsg(MAX_MESSAGE, space)
+        except (ConnectionResetError, BrokenPipeError):
+            return None
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        connections = [socket.socket(fileno=fd) for fd in fds]
+        if data and not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) and len(connections) < 2:
+            return Message(data[:1], data[1:], connections[0] if connections else None)
+        for sock in connections:
+            sock.close()
+        if not data:
+            return None
+        # Cannot happen between these two ends: a bug, not a client's doing.
+        raise OSError(f"a message over {MAX_MESSAGE} bytes or with several descriptors")
+
+    def close(self) -> None:
+        self._trio.close()

@@ -1,0 +1,150 @@
+"""The read process, seen from the server: started with it, handed the connections that open
+with a read, handing back the connections that go on with anything else.
+
+Why a process: the publishers share the server's event loop, and a group commit wakes its
+requests together, so a turn of the loop under load takes up to ~10 ms; an answer takes about
+ten turns, plus a thread's hand-offs under a shared GIL. ``GET /events`` p99 during ingest was
+~45 ms in the server's loop and ~7 ms in a process of its own (docs/benchmarks.md, "Reads in a
+process of their own"). The read process (``aggregator/reads.py``) has its own readers of the
+store and answers through the same app (routes, errors, tokens).
+
+Which connections: those whose first bytes are a ``GET`` of ``READ_PATHS``. The read process
+checks each whole request head; at the first request it does not serve (any other route, a
+body, an upgrade, a head it cannot parse), it hands the connection back with the bytes it has
+read, and the server serves it from then on. If the read process is not ready, or ends, the
+server serves reads itself: nothing depends on it but speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+import trio
+
+from aggregator.config import Config
+from aggregator.front.handoff import CONFIG, CONNECTION, OBSERVED, READY, STOP, End, pair
+
+LOGGER = logging.getLogger(__name__)
+READ_PATHS = (b"/events", b"/stats", b"/topics")
+_STARTS = tuple(b"GET " + path + end for path in READ_PATHS for end in (b"?", b" "))
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """What the read process is sent first."""
+
+    config: Config
+    started: float  # the server's start, time.monotonic() (one clock for all processes)
+
+
+class Observed(msgspec.Struct, array_like=True):
+    method: str
+    path: str
+    seconds: float
+
+
+def opens_with_read(data: bytes) -> bool:
+    """Whether a connection whose first bytes are ``data`` goes to the read process."""
+    return data.startswith(_STARTS)
+
+
+class ReadSide:
+    """Starts the read process (``run``) and hands it connections (``take``)."""
+
+    def __init__(self, start: Start, observe: Callable[[str, str, float], None]) -> None:
+        self._start = start
+        self._observe = observe
+        self._end: End | None = None
+        self._ready = False
+        self._stopped = trio.Event()
+        self._ended = trio.Event()
+        self._running = trio.CancelScope()
+
+    def take(self, sock: socket.socket, data: bytes) -> bool:
+        """Hand over the connection ``sock`` whose first bytes read are ``data`` if it opens
+        with a read and the read process is ready: True when handed, and the caller closes its
+        descriptor (not the connection: the read process has its own)."""
+        if not (self._ready and self._end is not None and opens_with_read(data)):
+            return False
+        return self._end.send_now(CONNECTION, data, sock.fileno())
+
+    async def run(
+        self,
+        adopt: Callable[[socket.socket, bytes], None],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start the read process and serve its messages until it ends; ``adopt`` serves a
+        connection it hands back (with the bytes read from it). Cancelled, it kills the
+        process."""
+        ours, theirs = pair()
+        end = End(ours)
+        command = [sys.executable, "-m", "aggregator.reads", str(theirs.fileno())]
+        try:
+            process = await trio.lowlevel.open_process(command, pass_fds=(theirs.fileno(),))
+        except OSError as exc:
+            LOGGER.error("cannot start the read process (%s): the server answers reads itself", exc)
+            end.close()
+            self._ended.set()
+            task_status.started()
+            return
+        finally:
+            theirs.close()
+        try:
+            with self._running:
+                await end.send(CONFIG, pickle.dumps(self._start))
+                self._end = end
+                task_status.started()
+                await self._serve(end, adopt, process)
+        finally:
+            self._ready = False
+            self._end = None
+            end.close()
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+            self._ended.set()
+
+    async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes], None],
+                     process: trio.Process) -> None:  # fmt: skip
+        while (message := await end.receive()) is not None:
+            if message.kind == READY:
+                self._ready = True
+                LOGGER.info("reads are answered by the read process (pid %d)", process.pid)
+            elif message.kind == CONNECTION and message.connection is not None:
+                adopt(message.connection, message.payload)
+            elif message.kind == OBSERVED:
+                seen = msgspec.json.decode(message.payload, type=Observed)
+                self._observe(seen.method, seen.path, seen.seconds)
+        self._ready = False
+        code = await process.wait()
+        if not self._stopped.is_set():
+            LOGGER.error(
+                "the read process ended (exit status %s): the server answers reads itself from "
+                "now on",
+                code,
+            )
+
+    def kill(self) -> None:
+        """End the read process now (``run`` kills it and returns)."""
+        self._running.cancel()
+
+    async def stop(self) -> None:
+        """No more connections to it; it finishes the answers under way, closes its
+        connections and exits. Returns once it has."""
+        self._ready = False
+        self._stopped.set()
+        if self._end is None:
+            return
+        try:
+            await self._end.send(STOP)
+        except OSError:
+            pass  # it has ended already
+        await self._ended.wait()

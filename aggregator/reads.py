@@ -1,0 +1,287 @@
+"""``python -m aggregator.reads FD``: the read process (``aggregator/front/readside.py``).
+
+Started by the server, with its end of the hand-off pair as descriptor FD; not a command to run
+by hand. It answers ``GET`` of ``READ_PATHS`` on the connections the server hands it, through
+the server's own app (``build_app``: the same routes, errors and tokens) with readers of its own.
+A connection whose next request is anything else goes back to the server with the bytes read
+from it. It stops when the server says so (after the answers under way, within the grace), and
+at once when the server is gone.
+
+Only ``GET`` requests without a body are served here, so HTTP/1.1 takes few lines: a head is
+read to its end (``HEAD_LIMIT``), checked by h11, answered, and the next one read. The limits of
+the server's connections hold: the keep-alive timeout from the end of an answer to the end of
+the next head, the send timeout (``_PeerStream``), a close only once the answers were delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import pickle
+import re
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+from urllib.parse import unquote
+
+import h11
+import hypercorn.config
+import msgspec
+import trio
+
+from aggregator.actors.hub import Hub
+from aggregator.actors.monitor import WriterMonitor
+from aggregator.actors.readers import ReaderPool, open_reader_pool
+from aggregator.config import Config
+from aggregator.front.app import Front
+from aggregator.front.handoff import CONFIG, CONNECTION, OBSERVED, READY, STOP, End
+from aggregator.front.metrics import Metrics
+from aggregator.front.readside import READ_PATHS, Observed, Start
+from aggregator.front.server import _PeerStream
+from aggregator.incidents import Incidents
+from aggregator.messages import Submission
+from aggregator.service import _hypercorn_config, build_app
+from aggregator.store import open_reader
+
+LOGGER = logging.getLogger("aggregator.reads")
+HEAD_LIMIT = 16 * 1024  # hypercorn's h11_max_incomplete_size: a longer head is the server's 431
+_HEAD_END = re.compile(rb"\n\r?\n")  # h11 takes bare LF line ends too
+_RECEIVE_BYTES = 2**16
+_DROP_BYTES = 2**20  # read and dropped at most while a close waits for delivery
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    # The server decides when this process stops: a terminal's Ctrl-C, or a supervisor's
+    # SIGTERM to every process of the group, would end it before the answers under way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    trio.run(_run, socket.socket(fileno=int(args[0])))
+
+
+async def _run(sock: socket.socket) -> None:
+    end = End(sock)
+    message = await end.receive()
+    if message is None or message.kind != CONFIG:
+        return  # the server is gone
+    start: Start = pickle.loads(message.payload)  # noqa: S301: our own server's message
+    config = start.config
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    gc.freeze()  # as the server's (aggregator/__main__.py)
+    incidents = Incidents()
+    async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
+        front = _front(config, readers, start.started, incidents)
+        app, _ = build_app(front, config, partial(_observed, end))
+        await ReadServer(app, config, end, incidents).serve()
+
+
+def _front(config: Config, readers: ReaderPool, started: float, incidents: Incidents) -> Front:
+    """The routes' ``Front``: only its readers and limits are used by the read routes; the
+    ingest channel is closed, the hub empty."""
+    ingest, closed = trio.open_memory_channel[Submission](0)
+    closed.close()
+    return Front(
+        ingest,
+        readers,
+        WriterMonitor(config.stall_seconds),
+        config.max_body_bytes,
+        config.queue_size,
+        started,
+        Hub(buffer_events=1, buffer_bytes=1),
+        Metrics(),
+        config.heartbeat_seconds,
+        config.max_subscribers,
+        incidents,
+        max_offset=config.max_offset,
+    )
+
+
+def _observed(end: End, method: str, path: str, seconds: float) -> None:
+    # For the server's /metrics; if its queue is full, this one is not counted.
+    end.send_now(OBSERVED, msgspec.json.encode(Observed(method, path, seconds)))
+
+
+class ReadServer:
+    """Serves the connections handed over ``end`` until the server says stop or is gone."""
+
+    def __init__(self, app: Any, config: Config, end: End, incidents: Incidents) -> None:
+        self._app = app
+        self._config = config
+        self._hypercorn = _hypercorn_config(config)
+        self._end = end
+        self._incidents = incidents
+        self._waiting: set[trio.CancelScope] = set()  # connections between requests
+        self._stopping = False
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            await self._end.send(READY)
+            while (message := await self._end.receive()) is not None:
+                if message.kind == CONNECTION and message.connection is not None:
+                    nursery.start_soon(self._serve_connection, message.connection, message.payload)
+                elif message.kind == STOP:
+                    # Connections between requests close now; the others after their answer,
+                    # within the grace.
+                    self._stopping = True
+                    for waiting in self._waiting:
+                        waiting.cancel()
+                    nursery.cancel_scope.deadline = (
+                        trio.current_time() + self._config.shutdown_grace_seconds
+                    )
+                    return
+            nursery.cancel_scope.cancel()  # the server is gone: so are its clients' answers
+
+    async def _serve_connection(self, sock: socket.socket, data: bytes) -> None:
+        stream = _PeerStream(
+            trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
+            self._config.send_timeout_seconds,
+        )
+        rest: bytes | None = None
+        try:
+            rest = await self._serve_requests(stream, bytearray(data))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client is gone
+        except Exception as exc:  # a bug: this connection alone ends
+            self._incidents.record("connection", exc, "serving a connection in the read process")
+        try:
+            if rest is not None and not self._stopping:
+                with contextlib.suppress(OSError):  # the server is gone: closed below
+                    await self._end.send(CONNECTION, rest, sock.fileno())
+                    return
+            await self._close(stream)
+        finally:
+            stream.abort()  # this process's descriptor; a connection handed back stays open
+
+    async def _serve_requests(self, stream: _PeerStream, buffer: bytearray) -> bytes | None:
+        """Answer the requests of one connection until it ends (None), or its next request is
+        not one this process answers: then the bytes read of it, for the server."""
+        while True:
+            idle = trio.CancelScope(deadline=trio.current_time() + self._config.keep_alive_seconds)
+            while (found := _HEAD_END.search(buffer, 0, HEAD_LIMIT)) is None:
+                if len(buffer) >= HEAD_LIMIT:
+                    return bytes(buffer)  # the server refuses it (431)
+                if self._stopping:
+                    return None
+                self._waiting.add(idle)
+                try:
+                    with idle:
+                        data = await stream.receive_some(_RECEIVE_BYTES)
+                finally:
+                    self._waiting.discard(idle)
+                if idle.cancelled_caught or not data:
+                    return None  # the keep-alive timeout, a stop, or the client closed
+                buffer += data
+            parsed = _servable(bytes(buffer[: found.end()]))
+            if parsed is None:
+                return bytes(buffer)
+            del buffer[: found.end()]
+            if not await self._answer(stream, *parsed) or self._stopping:
+                return None
+
+    async def _answer(
+        self, stream: _PeerStream, connection: h11.Connection, request: h11.Request
+    ) -> bool:
+        """Answer ``request`` through the app; whether the connection may take another."""
+        path, _, query = request.target.partition(b"?")
+        sock = stream.socket
+        scope = {
+            "type": "http",
+            "http_version": request.http_version.decode(),
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "method": request.method.decode(),
+            "scheme": "http",
+            "path": unquote(path.decode("ascii")),
+            "raw_path": path,
+            "query_string": query,
+            "root_path": "",
+            "headers": list(request.headers),
+            "client": tuple(sock.getpeername()[:2]),
+            "server": tuple(sock.getsockname()[:2]),
+            "state": {},
+            "extensions": {},
+        }
+        answered = trio.Event()
+        head: list[bytes] = []
+        given = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal given
+            if not given:  # the whole body, empty
+                given = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await answered.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), *self._hypercorn.response_headers("h11")]
+                head.append(connection.send(h11.Response(status_code=message["status"],
+                                                         headers=headers)))  # fmt: skip
+                return
+            if message["type"] != "http.response.body" or answered.is_set():
+                return
+            data = b"".join(head)
+            head.clear()
+            body = message.get("body", b"")
+            if body:
+                data += connection.send(h11.Data(data=body))
+            if not message.get("more_body", False):
+                data += connection.send(h11.EndOfMessage())
+                answered.set()
+            await stream.send_all(data)
+
+        await self._app(scope, receive, send)
+        return answered.is_set() and connection.our_state is h11.DONE
+
+    async def _close(self, stream: _PeerStream) -> None:
+        """As the server's: half-close, then close once what was sent was delivered, reading
+        and dropping what the client sends meanwhile (``_DROP_BYTES`` at most)."""
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await stream.send_eof()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drop, stream, nursery.cancel_scope)
+            await stream.wait_delivered()
+            nursery.cancel_scope.cancel()
+
+
+async def _drop(stream: _PeerStream, done: trio.CancelScope) -> None:
+    dropped = 0
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        while dropped < _DROP_BYTES:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                return
+            dropped += len(data)
+    done.cancel()  # more than a client that reads its answers sends: close now
+
+
+def _servable(head: bytes) -> tuple[h11.Connection, h11.Request] | None:
+    """``head`` parsed, if it is a request this process answers: a ``GET`` of ``READ_PATHS``
+    with no body and no upgrade. Anything else, a head h11 refuses included, is the server's."""
+    connection = h11.Connection(h11.SERVER, max_incomplete_event_size=HEAD_LIMIT)
+    try:
+        connection.receive_data(head)
+        request = connection.next_event()
+        if not isinstance(request, h11.Request) or not isinstance(
+            connection.next_event(), h11.EndOfMessage
+        ):
+            return None
+    except h11.RemoteProtocolError:
+        return None
+    path = request.target.partition(b"?")[0]
+    if request.method != b"GET" or path not in READ_PATHS:
+        return None
+    if any(name in (b"upgrade", b"expect") for name, _ in request.headers):
+        return None
+    return connection, request
+
+
+if __name__ == "__main__":
+    main()
