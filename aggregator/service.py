@@ -114,7 +114,11 @@ async def _serve_http(
         drain_seconds=config.read_timeout_seconds,
     )
     server = HttpServer(
-        app, _hypercorn_config(config), front.incidents, send_timeout=config.send_timeout_seconds
+        app,
+        _hypercorn_config(config),
+        front.incidents,
+        send_timeout=config.send_timeout_seconds,
+        max_body_bytes=config.max_body_bytes,
     )
     async with front.ingest, trio.open_nursery() as nursery:
         try:

@@ -119,7 +119,9 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         Closing a socket while bytes from the peer lie unread in it (a pipelined request, the
         rest of a body) resets the connection, and a reset drops what the kernel still holds to
         send: the answers of committed publishes, for a client that reads them slower than they
-        were written. Waited for before each close."""
+        were written. Waited for before each close. No bound on the whole wait: a peer that
+        takes a byte now and then stretches it as it can stretch any send, and what it sends
+        meanwhile is capped (``_TCPServer._read_until_closed``)."""
         sock = self._inner.socket
         pause, longest = _DELIVERY_POLL_SECONDS
         deadline = trio.current_time() + self._send_timeout
@@ -146,10 +148,25 @@ class _TCPServer(TCPServer):
     ``test_sigterm_under_load_drains_and_exits_0``). Here the decision and the read exclude each
     other: each is taken with no checkpoint in it. A request that started (``_busy``) keeps its
     connection until answered; once closing, what is read is dropped unparsed (the client sees
-    the connection end with nothing stored)."""
+    the connection end with nothing stored), up to ``drop_limit`` bytes: past it the connection
+    is reset (``_read_until_closed``)."""
 
     _busy = False  # hypercorn's Updated(idle=False) until Updated(idle=True)
     _closing = False
+
+    def __init__(
+        self,
+        app: Any,
+        config: hypercorn.config.Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        stream: _PeerStream,
+        *,
+        drop_limit: int,
+    ) -> None:
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        self._peer = stream
+        self._drop_limit = drop_limit
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
@@ -234,7 +251,10 @@ class _TCPServer(TCPServer):
 
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
-        dropped instead of parsed."""
+        dropped instead of parsed, at most ``drop_limit`` of them: a peer that sends more
+        while its close waits for it to take the answers (``_PeerStream.wait_delivered``) is
+        hostile or broken, and reading on for it cost a core at its bandwidth. It is reset."""
+        dropped = 0
         while True:
             try:
                 with trio.fail_after(self.config.read_timeout or inf):
@@ -243,6 +263,10 @@ class _TCPServer(TCPServer):
                 break
             if self._closing:
                 if data == b"":
+                    break
+                dropped += len(data)
+                if dropped > self._drop_limit:
+                    self._peer.abort()  # bytes unread: a reset, which ends the wait at once
                     break
                 continue  # dropped, read until the close
             await self.protocol.handle(RawData(bytes(data)))
@@ -424,11 +448,18 @@ class HttpServer:
         incidents: Incidents,
         *,
         send_timeout: float,
+        max_body_bytes: int,
     ) -> None:
         self._app = wrap_app(_DrainUnderAnswer(app), config.wsgi_max_body_size, "asgi")
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
+        # What a closing connection reads and drops before it is reset: twice the largest
+        # request (a head of h11's limit, a body of max_body_bytes; 8 MiB by default). An
+        # honest client sends on only until it sees the close: the request it had begun and
+        # those already in the sockets' buffers. Dropping them costs less than serving two
+        # such requests, which any client may ask.
+        self._drop_limit = 2 * (config.h11_max_incomplete_size + max_body_bytes)
         self._context = WorkerContext(None)
         self._open: set[_PeerStream] = set()
         self._ended = trio.Event()  # set whenever a connection ends
@@ -494,7 +525,9 @@ class HttpServer:
         guarded = _PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
-            await _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
+            await _TCPServer(
+                self._app, self._config, self._context, state, guarded, drop_limit=self._drop_limit
+            )
         except BaseException as exc:
             cancelled, other = _split(exc)
             if other is not None:
