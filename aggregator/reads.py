@@ -41,7 +41,7 @@ from aggregator.front.app import Front
 from aggregator.front.handoff import CONFIG, CONNECTION, OBSERVED, READY, STOP, End
 from aggregator.front.metrics import Metrics
 from aggregator.front.readside import READ_PATHS, Observed, Start
-from aggregator.front.server import _PeerStream
+from aggregator.front.server import _PeerStream, drop_limit
 from aggregator.incidents import Incidents
 from aggregator.messages import Submission
 from aggregator.service import _hypercorn_config, build_app
@@ -51,7 +51,6 @@ LOGGER = logging.getLogger("aggregator.reads")
 HEAD_LIMIT = 16 * 1024  # hypercorn's h11_max_incomplete_size: a longer head is the server's 431
 _HEAD_END = re.compile(rb"\n\r?\n")  # h11 takes bare LF line ends too
 _RECEIVE_BYTES = 2**16
-_DROP_BYTES = 2**20  # read and dropped at most while a close waits for delivery
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -242,24 +241,26 @@ class ReadServer:
 
     async def _close(self, stream: _PeerStream) -> None:
         """As the server's: half-close, then close once what was sent was delivered, reading
-        and dropping what the client sends meanwhile (``_DROP_BYTES`` at most)."""
+        and dropping what the client sends meanwhile (``drop_limit`` at most).""""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_eof()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_drop, stream, nursery.cancel_scope)
+            limit = drop_limit(HEAD_LIMIT, self._config.max_body_bytes)
+            nursery.start_soon(_drop, stream, limit, nursery.cancel_scope)
             await stream.wait_delivered()
             nursery.cancel_scope.cancel()
 
 
-async def _drop(stream: _PeerStream, done: trio.CancelScope) -> None:
+async def _drop(stream: _PeerStream, limit: int, done: trio.CancelScope) -> None:
     dropped = 0
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-        while dropped < _DROP_BYTES:
+        while dropped <= limit:
             data = await stream.receive_some(_RECEIVE_BYTES)
             if not data:
                 return
             dropped += len(data)
-    done.cancel()  # more than a client that reads its answers sends: close now
+    stream.abort()  # more than an honest client sends: a reset, at once (as the server's)
+    done.cancel()
 
 
 def _servable(head: bytes) -> tuple[h11.Connection, h11.Request] | None:

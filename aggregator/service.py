@@ -131,6 +131,7 @@ async def _serve_http(
         _hypercorn_config(config),
         front.incidents,
         send_timeout=config.send_timeout_seconds,
+        max_body_bytes=config.max_body_bytes,
         reads=reads,
     )
     async with front.ingest, trio.open_nursery() as nursery:

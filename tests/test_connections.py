@@ -430,8 +430,14 @@ def test_sigterm_delivers_an_idle_connections_answers_to_a_client_still_sending(
 CLOSE_2 = [(b"content-length", b"2"), (b"connection", b"close")]
 
 
+# The body limit of the in-process server; what a closing connection drops before it is reset
+# is twice the largest request: this and hypercorn's 16 KiB of head.
+MAX_BODY = 1024 * 1024
+DROP_LIMIT = 2 * (16 * 1024 + MAX_BODY)
+
+
 @asynccontextmanager
-async def serving(route: Any) -> AsyncIterator[tuple[str, int]]:
+async def serving(route: Any, send_timeout: float = 5) -> AsyncIterator[tuple[str, int]]:
     """``route``, an ASGI app for HTTP, served in this process by the server's own
     ``HttpServer`` on a free port: (host, port). On exit the server stops, and every connection
     must end within 10 s."""
@@ -446,7 +452,9 @@ async def serving(route: Any) -> AsyncIterator[tuple[str, int]]:
 
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
-    server = HttpServer(app, config, Incidents(), send_timeout=5)
+    server = HttpServer(
+        app, config, Incidents(), send_timeout=send_timeout, max_body_bytes=MAX_BODY
+    )
     async with trio.open_nursery() as nursery:
         [url] = await nursery.start(server.serve)
         host, port = url.removeprefix("http://").split(":")
@@ -611,3 +619,90 @@ async def test_an_early_answer_whose_peer_reset_while_the_body_queue_was_full_en
         with trio.fail_after(10):  # the route's answer returns (an error is fine)
             await answered.wait()
     assert len(outcome) == 1
+
+
+# An answer, then the close: 12 KiB, more than a 4 KiB receive window takes (the rest stays
+# unacknowledged) and less than the 16 KiB not yet sent a trio socket holds before its send
+# waits (TCP_NOTSENT_LOWAT): the send returns and the close begins.
+WINDOW_FILLER = [(b"content-length", b"12288"), (b"connection", b"close")]
+
+
+async def open_unread_answer(
+    host: str, port: int, answering: trio.Event, request: bytes
+) -> trio.SocketStream:
+    """A client with a 4 KiB receive window that sends ``request``, answered by
+    ``answer_then_close``; returned once the server's close waits for it to take the answer."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    await sock.connect((host, port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(request)
+    await answering.wait()
+    await trio.testing.wait_all_tasks_blocked()  # the close has begun: it waits, reading
+    return stream
+
+
+async def answer_then_close(answering: trio.Event, send: Any) -> None:
+    """``WINDOW_FILLER``, the body unread. hypercorn closes the connection within the send of
+    the answer's end: ``answering`` is set before it."""
+    await send({"type": "http.response.start", "status": 200, "headers": WINDOW_FILLER})
+    answering.set()
+    await send({"type": "http.response.body", "body": b"a" * 12288})
+
+
+@pytest.mark.trio
+async def test_a_close_resets_a_peer_that_sends_on_without_taking_its_answers() -> None:
+    """While a close waits for the peer to take the answers, what the peer sends is read and
+    dropped. A client that keeps its answers unread (an outside attack read a little every few
+    seconds, so that the wait went on) and streams an endless body had the server read and drop
+    at its bandwidth, 6-9 GB and a core over a 3 s send timeout. Past twice the largest request
+    (``DROP_LIMIT``) the connection is now reset. The send timeout is long here: without the
+    limit, the wait outlasts all this client sends (the limit and 16 MiB more, more than the
+    sockets' buffers hold: about 100 KiB past the limit was sent before the reset)."""
+    answering = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await answer_then_close(answering, send)
+
+    endless = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000000\r\n\r\n"
+    sent, most = 0, DROP_LIMIT + 16 * 1024 * 1024
+    async with serving(app, send_timeout=60) as (host, port):
+        with trio.fail_after(30):
+            stream = await open_unread_answer(host, port, answering, endless)
+            async with stream:
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while sent < most:
+                        await stream.send_all(b"x" * 65536)
+                        sent += 65536
+    # Reset after the limit, though what the kernels' buffers still held counts as sent.
+    assert sent < most, f"{sent} bytes sent and the connection still open"
+
+
+@pytest.mark.trio
+async def test_a_close_delivers_the_answer_to_a_pipelining_client_that_sends_under_the_limit() -> (
+    None
+):
+    """The other side of the limit: a client that pipelines requests (as many with 60 KiB
+    bodies as fit under ``DROP_LIMIT``) after one answered with a close, and reads its answer
+    only once they are all sent, gets the whole answer and the connection's end, no reset."""
+    answering = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/first":
+            await answer_then_close(answering, send)
+
+    body = b"x" * 60 * 1024
+    later = b"POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    pipelined = later * (DROP_LIMIT // len(later))  # within one request of the limit
+    async with serving(app) as (host, port):
+        with trio.fail_after(30):
+            first = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+            stream = await open_unread_answer(host, port, answering, first)
+            async with stream:
+                await stream.send_all(pipelined)
+                await trio.testing.wait_all_tasks_blocked()  # all of it read and dropped
+                received = b""
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+    head, _, answer = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and answer == b"a" * 12288, received[:200]

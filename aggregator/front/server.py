@@ -120,7 +120,9 @@ class _PeerStream(trio.abc.HalfCloseableStream):
         Closing a socket while bytes from the peer lie unread in it (a pipelined request, the
         rest of a body) resets the connection, and a reset drops what the kernel still holds to
         send: the answers of committed publishes, for a client that reads them slower than they
-        were written. Waited for before each close."""
+        were written. Waited for before each close. No bound on the whole wait: a peer that
+        takes a byte now and then stretches it as it can stretch any send, and what it sends
+        meanwhile is capped (``_TCPServer._read_until_closed``)."""
         sock = self._inner.socket
         pause, longest = _DELIVERY_POLL_SECONDS
         deadline = trio.current_time() + self._send_timeout
@@ -147,15 +149,33 @@ class _TCPServer(TCPServer):
     ``test_sigterm_under_load_drains_and_exits_0``). Here the decision and the read exclude each
     other: each is taken with no checkpoint in it. A request that started (``_busy``) keeps its
     connection until answered; once closing, what is read is dropped unparsed (the client sees
-    the connection end with nothing stored)."""
+    the connection end with nothing stored), up to ``drop_limit`` bytes: past it the connection
+    is reset (``_read_until_closed``)."""
 
     _busy = False  # hypercorn's Updated(idle=False) until Updated(idle=True)
     _closing = False
-    # The bytes read already (a connection the read process handed back), served first.
-    prefix = b""
-    # Offered the connection with the bytes that begin a request: True when it took both.
-    take: Callable[[Any, bytes], bool] | None = None
-    _handed = False
+    _handed = False  # to the read process
+
+    def __init__(
+        self,
+        app: Any,
+        config: hypercorn.config.Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        stream: _PeerStream,
+        *,
+        drop_limit: int,
+        prefix: bytes = b"",
+        take: Callable[[Any, bytes], bool] | None = None,
+    ) -> None:
+        """``prefix``: the bytes read already of a connection the read process handed back,
+        served first. ``take``: offered the connection with the bytes that begin a request,
+        True when it took both (``ReadSide.take``)."""
+        super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
+        self._peer = stream
+        self._drop_limit = drop_limit
+        self.prefix = prefix
+        self.take = take
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
@@ -254,9 +274,12 @@ class _TCPServer(TCPServer):
 
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
-        dropped instead of parsed, and bytes that begin a request between two others are offered
-        to ``take`` first."""
+        dropped instead of parsed, at most ``drop_limit`` of them: a peer that sends more
+        while its close waits for it to take the answers (``_PeerStream.wait_delivered``) is
+        hostile or broken, and reading on for it cost a core at its bandwidth. It is reset.
+        Bytes that begin a request between two others are offered to ``take`` first."""
         protocol = self.protocol.protocol
+        dropped = 0
         while True:
             data, self.prefix = self.prefix, b""
             try:
@@ -266,6 +289,10 @@ class _TCPServer(TCPServer):
                 break
             if self._closing:
                 if data == b"":
+                    break
+                dropped += len(data)
+                if dropped > self._drop_limit:
+                    self._peer.abort()  # bytes unread: a reset, which ends the wait at once
                     break
                 continue  # dropped, read until the close
             if self.take is not None and self._between_requests(protocol):
@@ -279,6 +306,15 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+
+def drop_limit(head_bytes: int, max_body_bytes: int) -> int:
+    """What a closing connection reads and drops before it is reset: twice the largest request
+    (a head of h11's limit, a body of ``max_body_bytes``; 8 MiB by default). An honest client
+    sends on only until it sees the close: the request it had begun and those already in the
+    sockets' buffers. Dropping them costs less than serving two such requests, which any client
+    may ask."""
+    return 2 * (head_bytes + max_body_bytes)
 
 
 def _ignore_h2c_upgrades(protocol: H11Protocol) -> None:
@@ -454,6 +490,7 @@ class HttpServer:
         incidents: Incidents,
         *,
         send_timeout: float,
+        max_body_bytes: int,
         reads: ReadSide | None = None,
     ) -> None:
         self._app = wrap_app(_DrainUnderAnswer(app), config.wsgi_max_body_size, "asgi")
@@ -462,6 +499,7 @@ class HttpServer:
         self._config = config
         self._incidents = incidents
         self._send_timeout = send_timeout
+        self._drop_limit = drop_limit(config.h11_max_incomplete_size, max_body_bytes)
         self._context = WorkerContext(None)
         self._open: set[_PeerStream] = set()
         self._ended = trio.Event()  # set whenever a connection ends
@@ -541,11 +579,16 @@ class HttpServer:
         guarded = _PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
-            connection = _TCPServer(self._app, self._config, self._context, state, guarded)  # type: ignore[arg-type]
-            connection.prefix = prefix or b""
-            if self._reads is not None:
-                connection.take = self._reads.take
-            await connection
+            await _TCPServer(
+                self._app,
+                self._config,
+                self._context,
+                state,
+                guarded,
+                drop_limit=self._drop_limit,
+                prefix=prefix,
+                take=None if self._reads is None else self._reads.take,
+            )
         except BaseException as exc:
             cancelled, other = _split(exc)
             if other is not None:
