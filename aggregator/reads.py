@@ -29,7 +29,6 @@ from typing import Any
 from urllib.parse import unquote
 
 import h11
-import hypercorn.config
 import msgspec
 import trio
 
@@ -67,7 +66,7 @@ async def _run(sock: socket.socket) -> None:
     message = await end.receive()
     if message is None or message.kind != CONFIG:
         return  # the server is gone
-    start: Start = pickle.loads(message.payload)  # noqa: S301: our own server's message
+    start: Start = pickle.loads(message.payload)  # our own server's message
     config = start.config
     logging.basicConfig(
         level=config.log_level.upper(),
@@ -241,7 +240,7 @@ class ReadServer:
 
     async def _close(self, stream: _PeerStream) -> None:
         """As the server's: half-close, then close once what was sent was delivered, reading
-        and dropping what the client sends meanwhile (``drop_limit`` at most).""""
+        and dropping what the client sends meanwhile (``drop_limit`` at most)."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_eof()
         async with trio.open_nursery() as nursery:

@@ -17,6 +17,7 @@ server serves reads itself: nothing depends on it but speed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import socket
@@ -143,8 +144,6 @@ class ReadSide:
         self._stopped.set()
         if self._end is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # it has ended already
             await self._end.send(STOP)
-        except OSError:
-            pass  # it has ended already
         await self._ended.wait()

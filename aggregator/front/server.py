@@ -281,7 +281,8 @@ class _TCPServer(TCPServer):
         protocol = self.protocol.protocol
         dropped = 0
         while True:
-            data, self.prefix = self.prefix, b""
+            data: bytes | bytearray = self.prefix
+            self.prefix = b""
             try:
                 with trio.fail_after(self.config.read_timeout or inf):
                     data = data or await self.stream.receive_some(_RECEIVE_BYTES)
@@ -295,13 +296,16 @@ class _TCPServer(TCPServer):
                     self._peer.abort()  # bytes unread: a reset, which ends the wait at once
                     break
                 continue  # dropped, read until the close
-            if self.take is not None and self._between_requests(protocol):
-                # A read goes to the read process, with the connection (ReadSide.take).
-                if self.take(self.stream.socket, bytes(data)):
-                    self._handed = True
-                    self.stream.abort()  # this descriptor; the read process has its own
-                    await self.idle_task.stop()
-                    break
+            # A read goes to the read process, with the connection (ReadSide.take).
+            if (
+                self.take is not None
+                and self._between_requests(protocol)
+                and self.take(self.stream.socket, bytes(data))
+            ):
+                self._handed = True
+                self.stream.abort()  # this descriptor; the read process has its own
+                await self.idle_task.stop()
+                break
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
