@@ -1,0 +1,305 @@
+"""The read process (``aggregator/reads.py``, ``aggregator/front/readside.py``): real processes.
+
+A connection whose next request is a read moves to the read process; the next request of any
+other kind moves it back. What these tests prove: reads are answered while the server's own
+process is stopped (SIGSTOP), a pipelined mix is answered in order with nothing lost, the
+answers are the server's own, and either process ending is survived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aggregator.front.readside import opens_with_read
+from aggregator.reads import _servable
+from tests.support import ServerProcess, event, running_server, wait_for
+
+READY = re.compile(r"reads are answered by the read process \(pid (\d+)\)")
+
+pytestmark = pytest.mark.sqlite_only  # the read process is the same for both stores
+
+
+def read_pid(server: ServerProcess) -> int:
+    """The read process's pid, once it is ready."""
+    wait_for(lambda: READY.search(server.log()), "the read process")
+    match = READY.search(server.log())
+    assert match is not None
+    return int(match.group(1))
+
+
+@contextmanager
+def connected(url: str) -> Iterator[socket.socket]:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        yield sock
+
+
+class Answers:
+    """HTTP/1.1 answers read one after the other from a socket (each has a Content-Length)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def _more(self) -> None:
+        data = self._sock.recv(65536)
+        assert data, f"the connection ended; unread: {self._buffer!r}"
+        self._buffer += data
+
+    def next(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self._buffer:
+            self._more()
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        length = int(headers["content-length"])
+        while len(self._buffer) < length:
+            self._more()
+        body, self._buffer = self._buffer[:length], self._buffer[length:]
+        return int(status_line.split()[1]), headers, body
+
+
+def get(path: str, *headers: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *headers, "", ""]).encode()
+
+
+def publish(*events: dict[str, object]) -> bytes:
+    body = json.dumps(list(events)).encode()
+    head = (
+        "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_reads_are_answered_while_the_server_process_is_stopped(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        read_pid(server)
+        with connected(server.url) as sock:
+            answers = Answers(sock)
+            sock.sendall(publish(event("t", "e1")))
+            assert answers.next()[0] == 200
+            sock.sendall(get("/events?topic=t"))  # the connection moves to the read process
+            assert [e["event_id"] for e in json.loads(answers.next()[2])] == ["e1"]
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                # Answered by the read process alone: the server's threads are all stopped.
+                sock.sendall(get("/stats") + get("/events?topic=t&after=0") + get("/topics"))
+                stats, events, topics = answers.next(), answers.next(), answers.next()
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert json.loads(stats[2])["unique_processed"] == 1
+            assert [e["event_id"] for e in json.loads(events[2])] == ["e1"]
+            assert [t["topic"] for t in json.loads(topics[2])] == ["t"]
+            # A publish on the same connection goes back to the server, and a read after it
+            # to the read process again.
+            sock.sendall(publish(event("t", "e2")))
+            assert json.loads(answers.next()[2])["stored"] == 1
+            sock.sendall(get("/events?topic=t"))
+            assert [e["event_id"] for e in json.loads(answers.next()[2])] == ["e1", "e2"]
+        assert server.terminate() == 0
+
+
+def test_a_pipelined_mix_is_answered_in_order_in_one_write_and_byte_by_byte(
+    tmp_path: Path,
+) -> None:
+    """Reads and publishes in one write: each is answered once, in order, whichever process
+    answers it; then the same sent a byte at a time (every split of a head and a body)."""
+    with running_server(tmp_path) as server:
+        read_pid(server)
+        for round_, sends in (("whole", 1), ("bytes", 0)):
+            batch = (
+                get("/stats")
+                + publish(event("p", f"{round_}-1"))
+                + get("/events?topic=p&after=0&limit=1000")
+                + get("/livez")
+                + publish(event("p", f"{round_}-1"), event("p", f"{round_}-2"))
+                + get("/events?topic=p")
+                + get("/stats", "Connection: close")
+            )
+            with connected(server.url) as sock:
+                if sends:
+                    sock.sendall(batch)
+                else:
+                    for index in range(len(batch)):
+                        sock.sendall(batch[index : index + 1])
+                answers = Answers(sock)
+                got = [answers.next() for _ in range(7)]
+                assert sock.recv(1) == b""  # closed after the last, as asked
+            statuses = [status for status, _, _ in got]
+            assert statuses == [200] * 7, got
+            first, second = json.loads(got[1][2]), json.loads(got[4][2])
+            assert (first["stored"], second["stored"], second["duplicates"]) == (1, 1, 1)
+            seen = [e["event_id"] for e in json.loads(got[2][2])]
+            assert seen[-1] == f"{round_}-1"  # the publish before it was answered first
+            assert json.loads(got[3][2]) == {"status": "ok"}
+            assert [e["event_id"] for e in json.loads(got[5][2])][-2:] == [
+                f"{round_}-1",
+                f"{round_}-2",
+            ]
+        stats = httpx.get(f"{server.url}/stats").json()
+        assert (stats["received"], stats["unique_processed"]) == (6, 4)
+        assert server.terminate() == 0
+
+
+QUERIES = [
+    "/events?topic=t",
+    "/events?topic=t&limit=1",  # a next page: Link
+    "/events?order=desc&limit=2",
+    "/events?limit=0",  # 422
+    "/events?after=x&since=yesterday",
+    "/events?q=hello",  # 400: no full-text index
+    "/events?topic=%74",  # percent-encoded
+    "/stats?x=1",
+    "/topics",
+]
+
+
+def answers_of(url: str) -> list[tuple[int, str, str | None, bytes]]:
+    """(status, content type, Link, body) of each of QUERIES, each on a fresh connection."""
+    seen = []
+    for query in QUERIES:
+        with connected(url) as sock:
+            sock.sendall(get(query))
+            status, headers, body = Answers(sock).next()
+        if query.startswith("/stats"):
+            body = re.sub(rb'"uptime":[\d.]+', b'"uptime":0', body)
+        seen.append((status, headers["content-type"], headers.get("link"), body))
+    return seen
+
+
+def test_the_read_process_answers_as_the_server_does(tmp_path: Path) -> None:
+    events = [event("t", f"e{i}", payload={"n": i}) for i in range(3)] + [event("u", "e0")]
+    with running_server(tmp_path, "--read-process", "false") as server:
+        assert httpx.post(f"{server.url}/publish", json=events).status_code == 200
+        own = answers_of(server.url)
+        assert server.terminate() == 0
+    with running_server(tmp_path) as server:
+        read_pid(server)
+        by_process = answers_of(server.url)
+        # Its requests are in the server's /metrics (each told after its answer).
+        counted = 'duration_seconds_count{method="GET",route="/events"} 7.0'
+        wait_for(lambda: counted in httpx.get(f"{server.url}/metrics").text, "the count")
+        assert server.terminate() == 0
+    assert [status for status, *_ in own] == [200, 200, 200, 422, 422, 400, 200, 200, 200]
+    assert by_process == own
+
+
+def test_with_read_token_the_read_process_refuses_without_it(tmp_path: Path) -> None:
+    env = {"AGGREGATOR_READ_TOKEN": "sesame"}
+    with running_server(tmp_path, env=env) as server:
+        read_pid(server)
+        with connected(server.url) as sock:
+            answers = Answers(sock)
+            sock.sendall(get("/events") + get("/events", "Authorization: Bearer sesame"))
+            refused, allowed = answers.next(), answers.next()
+        assert (refused[0], json.loads(refused[2])["error"]) == (401, "unauthorized")
+        assert (allowed[0], json.loads(allowed[2])) == (200, [])
+        assert server.terminate() == 0
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` (not a child of this one) ended within ``timeout`` seconds."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([handle], [], [], timeout)[0])
+    finally:
+        os.close(handle)
+
+
+def test_when_the_read_process_dies_the_server_answers_reads(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        reader = read_pid(server)
+        with connected(server.url) as sock:  # a connection the read process holds
+            sock.sendall(get("/stats"))
+            assert Answers(sock).next()[0] == 200
+            os.kill(reader, signal.SIGKILL)
+            assert wait_exit(reader, 10)
+            assert sock.recv(1) == b""  # its connections end with it
+        wait_for(lambda: "the read process ended" in server.log(), "the server to notice")
+        with connected(server.url) as sock:
+            sock.sendall(get("/events") + get("/stats"))
+            answers = Answers(sock)
+            assert [answers.next()[0], answers.next()[0]] == [200, 200]
+        assert server.terminate() == 0
+
+
+def test_the_read_process_ends_with_the_server(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        reader = read_pid(server)
+        server.kill()  # SIGKILL: the server says nothing
+        assert wait_exit(reader, 10)
+
+
+def test_sigterm_closes_the_read_process_connections_and_exits_0(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        reader = read_pid(server)
+        with connected(server.url) as idle, connected(server.url) as pipelined:
+            idle.sendall(get("/stats"))
+            assert Answers(idle).next()[0] == 200
+            # Idle in the read process after two pipelined answers.
+            pipelined.sendall(get("/stats") + get("/topics"))
+            answers = Answers(pipelined)
+            assert [answers.next()[0], answers.next()[0]] == [200, 200]
+            assert server.terminate() == 0
+            assert wait_exit(reader, 1)
+            assert idle.recv(1) == b""
+            assert pipelined.recv(1) == b""
+
+
+@pytest.mark.parametrize(
+    ("head", "served"),
+    [
+        (get("/events?topic=a"), True),
+        (get("/stats"), True),
+        (get("/topics"), True),
+        (b"GET /events HTTP/1.0\r\n\r\n", True),
+        (b"GET /events HTTP/1.1\nHost: x\n\n", True),  # bare LF line ends
+        (get("/livez"), False),
+        (get("/eventsx"), False),
+        (get("/events/"), False),
+        (get("/%65vents"), False),  # percent-encoded: the server's to route
+        (get("http://x/events"), False),  # absolute form
+        (b"POST /events HTTP/1.1\r\nHost: x\r\n\r\n", False),
+        (b"HEAD /events HTTP/1.1\r\nHost: x\r\n\r\n", False),
+        (get("/events", "Content-Length: 3"), False),  # a body
+        (get("/events", "Transfer-Encoding: chunked"), False),
+        (get("/events", "Upgrade: websocket", "Connection: upgrade"), False),
+        (get("/events", "Expect: 100-continue"), False),
+        (b"GET /events HTTP/1.1\r\n\r\n", False),  # no Host: the server refuses it
+        (b"GET /events HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", False),
+    ],
+)
+def test_which_requests_the_read_process_answers(head: bytes, served: bool) -> None:
+    assert (_servable(head) is not None) is served
+
+
+@pytest.mark.parametrize(
+    ("first", "read"),
+    [
+        (b"GET /events?topic=a HTTP/1.1\r\n", True),
+        (b"GET /events HTTP/1.1\r\n", True),
+        (b"GET /stats HTTP/1.1", True),
+        (b"GET /topics?", True),
+        (b"GET /events", False),  # not yet known: the server keeps it
+        (b"GET /eventsx HTTP/1.1", False),
+        (b"POST /events HTTP/1.1", False),
+        (b"GET /livez HTTP/1.1", False),
+    ],
+)
+def test_which_connections_go_to_the_read_process(first: bytes, read: bool) -> None:
+    assert opens_with_read(first) is read
