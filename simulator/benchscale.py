@@ -15,6 +15,7 @@ The markdown table goes to stdout, the rows to ``--json``, and the plot to ``--p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -88,9 +89,35 @@ def top_up(root: Path, data: Path, target: int, seed: int) -> tuple[int, float]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU of a process so far, all its threads (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU so far of a process and its children (the read process), all their
+    threads (``/proc/PID/stat``)."""
+    total = 0.0
+    for each in (pid, *_children(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _wait_line(lines: list[str], text: str, timeout: float = 10.0) -> None:
+    """Until a line of the child's log (read by its thread) holds ``text``; the load waits for
+    the read process, or the CPU of its start would count as the load's."""
+    deadline = time.monotonic() + timeout
+    while not any(text in line for line in lines):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server never logged {text!r}")
+        time.sleep(0.02)  # sleep-ok: polls a real subprocess's log with a deadline
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    found = []
+    for task in tasks.iterdir() if tasks.exists() else ():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return found
 
 
 def file_bytes(data: Path) -> int:
@@ -105,6 +132,8 @@ def measure(build: str, root: Path, data: Path, target: int, seed: int, duration
     started = time.perf_counter()
     with running("aggregator", args, root) as child:
         startup = time.perf_counter() - started
+        if (root / "aggregator" / "reads.py").exists():  # a build with a read process
+            _wait_line(child.lines, "reads are answered by the read process")
         probe = subprocess.Popen(
             [sys.executable, "-m", "simulator.readprobe", child.url, str(duration)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
