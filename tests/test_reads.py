@@ -27,8 +27,6 @@ from tests.support import ServerProcess, event, running_server, wait_for
 
 READY = re.compile(r"reads are answered by the read process \(pid (\d+)\)")
 
-pytestmark = pytest.mark.sqlite_only  # the read process is the same for both stores
-
 
 def read_pid(server: ServerProcess) -> int:
     """The read process's pid, once it is ready."""
@@ -108,6 +106,25 @@ def test_reads_are_answered_while_the_server_process_is_stopped(tmp_path: Path) 
             assert json.loads(answers.next()[2])["stored"] == 1
             sock.sendall(get("/events?topic=t"))
             assert [e["event_id"] for e in json.loads(answers.next()[2])] == ["e1", "e2"]
+        assert server.terminate() == 0
+
+
+def test_the_read_process_reads_a_postgresql_store(tmp_path: Path, pg_url: str) -> None:
+    with running_server(tmp_path, "--database-url", pg_url) as server:
+        read_pid(server)
+        with connected(server.url) as sock:
+            answers = Answers(sock)
+            sock.sendall(publish(event("t", "e1")))
+            assert answers.next()[0] == 200
+            sock.sendall(get("/stats"))  # the connection moves to the read process
+            assert answers.next()[0] == 200
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                sock.sendall(get("/events?topic=t"))
+                status, _, body = answers.next()
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+        assert (status, [e["event_id"] for e in json.loads(body)]) == (200, ["e1"])
         assert server.terminate() == 0
 
 

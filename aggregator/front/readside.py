@@ -50,7 +50,7 @@ class Observed(msgspec.Struct, array_like=True):
     seconds: float
 
 
-def opens_with_read(data: bytes) -> bool:
+def opens_with_read(data: bytes | bytearray) -> bool:
     """Whether a connection whose first bytes are ``data`` goes to the read process."""
     return data.startswith(_STARTS)
 

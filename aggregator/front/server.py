@@ -46,7 +46,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
-from aggregator.front.readside import ReadSide
+from aggregator.front.readside import ReadSide, opens_with_read
 from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
 
@@ -176,6 +176,8 @@ class _TCPServer(TCPServer):
         self._drop_limit = drop_limit
         self.prefix = prefix
         self.take = take
+        self._answered = trio.Event()  # no request under way (set with _busy False)
+        self._answered.set()
 
     async def protocol_send(self, event: Any) -> None:
         if isinstance(event, RawData):
@@ -183,6 +185,10 @@ class _TCPServer(TCPServer):
             return
         if isinstance(event, Updated):
             self._busy = not event.idle  # set before any checkpoint: _idle_timeout reads it
+            if event.idle:
+                self._answered.set()
+            elif self._answered.is_set():
+                self._answered = trio.Event()
         if isinstance(event, Closed) and self._answering():
             # The reader met a body whose framing broke (or its end) while the route's answer
             # is under way (a 405 given before the body was read): closing now cut that answer
@@ -193,6 +199,22 @@ class _TCPServer(TCPServer):
             await self.protocol.handle(Closed())
             return
         await super().protocol_send(event)
+
+    async def _offered(self, protocol: object, data: bytes | bytearray) -> bool:
+        """Whether ``take`` took the connection with ``data``: only bytes that begin a read, and
+        only between two requests. Bytes that begin the next request while the answer to the
+        last one is still being sent wait for its end (h11 would hold them as long): a client
+        that sends its next request as soon as it has read an answer would otherwise stay here.
+        """
+        if not opens_with_read(data) or not isinstance(protocol, H11Protocol):
+            return False
+        connection = protocol.connection
+        if connection.their_state is h11.DONE and not connection.trailing_data[0]:
+            await self._answered.wait()
+        if self._closing or not self._between_requests(protocol):
+            return False
+        assert self.take is not None
+        return self.take(self.stream.socket, bytes(data))
 
     def _between_requests(self, protocol: object) -> bool:
         """Nothing of a request is read, or held: the next bytes begin one."""
@@ -246,6 +268,7 @@ class _TCPServer(TCPServer):
         (``_PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
         unread would make the close a reset)."""
         self._closing = True  # before any checkpoint: the reader parked by h11 sees it
+        self._answered.set()  # a reader waiting to offer its bytes (_offered) drops them
         if self._handed:  # the read process has the connection: only this descriptor closes
             await self.stream.aclose()
             return
@@ -288,6 +311,11 @@ class _TCPServer(TCPServer):
                     data = data or await self.stream.receive_some(_RECEIVE_BYTES)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
+            if self.take is not None and not self._closing and await self._offered(protocol, data):
+                self._handed = True
+                self.stream.abort()  # this descriptor; the read process has its own
+                await self.idle_task.stop()
+                break
             if self._closing:
                 if data == b"":
                     break
@@ -296,16 +324,6 @@ class _TCPServer(TCPServer):
                     self._peer.abort()  # bytes unread: a reset, which ends the wait at once
                     break
                 continue  # dropped, read until the close
-            # A read goes to the read process, with the connection (ReadSide.take).
-            if (
-                self.take is not None
-                and self._between_requests(protocol)
-                and self.take(self.stream.socket, bytes(data))
-            ):
-                self._handed = True
-                self.stream.abort()  # this descriptor; the read process has its own
-                await self.idle_task.stop()
-                break
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
                 break
