@@ -188,7 +188,10 @@ class ReadServer:
     ) -> bool:
         """Answer ``request`` through the app; whether the connection may take another."""
         path, _, query = request.target.partition(b"?")
-        sock = stream.socket
+        try:
+            client, server = stream.socket.getpeername()[:2], stream.socket.getsockname()[:2]
+        except OSError:
+            return False  # the client is gone
         scope = {
             "type": "http",
             "http_version": request.http_version.decode(),
@@ -200,8 +203,8 @@ class ReadServer:
             "query_string": query,
             "root_path": "",
             "headers": list(request.headers),
-            "client": tuple(sock.getpeername()[:2]),
-            "server": tuple(sock.getsockname()[:2]),
+            "client": tuple(client),
+            "server": tuple(server),
             "state": {},
             "extensions": {},
         }

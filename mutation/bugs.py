@@ -69,8 +69,8 @@ BUGS = (
             Edit(
                 SERVICE,
                 "with trio.move_on_after(config.shutdown_grace_seconds):\n"
-                "                await tracked.wait_idle()",
-                "with trio.move_on_after(0):\n                await tracked.wait_idle()",
+                "                if reads is not None:",
+                "with trio.move_on_after(0):\n                if reads is not None:",
             ),
             Edit(
                 SERVICE,
@@ -176,6 +176,33 @@ BUGS = (
         (
             "tests/test_store.py::test_commit_dedups_within_and_across_batches_first_copy_wins",
             "tests/test_process.py::test_sigterm_under_load_drains_and_exits_0",
+        ),
+    ),
+    Bug(
+        "reads do not wait behind publishing (issue 15)",
+        "the server never hands a connection to the read process",
+        (
+            Edit(
+                "aggregator/front/readside.py",
+                "        return self._end.send_now(CONNECTION, data, sock.fileno())",
+                "        return False",
+            ),
+        ),
+        ("tests/test_reads.py::test_reads_are_answered_while_the_server_process_is_stopped",),
+    ),
+    Bug(
+        "a connection moves between the processes with nothing lost",
+        "the read process hands a connection back without the bytes it read of it",
+        (
+            Edit(
+                "aggregator/reads.py",
+                "await self._end.send(CONNECTION, rest, sock.fileno())",
+                'await self._end.send(CONNECTION, b"", sock.fileno())',
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_a_pipelined_mix_is_answered_in_order_in_one_write_and_byte_by_byte",
         ),
     ),
 )

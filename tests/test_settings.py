@@ -72,6 +72,7 @@ ELSEWHERE = {
         "test_connections_beyond_the_maximum_wait_to_be_accepted",
     ),
     "search": ("test_search.py", "test_sqlite_and_postgres_give_the_same_results"),
+    "read_process": ("test_reads.py", "test_the_read_process_answers_as_the_server_does"),
     # Both ports: every test of tests/test_syslog.py runs on a door that turns them on.
     "syslog_tcp_port": ("syslog.py", "syslog_server"),
     "syslog_udp_port": ("syslog.py", "syslog_server"),
