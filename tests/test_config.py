@@ -70,6 +70,7 @@ NON_DEFAULT = {
     "syslog_max_connections": "3",
     "syslog_buffer_bytes": "4096",
     "search": "true",
+    "read_process": "false",
     "max_topics": "23",
     "max_offset": "29",
     "subscriber_buffer_bytes": "65536",
@@ -82,7 +83,8 @@ def test_every_setting_has_a_flag_and_an_environment_variable() -> None:
     fields = {field.name: field for field in dataclasses.fields(Config)}
     assert set(NON_DEFAULT) == set(fields), "give every setting a non-default value here"
     for name, raw in NON_DEFAULT.items():
-        expected = type(fields[name].default)(raw)
+        default = fields[name].default
+        expected = raw == "true" if isinstance(default, bool) else type(default)(raw)
         assert expected != fields[name].default, name
         flag = load_config([Config.flag_name(name), raw], {})
         env = load_config([], {Config.env_name(name): raw})
