@@ -37,7 +37,7 @@ from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
 from aggregator.config import Config
 from aggregator.front.app import Front
-from aggregator.front.handoff import CONFIG, CONNECTION, OBSERVED, READY, STOP, End
+from aggregator.front.handoff import CONFIG, CONNECTION, INCIDENT, OBSERVED, READY, STOP, End
 from aggregator.front.metrics import Metrics
 from aggregator.front.readside import READ_PATHS, Observed, Start
 from aggregator.front.server import _PeerStream, drop_limit
@@ -73,7 +73,7 @@ async def _run(sock: socket.socket) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     gc.freeze()  # as the server's (aggregator/__main__.py)
-    incidents = Incidents()
+    incidents = Incidents(partial(_incident, end))
     async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
         front = _front(config, readers, start.started, incidents)
         app, _ = build_app(front, config, partial(_observed, end))
@@ -104,6 +104,10 @@ def _front(config: Config, readers: ReaderPool, started: float, incidents: Incid
 def _observed(end: End, method: str, path: str, seconds: float) -> None:
     # For the server's /metrics; if its queue is full, this one is not counted.
     end.send_now(OBSERVED, msgspec.json.encode(Observed(method, path, seconds)))
+
+
+def _incident(end: End, stage: str) -> None:
+    end.send_now(INCIDENT, stage.encode())  # logged here; counted in the server's /metrics
 
 
 class ReadServer:

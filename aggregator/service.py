@@ -125,7 +125,9 @@ async def _serve_http(
     # closing it lets the workers drain, and then the writer.
     observe = partial(observe_request, front)
     app, tracked = build_app(front, config, observe)
-    reads = ReadSide(Start(config, front.started), observe) if config.read_process else None
+    reads = None
+    if config.read_process:
+        reads = ReadSide(Start(config, front.started), observe, front.metrics.count_incident)
     server = HttpServer(
         app,
         _hypercorn_config(config),

@@ -17,11 +17,16 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import httpx
+import msgspec
 import pytest
+import trio
 
-from aggregator.front.readside import opens_with_read
+from aggregator.config import Config
+from aggregator.front import handoff
+from aggregator.front.readside import Observed, ReadSide, Start, opens_with_read
 from aggregator.reads import _servable
 from tests.support import ServerProcess, event, running_server, wait_for
 
@@ -276,6 +281,44 @@ def test_sigterm_closes_the_read_process_connections_and_exits_0(tmp_path: Path)
             assert wait_exit(reader, 1)
             assert idle.recv(1) == b""
             assert pipelined.recv(1) == b""
+
+
+class _Ended:
+    """A process that has exited: what ``ReadSide`` asks of one once its messages end."""
+
+    pid = 0
+    returncode = 0
+
+    async def wait(self) -> int:
+        return 0
+
+
+@pytest.mark.trio
+async def test_what_the_read_process_tells_reaches_the_servers_metrics() -> None:
+    observed: list[tuple[str, str, float]] = []
+    incidents: list[str] = []
+    adopted: list[bytes] = []
+    start = Start(Config(), 0.0)
+    side = ReadSide(start, lambda *seen: observed.append(seen), incidents.append)
+    ours, theirs = handoff.pair()
+    server, reader = handoff.End(ours), handoff.End(theirs)
+    client, kept = socket.socketpair()
+    with client, kept:
+        await reader.send(handoff.READY)
+        await reader.send(handoff.OBSERVED, msgspec.json.encode(Observed("GET", "/events", 0.5)))
+        await reader.send(handoff.INCIDENT, b"route")
+        await reader.send(handoff.CONNECTION, b"POST /publish", kept.fileno())
+        reader.close()
+        process = cast(trio.Process, _Ended())
+        await side._serve(
+            server, lambda sock, prefix: (adopted.append(prefix), sock.close()), process
+        )
+    server.close()
+    assert (observed, incidents, adopted) == (
+        [("GET", "/events", 0.5)],
+        ["route"],
+        [b"POST /publish"],
+    )
 
 
 @pytest.mark.parametrize(

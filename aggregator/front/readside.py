@@ -29,7 +29,16 @@ import msgspec
 import trio
 
 from aggregator.config import Config
-from aggregator.front.handoff import CONFIG, CONNECTION, OBSERVED, READY, STOP, End, pair
+from aggregator.front.handoff import (
+    CONFIG,
+    CONNECTION,
+    INCIDENT,
+    OBSERVED,
+    READY,
+    STOP,
+    End,
+    pair,
+)
 
 LOGGER = logging.getLogger(__name__)
 READ_PATHS = (b"/events", b"/stats", b"/topics")
@@ -58,9 +67,17 @@ def opens_with_read(data: bytes | bytearray) -> bool:
 class ReadSide:
     """Starts the read process (``run``) and hands it connections (``take``)."""
 
-    def __init__(self, start: Start, observe: Callable[[str, str, float], None]) -> None:
+    def __init__(
+        self,
+        start: Start,
+        observe: Callable[[str, str, float], None],
+        count_incident: Callable[[str], None],
+    ) -> None:
+        """``observe`` and ``count_incident`` are told what the read process answered and the
+        internal errors it met (the server's /metrics)."""
         self._start = start
         self._observe = observe
+        self._count_incident = count_incident
         self._end: End | None = None
         self._ready = False
         self._stopped = trio.Event()
@@ -124,6 +141,8 @@ class ReadSide:
             elif message.kind == OBSERVED:
                 seen = msgspec.json.decode(message.payload, type=Observed)
                 self._observe(seen.method, seen.path, seen.seconds)
+            elif message.kind == INCIDENT:
+                self._count_incident(message.payload.decode())
         self._ready = False
         code = await process.wait()
         if not self._stopped.is_set():
