@@ -11,22 +11,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import httpx
+import hypercorn.config
 import msgspec
 import pytest
 import trio
+import trio.testing
 
 from aggregator.config import Config
 from aggregator.front import handoff
+from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import Observed, ReadSide, Start, opens_with_read
+from aggregator.front.server import HttpServer
+from aggregator.incidents import Incidents
 from aggregator.reads import _servable
 from tests.support import ServerProcess, event, running_server, wait_for
 
@@ -363,3 +369,103 @@ def test_which_requests_the_read_process_answers(head: bytes, served: bool) -> N
 )
 def test_which_connections_go_to_the_read_process(first: bytes, read: bool) -> None:
     assert opens_with_read(first) is read
+
+
+LENGTH_2 = [(b"content-length", b"2")]
+
+
+class _Refusing:
+    """A read side that records what it is offered and takes nothing (``ReadSide.take``)."""
+
+    def __init__(self) -> None:
+        self.offered: list[bytes] = []
+
+    def take(self, sock: socket.socket, data: bytes) -> bool:
+        self.offered.append(data)
+        return False
+
+
+async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            await send({"type": message["type"] + ".complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": LENGTH_2})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.trio
+async def test_a_connection_handed_back_is_not_offered_its_refused_request_again() -> None:
+    """The read process hands back a ``GET /events`` it does not serve (here with ``Expect``),
+    with the bytes it read. Offered them again, it took the connection again: the connection
+    bounced between the processes for good, unanswered, each process at a core."""
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    reads = _Refusing()
+    server = HttpServer(
+        _ok,
+        config,
+        Incidents(),
+        send_timeout=5,
+        max_body_bytes=2**20,
+        reads=reads,  # type: ignore[arg-type]
+    )
+    head = b"GET /events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = trio.socket.socket()
+        await client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        server.adopt(accepted, head)  # as the read process hands it back
+        answer = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\nok" not in answer:
+                answer += await client.recv(4096)
+        client.close()
+        await server.stop()
+        with trio.fail_after(10):
+            await server.wait_closed()
+        nursery.cancel_scope.cancel()
+    assert reads.offered == []
+    assert b"HTTP/1.1 200" in answer
+
+
+@contextmanager
+def _no_new_descriptor() -> Iterator[None]:
+    """This process cannot open one more descriptor (as at ``ulimit -n``) until the block ends."""
+    lowest_free = os.dup(0)  # the next descriptor's number
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.trio
+async def test_a_connection_handed_over_at_the_descriptor_limit_is_lost_alone() -> None:
+    """At its descriptor limit, a process is handed a connection without it (the kernel closes
+    it: ``MSG_CTRUNC``). ``End.receive`` raised, which ended the whole process: the server's,
+    every connection with it."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sending, receiving = End(ours), End(theirs)
+    client, connection = socket.socketpair()
+    try:
+        assert sending.send_now(CONNECTION, b"GET /", connection.fileno())
+        connection.close()
+        with _no_new_descriptor():
+            message = await receiving.receive()
+        assert message is not None
+        assert (message.kind, message.payload, message.connection) == (CONNECTION, b"GET /", None)
+        assert client.recv(1) == b""  # that client sees its connection end
+        # and the hand-off goes on
+        assert sending.send_now(CONNECTION, b"next")
+        message = await receiving.receive()
+        assert message is not None and message.payload == b"next"
+    finally:
+        sending.close()
+        receiving.close()
+        client.close()

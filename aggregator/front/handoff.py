@@ -10,11 +10,13 @@ it, which the receiver serves first.
 from __future__ import annotations
 
 import array
+import logging
 import socket
 from dataclasses import dataclass
 
 import trio
 
+LOGGER = logging.getLogger(__name__)
 CONFIG = b"C"  # to the read process, first: the pickled Config and the server's start time
 READY = b"R"  # from it: it serves
 CONNECTION = b"N"  # either way: a connection and the bytes read from it so far
@@ -79,7 +81,15 @@ class End:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
         connections = [socket.socket(fileno=fd) for fd in fds]
-        if data and not flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) and len(connections) < 2:
+        if data and not flags & socket.MSG_TRUNC and len(connections) < 2:
+            if flags & socket.MSG_CTRUNC:
+                # This process is at its descriptor limit (ulimit -n): the kernel closed the
+                # connection instead of passing it. That client alone sees its connection end;
+                # raising here ended the whole process (the server's, with every connection).
+                for sock in connections:
+                    sock.close()
+                LOGGER.warning("a connection handed over was lost: at the descriptor limit")
+                return Message(data[:1], data[1:], None)
             return Message(data[:1], data[1:], connections[0] if connections else None)
         for sock in connections:
             sock.close()

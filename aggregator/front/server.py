@@ -300,18 +300,27 @@ class _TCPServer(TCPServer):
         dropped instead of parsed, at most ``drop_limit`` of them: a peer that sends more
         while its close waits for it to take the answers (``_PeerStream.wait_delivered``) is
         hostile or broken, and reading on for it cost a core at its bandwidth. It is reset.
-        Bytes that begin a request between two others are offered to ``take`` first."""
+        Bytes that begin a request between two others are offered to ``take`` first, but for
+        the ``prefix`` of a connection handed back: the read process refused it, and offering it
+        again bounced the connection between the processes for good (a ``GET /events`` with
+        ``Expect``, a body or a head h11 refuses), each process at a core."""
         protocol = self.protocol.protocol
         dropped = 0
         while True:
             data: bytes | bytearray = self.prefix
+            handed_back = bool(self.prefix)
             self.prefix = b""
             try:
                 with trio.fail_after(self.config.read_timeout or inf):
                     data = data or await self.stream.receive_some(_RECEIVE_BYTES)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
-            if self.take is not None and not self._closing and await self._offered(protocol, data):
+            if (
+                self.take is not None
+                and not handed_back
+                and not self._closing
+                and await self._offered(protocol, data)
+            ):
                 self._handed = True
                 self.stream.abort()  # this descriptor; the read process has its own
                 await self.idle_task.stop()
