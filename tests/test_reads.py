@@ -469,3 +469,27 @@ async def test_a_connection_handed_over_at_the_descriptor_limit_is_lost_alone() 
         sending.close()
         receiving.close()
         client.close()
+
+
+@pytest.mark.trio
+async def test_a_connection_handed_back_once_the_server_stopped_is_closed() -> None:
+    """The read process hands a connection back before it sees its stop; the server's
+    connections have all ended meanwhile. Starting it in their closed nursery raised, which
+    stopped the server with exit status 1 on SIGTERM."""
+    config = hypercorn.config.Config()
+    config.bind = ["127.0.0.1:0"]
+    server = HttpServer(
+        _ok,
+        config,
+        Incidents(),
+        send_timeout=5,
+        max_body_bytes=2**20,
+        reads=_Refusing(),  # type: ignore[arg-type]
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        await server.stop()
+    client, accepted = socket.socketpair()
+    with client:
+        server.adopt(accepted, b"POST /publish HTTP/1.1\r\n")
+        assert client.recv(1) == b""  # closed, not served

@@ -560,17 +560,23 @@ class HttpServer:
         async with trio.open_nursery() as lifespan_nursery:
             await lifespan_nursery.start(lifespan.handle_lifespan)
             await lifespan.wait_for_startup()
-            async with trio.open_nursery() as connections:
-                self._connections = connections
-                self._state = ConnectionState(state.copy())
-                handler = partial(self._serve_connection, self._state)
-                task_status.started(binds)
-                with self._accepting:
-                    async with trio.open_nursery() as accepting:
-                        for listener in listeners:
-                            accepting.start_soon(_accept, listener, handler, connections)
-                for listener in listeners:
-                    await listener.aclose()
+            try:
+                async with trio.open_nursery() as connections:
+                    self._connections = connections
+                    self._state = ConnectionState(state.copy())
+                    handler = partial(self._serve_connection, self._state)
+                    task_status.started(binds)
+                    with self._accepting:
+                        async with trio.open_nursery() as accepting:
+                            for listener in listeners:
+                                accepting.start_soon(_accept, listener, handler, connections)
+                    for listener in listeners:
+                        await listener.aclose()
+            finally:
+                # The read process may still hand a connection back (``adopt``), until it has
+                # seen its stop: starting it in the closed nursery raised, and the server
+                # exited 1 on SIGTERM.
+                self._connections = None
             await lifespan.wait_for_shutdown()
             lifespan_nursery.cancel_scope.cancel()
 
