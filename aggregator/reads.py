@@ -165,12 +165,15 @@ class ReadServer:
         """Answer the requests of one connection until it ends (None), or its next request is
         not one this process answers: then the bytes read of it, for the server."""
         while True:
-            idle = trio.CancelScope(deadline=trio.current_time() + self._config.keep_alive_seconds)
+            deadline = trio.current_time() + self._config.keep_alive_seconds
             while (found := _HEAD_END.search(buffer, 0, HEAD_LIMIT)) is None:
                 if len(buffer) >= HEAD_LIMIT:
                     return bytes(buffer)  # the server refuses it (431)
                 if self._stopping:
                     return None
+                # One scope per receive (a scope is entered once): a head in three packets or
+                # more raised RuntimeError, and its connection was closed unanswered.
+                idle = trio.CancelScope(deadline=deadline)
                 self._waiting.add(idle)
                 try:
                     with idle:

@@ -31,9 +31,9 @@ from aggregator.config import Config
 from aggregator.front import handoff
 from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import Observed, ReadSide, Start, opens_with_read
-from aggregator.front.server import HttpServer
+from aggregator.front.server import HttpServer, _PeerStream
 from aggregator.incidents import Incidents
-from aggregator.reads import _servable
+from aggregator.reads import ReadServer, _servable
 from tests.support import ServerProcess, event, running_server, wait_for
 
 READY = re.compile(r"reads are answered by the read process \(pid (\d+)\)")
@@ -493,3 +493,31 @@ async def test_a_connection_handed_back_once_the_server_stopped_is_closed() -> N
     with client:
         server.adopt(accepted, b"POST /publish HTTP/1.1\r\n")
         assert client.recv(1) == b""  # closed, not served
+
+
+@pytest.mark.trio
+async def test_a_head_the_read_process_receives_in_several_packets_is_answered(
+    tmp_path: Path,
+) -> None:
+    """The read process waited for the rest of a head under one cancel scope, entered again at
+    each receive: the second receive of one head raised, and the connection was closed
+    unanswered (a head over two TCP segments, or written line by line)."""
+    config = Config(data_dir=tmp_path, port=0)
+    reads = ReadServer(_ok, config, None, Incidents())  # type: ignore[arg-type]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = trio.socket.socket()
+        await client.connect(listener.getsockname())
+        accepted, _ = listener.accept()
+    stream = _PeerStream(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), 5)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reads._serve_requests, stream, bytearray(b"GET /stats HTTP/1.1\r\n"))
+        for part in (b"Host: x\r\n", b"Accept: */*\r\n", b"\r\n"):
+            await trio.testing.wait_all_tasks_blocked()  # it waits for more of the head
+            await client.send(part)
+        answer = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\nok" not in answer:
+                answer += await client.recv(4096)
+        client.close()  # and it returns
+    stream.abort()
+    assert answer.startswith(b"HTTP/1.1 200")
