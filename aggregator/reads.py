@@ -37,14 +37,23 @@ from aggregator.actors.monitor import WriterMonitor
 from aggregator.actors.readers import ReaderPool, open_reader_pool
 from aggregator.config import Config
 from aggregator.front.app import Front
-from aggregator.front.handoff import CONFIG, CONNECTION, INCIDENT, OBSERVED, READY, STOP, End
+from aggregator.front.handoff import (
+    CONFIG,
+    CONNECTION,
+    DAMAGED,
+    INCIDENT,
+    OBSERVED,
+    READY,
+    STOP,
+    End,
+)
 from aggregator.front.metrics import Metrics
 from aggregator.front.readside import READ_PATHS, Observed, Start
 from aggregator.front.server import _PeerStream, drop_limit
 from aggregator.incidents import Incidents
 from aggregator.messages import Submission
 from aggregator.service import _hypercorn_config, build_app
-from aggregator.store import open_reader
+from aggregator.store import StoreDamaged, open_reader
 
 LOGGER = logging.getLogger("aggregator.reads")
 HEAD_LIMIT = 16 * 1024  # hypercorn's h11_max_incomplete_size: a longer head is the server's 431
@@ -74,7 +83,8 @@ async def _run(sock: socket.socket) -> None:
     )
     gc.freeze()  # as the server's (aggregator/__main__.py)
     incidents = Incidents(partial(_incident, end))
-    async with open_reader_pool(partial(open_reader, config), config.readers) as readers:
+    opener = partial(open_reader, config)
+    async with open_reader_pool(opener, config.readers, partial(_damaged, end)) as readers:
         front = _front(config, readers, start.started, incidents)
         app, _ = build_app(front, config, partial(_observed, end))
         await ReadServer(app, config, end, incidents).serve()
@@ -104,6 +114,11 @@ def _front(config: Config, readers: ReaderPool, started: float, incidents: Incid
 def _observed(end: End, method: str, path: str, seconds: float) -> None:
     # For the server's /metrics; if its queue is full, this one is not counted.
     end.send_now(OBSERVED, msgspec.json.encode(Observed(method, path, seconds)))
+
+
+def _damaged(end: End, exc: StoreDamaged) -> None:
+    # The server stops on it, as on damage its own reads meet; the client's answer says so.
+    end.send_now(DAMAGED, msgspec.json.encode((exc.detail, exc.where)))
 
 
 def _incident(end: End, stage: str) -> None:

@@ -127,7 +127,10 @@ async def _serve_http(
     app, tracked = build_app(front, config, observe)
     reads = None
     if config.read_process:
-        reads = ReadSide(Start(config, front.started), observe, front.metrics.count_incident)
+        damaged = front.integrity.damaged if front.integrity is not None else None
+        reads = ReadSide(
+            Start(config, front.started), observe, front.metrics.count_incident, damaged
+        )
     server = HttpServer(
         app,
         _hypercorn_config(config),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+import select
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,6 +36,29 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) ->
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)  # sleep-ok: polls a real subprocess with a deadline
+
+
+READ_PROCESS = re.compile(r"reads are answered by the read process \(pid (\d+)\)")
+
+
+def read_pid(server: ServerProcess) -> int:
+    """The pid of ``server``'s read process, once it is ready."""
+    wait_for(lambda: READ_PROCESS.search(server.log()), "the read process")
+    match = READ_PROCESS.search(server.log())
+    assert match is not None
+    return int(match.group(1))
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Whether process ``pid`` (not a child of this one) ended within ``timeout`` seconds."""
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([handle], [], [], timeout)[0])
+    finally:
+        os.close(handle)
 
 
 class ServerProcess(Child):

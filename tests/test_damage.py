@@ -21,7 +21,7 @@ from aggregator.messages import EventRecord
 from aggregator.store import CheckInterrupted, IntegrityCheck, StoreDamaged, StoreUnavailable
 from aggregator.store.base import Retention
 from aggregator.store.sqlite import SQLiteReader, SQLiteStore
-from tests.support import ServerProcess, event, running_server, wait_for
+from tests.support import ServerProcess, event, read_pid, running_server, wait_exit, wait_for
 
 EVENTS = 10_000
 FIRST_PAGE, LAST_PAGE = 40, 59  # 1-based, as SQLite numbers them
@@ -141,6 +141,21 @@ def test_a_read_over_the_damage_is_answered_and_stops_the_server(
     assert body["message"].endswith("; the server is stopping")
     last = assert_stopped_on_damage(started, damaged)
     assert "SQLITE_CORRUPT" in last
+
+
+def test_a_read_by_the_read_process_over_the_damage_stops_the_server(
+    started: ServerProcess, damaged: Path
+) -> None:
+    """The read process's readers report damage to the server, which stops as on its own."""
+    reader = read_pid(started)
+    with httpx.Client(base_url=started.url, timeout=30) as http:
+        # The connection's first request is a read: the read process answers it.
+        response = http.get("/events", params={"after": damaged_after(damaged), "limit": PAGE})
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "store_damaged"
+    last = assert_stopped_on_damage(started, damaged)
+    assert "SQLITE_CORRUPT" in last
+    assert wait_exit(reader, 10)  # and the read process with it
 
 
 def test_a_publish_that_meets_the_damage_is_answered_and_stops_the_server(

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import resource
-import select
 import signal
 import socket
 from collections.abc import Iterator
@@ -34,17 +33,7 @@ from aggregator.front.readside import Observed, ReadSide, Start, opens_with_read
 from aggregator.front.server import HttpServer, _PeerStream
 from aggregator.incidents import Incidents
 from aggregator.reads import ReadServer, _servable
-from tests.support import ServerProcess, event, running_server, wait_for
-
-READY = re.compile(r"reads are answered by the read process \(pid (\d+)\)")
-
-
-def read_pid(server: ServerProcess) -> int:
-    """The read process's pid, once it is ready."""
-    wait_for(lambda: READY.search(server.log()), "the read process")
-    match = READY.search(server.log())
-    assert match is not None
-    return int(match.group(1))
+from tests.support import event, read_pid, running_server, wait_exit, wait_for
 
 
 @contextmanager
@@ -235,18 +224,6 @@ def test_with_read_token_the_read_process_refuses_without_it(tmp_path: Path) -> 
         assert (refused[0], json.loads(refused[2])["error"]) == (401, "unauthorized")
         assert (allowed[0], json.loads(allowed[2])) == (200, [])
         assert server.terminate() == 0
-
-
-def wait_exit(pid: int, timeout: float) -> bool:
-    """Whether process ``pid`` (not a child of this one) ended within ``timeout`` seconds."""
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        return bool(select.select([handle], [], [], timeout)[0])
-    finally:
-        os.close(handle)
 
 
 def test_when_the_read_process_dies_the_server_answers_reads(tmp_path: Path) -> None:

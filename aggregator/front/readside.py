@@ -32,6 +32,7 @@ from aggregator.config import Config
 from aggregator.front.handoff import (
     CONFIG,
     CONNECTION,
+    DAMAGED,
     INCIDENT,
     OBSERVED,
     READY,
@@ -39,6 +40,7 @@ from aggregator.front.handoff import (
     End,
     pair,
 )
+from aggregator.store import StoreDamaged
 
 LOGGER = logging.getLogger(__name__)
 READ_PATHS = (b"/events", b"/stats", b"/topics")
@@ -72,12 +74,15 @@ class ReadSide:
         start: Start,
         observe: Callable[[str, str, float], None],
         count_incident: Callable[[str], None],
+        on_damaged: Callable[[StoreDamaged], None] | None = None,
     ) -> None:
         """``observe`` and ``count_incident`` are told what the read process answered and the
-        internal errors it met (the server's /metrics)."""
+        internal errors it met (the server's /metrics); ``on_damaged``, damage its reads met
+        in the store (it stops the server, as a read of its own would)."""
         self._start = start
         self._observe = observe
         self._count_incident = count_incident
+        self._on_damaged = on_damaged
         self._end: End | None = None
         self._ready = False
         self._stopped = trio.Event()
@@ -143,6 +148,9 @@ class ReadSide:
                 self._observe(seen.method, seen.path, seen.seconds)
             elif message.kind == INCIDENT:
                 self._count_incident(message.payload.decode())
+            elif message.kind == DAMAGED and self._on_damaged is not None:
+                detail, where = msgspec.json.decode(message.payload, type=tuple[str, str])
+                self._on_damaged(StoreDamaged(detail, where))
         self._ready = False
         code = await process.wait()
         if not self._stopped.is_set():

@@ -56,6 +56,8 @@ class StoreDamaged(StoreBroken):
             f"what it holds with `sqlite3 {where} .recover` (docs/reliability.md, "
             '"A damaged store")'
         )
+        self.detail = detail
+        self.where = where
 
 
 class StoreMismatch(Exception):
