@@ -45,6 +45,7 @@ from aggregator.front.handoff import (
     OBSERVED,
     READY,
     STOP,
+    TAKEN,
     End,
 )
 from aggregator.front.metrics import Metrics
@@ -141,8 +142,12 @@ class ReadServer:
         async with trio.open_nursery() as nursery:
             await self._end.send(READY)
             while (message := await self._end.receive()) is not None:
-                if message.kind == CONNECTION and message.connection is not None:
-                    nursery.start_soon(self._serve_connection, message.connection, message.payload)
+                if message.kind == CONNECTION:
+                    await self._end.send(TAKEN)  # even one lost on the way (descriptor limit)
+                    if message.connection is not None:
+                        nursery.start_soon(
+                            self._serve_connection, message.connection, message.payload
+                        )
                 elif message.kind == STOP:
                     # Connections between requests close now; the others after their answer,
                     # within the grace.

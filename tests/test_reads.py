@@ -14,8 +14,9 @@ import re
 import resource
 import signal
 import socket
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -29,11 +30,11 @@ import trio.testing
 from aggregator.config import Config
 from aggregator.front import handoff
 from aggregator.front.handoff import CONNECTION, End
-from aggregator.front.readside import Observed, ReadSide, Start, opens_with_read
+from aggregator.front.readside import MAX_PENDING, Observed, ReadSide, Start, opens_with_read
 from aggregator.front.server import HttpServer, _PeerStream
 from aggregator.incidents import Incidents
 from aggregator.reads import ReadServer, _servable
-from tests.support import event, read_pid, running_server, wait_exit, wait_for
+from tests.support import READ_PROCESS, event, read_pid, running_server, wait_exit, wait_for
 
 
 @contextmanager
@@ -226,7 +227,9 @@ def test_with_read_token_the_read_process_refuses_without_it(tmp_path: Path) -> 
         assert server.terminate() == 0
 
 
-def test_when_the_read_process_dies_the_server_answers_reads(tmp_path: Path) -> None:
+def test_when_the_read_process_dies_the_server_answers_reads_and_starts_another(
+    tmp_path: Path,
+) -> None:
     with running_server(tmp_path) as server:
         reader = read_pid(server)
         with connected(server.url) as sock:  # a connection the read process holds
@@ -240,6 +243,49 @@ def test_when_the_read_process_dies_the_server_answers_reads(tmp_path: Path) -> 
             sock.sendall(get("/events") + get("/stats"))
             answers = Answers(sock)
             assert [answers.next()[0], answers.next()[0]] == [200, 200]
+        # Another starts, and answers: the server is stopped while it does.
+        wait_for(lambda: len(READ_PROCESS.findall(server.log())) == 2, "another read process")
+        assert int(READ_PROCESS.findall(server.log())[1]) != reader
+        with connected(server.url) as sock:
+            answers = Answers(sock)
+            sock.sendall(get("/stats"))
+            assert answers.next()[0] == 200
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                sock.sendall(get("/topics"))
+                assert answers.next()[0] == 200
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+        assert server.terminate() == 0
+
+
+def test_a_read_process_that_takes_no_connections_holds_at_most_a_few(tmp_path: Path) -> None:
+    """A stopped (hung) read process: the server hands it at most MAX_PENDING connections,
+    then answers reads itself; once it goes on, it answers those it holds."""
+    with running_server(tmp_path) as server:
+        reader = read_pid(server)
+        os.kill(reader, signal.SIGSTOP)
+        try:
+            with ExitStack() as stack:
+                socks = [stack.enter_context(connected(server.url)) for _ in range(3 * MAX_PENDING)]
+                for sock in socks:
+                    sock.sendall(get("/stats"))
+                answered, held = [], []
+                deadline = time.monotonic() + 3  # a bound: the server answers in milliseconds
+                for sock in socks:
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    try:
+                        answered.append(Answers(sock).next()[0])
+                    except TimeoutError:
+                        held.append(sock)
+                assert len(held) == MAX_PENDING
+                assert answered == [200] * 2 * MAX_PENDING
+                os.kill(reader, signal.SIGCONT)
+                for sock in held:
+                    sock.settimeout(10)
+                    assert Answers(sock).next()[0] == 200
+        finally:
+            os.kill(reader, signal.SIGCONT)
         assert server.terminate() == 0
 
 

@@ -37,6 +37,7 @@ from aggregator.front.handoff import (
     OBSERVED,
     READY,
     STOP,
+    TAKEN,
     End,
     pair,
 )
@@ -44,6 +45,10 @@ from aggregator.store import StoreDamaged
 
 LOGGER = logging.getLogger(__name__)
 READ_PATHS = (b"/events", b"/stats", b"/topics")
+# Connections handed over and not yet taken: a read process that stops taking them (stopped,
+# hung) holds at most this many clients waiting; the server answers the others.
+MAX_PENDING = 16
+RESTART_SECONDS = (1.0, 60.0)  # the first pause before another read process, the longest
 _STARTS = tuple(b"GET " + path + end for path in READ_PATHS for end in (b"?", b" "))
 
 
@@ -85,6 +90,7 @@ class ReadSide:
         self._on_damaged = on_damaged
         self._end: End | None = None
         self._ready = False
+        self._pending = 0  # connections handed over that it has not said it took (TAKEN)
         self._stopped = trio.Event()
         self._ended = trio.Event()
         self._running = trio.CancelScope()
@@ -95,7 +101,12 @@ class ReadSide:
         descriptor (not the connection: the read process has its own)."""
         if not (self._ready and self._end is not None and opens_with_read(data)):
             return False
-        return self._end.send_now(CONNECTION, data, sock.fileno())
+        if self._pending >= MAX_PENDING:
+            return False  # it is not taking them (stopped, hung): the server answers meanwhile
+        if not self._end.send_now(CONNECTION, data, sock.fileno()):
+            return False
+        self._pending += 1
+        return True
 
     async def run(
         self,
@@ -103,37 +114,61 @@ class ReadSide:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Start the read process and serve its messages until it ends; ``adopt`` serves a
-        connection it hands back (with the bytes read from it). Cancelled, it kills the
-        process."""
+        """Keep a read process running until ``stop``: one that ends unasked is started again,
+        after a pause that doubles while they keep ending; meanwhile the server answers reads
+        itself. ``adopt`` serves a connection it hands back (with the bytes read from it).
+        Cancelled, it kills the process."""
+        task_status.started()
+        pause = RESTART_SECONDS[0]
+        try:
+            with self._running:
+                while not self._stopped.is_set():
+                    began = trio.current_time()
+                    code = await self._run_one(adopt)
+                    if self._stopped.is_set():
+                        break
+                    if trio.current_time() - began > RESTART_SECONDS[1]:
+                        pause = RESTART_SECONDS[0]  # it had run a while: not a crash loop
+                    LOGGER.error(
+                        "the read process ended (%s): the server answers reads itself; another "
+                        "starts in %.0f s",
+                        code,
+                        pause,
+                    )
+                    with trio.move_on_after(pause):
+                        await self._stopped.wait()
+                    pause = min(pause * 2, RESTART_SECONDS[1])
+        finally:
+            self._ended.set()
+
+    async def _run_one(self, adopt: Callable[[socket.socket, bytes], None]) -> str:
+        """Start a read process and serve its messages until it ends; how it ended."""
         ours, theirs = pair()
         end = End(ours)
         command = [sys.executable, "-m", "aggregator.reads", str(theirs.fileno())]
         try:
             process = await trio.lowlevel.open_process(command, pass_fds=(theirs.fileno(),))
         except OSError as exc:
-            LOGGER.error("cannot start the read process (%s): the server answers reads itself", exc)
             end.close()
-            self._ended.set()
-            task_status.started()
-            return
+            return f"it could not start: {exc}"
         finally:
             theirs.close()
         try:
-            with self._running:
-                await end.send(CONFIG, pickle.dumps(self._start))
-                self._end = end
-                task_status.started()
-                await self._serve(end, adopt, process)
+            await end.send(CONFIG, pickle.dumps(self._start))
+            self._end = end
+            if self._stopped.is_set():  # stop came while it started: it saw no _end to tell
+                await end.send(STOP)
+            await self._serve(end, adopt, process)
+            return f"exit status {await process.wait()}"
         finally:
             self._ready = False
             self._end = None
+            self._pending = 0
             end.close()
             if process.returncode is None:
                 process.kill()
                 with trio.CancelScope(shield=True):
                     await process.wait()
-            self._ended.set()
 
     async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes], None],
                      process: trio.Process) -> None:  # fmt: skip
@@ -141,6 +176,8 @@ class ReadSide:
             if message.kind == READY:
                 self._ready = True
                 LOGGER.info("reads are answered by the read process (pid %d)", process.pid)
+            elif message.kind == TAKEN:
+                self._pending -= 1
             elif message.kind == CONNECTION and message.connection is not None:
                 adopt(message.connection, message.payload)
             elif message.kind == OBSERVED:
@@ -151,14 +188,6 @@ class ReadSide:
             elif message.kind == DAMAGED and self._on_damaged is not None:
                 detail, where = msgspec.json.decode(message.payload, type=tuple[str, str])
                 self._on_damaged(StoreDamaged(detail, where))
-        self._ready = False
-        code = await process.wait()
-        if not self._stopped.is_set():
-            LOGGER.error(
-                "the read process ended (exit status %s): the server answers reads itself from "
-                "now on",
-                code,
-            )
 
     def kill(self) -> None:
         """End the read process now (``run`` kills it and returns)."""
@@ -169,8 +198,7 @@ class ReadSide:
         connections and exits. Returns once it has."""
         self._ready = False
         self._stopped.set()
-        if self._end is None:
-            return
-        with contextlib.suppress(OSError):  # it has ended already
-            await self._end.send(STOP)
+        if self._end is not None:
+            with contextlib.suppress(OSError):  # it has ended already
+                await self._end.send(STOP)
         await self._ended.wait()
