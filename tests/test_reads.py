@@ -28,7 +28,7 @@ import trio
 import trio.testing
 
 from aggregator.config import Config
-from aggregator.front import handoff
+from aggregator.front import handoff, readside
 from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import MAX_PENDING, Observed, ReadSide, Start, opens_with_read
 from aggregator.front.server import HttpServer, _PeerStream
@@ -544,3 +544,33 @@ async def test_a_head_the_read_process_receives_in_several_packets_is_answered(
         client.close()  # and it returns
     stream.abort()
     assert answer.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.trio
+async def test_a_read_process_that_ends_before_it_is_sent_anything_is_started_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read process that dies at start (a broken install, the OOM killer) may be gone before
+    the server's first send to it, the more likely the busier the server's loop: that send
+    raised BrokenPipeError out of ``ReadSide.run``, and the server exited 1."""
+    real = trio.lowlevel.open_process
+    starts: list[int] = []
+    thrice = trio.Event()
+
+    async def ends_at_once(command: list[str], **kwargs: Any) -> trio.Process:
+        process = await real(["true"], **kwargs)
+        await process.wait()  # gone before the server sends it its config
+        starts.append(process.returncode)
+        if len(starts) == 3:
+            thrice.set()
+        return process
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", ends_at_once)
+    monkeypatch.setattr(readside, "RESTART_SECONDS", (0.0, 0.0))
+    side = ReadSide(Start(Config(), 0.0), lambda *seen: None, lambda stage: None)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(side.run, lambda sock, prefix: sock.close())
+        with trio.fail_after(10):
+            await thrice.wait()  # each ended, and another was started
+            await side.stop()
+    assert starts[:3] == [0, 0, 0]

@@ -154,10 +154,13 @@ class ReadSide:
         finally:
             theirs.close()
         try:
-            await end.send(CONFIG, pickle.dumps(self._start))
-            self._end = end
-            if self._stopped.is_set():  # stop came while it started: it saw no _end to tell
-                await end.send(STOP)
+            # It may be gone already (it died at start, before this task ran again): then the
+            # sends fail, and _serve sees its end. Raising here stopped the server (exit 1).
+            with contextlib.suppress(OSError):
+                await end.send(CONFIG, pickle.dumps(self._start))
+                self._end = end
+                if self._stopped.is_set():  # stop came while it started: it saw no _end to tell
+                    await end.send(STOP)
             await self._serve(end, adopt, process)
             return f"exit status {await process.wait()}"
         finally:
