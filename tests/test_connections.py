@@ -706,3 +706,29 @@ async def test_a_close_delivers_the_answer_to_a_pipelining_client_that_sends_und
                     received += chunk
     head, _, answer = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and answer == b"a" * 12288, received[:200]
+
+
+@pytest.mark.trio
+async def test_bytes_after_a_request_that_said_close_are_dropped_not_a_400() -> None:
+    """A client that says ``Connection: close`` and sends on: its request is answered, what
+    follows is dropped. h11 called the extra bytes an error, and hypercorn's 400 ("the request
+    was not served") replaced the answer of a request that was served."""
+    served: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served.append((await receive())["body"])
+        await trio.testing.wait_all_tasks_blocked()  # as a publish waits for its commit
+        await send({"type": "http.response.start", "status": 200, "headers": CLOSE_2})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    request = b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc"
+    async with serving(app) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(request + b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = b""
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+    assert served == [b"abc"]
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert answer.endswith(b"\r\n\r\nok"), answer

@@ -325,6 +325,12 @@ class _TCPServer(TCPServer):
                 self.stream.abort()  # this descriptor; the read process has its own
                 await self.idle_task.stop()
                 break
+            if data and _said_close(protocol):  # what follows its last request: dropped
+                dropped += len(data)
+                if dropped > self._drop_limit:
+                    self._peer.abort()
+                    break
+                continue
             if self._closing:
                 if data == b"":
                     break
@@ -337,6 +343,11 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+
+def _said_close(protocol: object) -> bool:
+    """The client's last request said ``Connection: close`` (or was HTTP/1.0), and is read."""
+    return isinstance(protocol, H11Protocol) and protocol.connection.their_state is h11.MUST_CLOSE
 
 
 def drop_limit(head_bytes: int, max_body_bytes: int) -> int:
@@ -392,7 +403,11 @@ def _explain_refusals(
     reason = ["the request is not valid HTTP/1.1 (RFC 9112)"]
 
     def recording() -> Any:
-        if closing():  # no further request: h11 would park the reader on one it holds
+        # No further request: h11 would park the reader on one it holds. Or the client said
+        # close: what it sent after its request (RFC 9112 section 9.6 forbids it) is dropped;
+        # h11 called it an error, and the 400 "not served" replaced the answer of a publish
+        # that was stored.
+        if closing() or connection.their_state is h11.MUST_CLOSE:
             return h11.NEED_DATA
         try:
             return next_event()
