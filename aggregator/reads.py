@@ -10,7 +10,7 @@ at once when the server is gone.
 Only ``GET`` requests without a body are served here, so HTTP/1.1 takes few lines: a head is
 read to its end (``HEAD_LIMIT``), checked by h11, answered, and the next one read. The limits of
 the server's connections hold: the keep-alive timeout from the end of an answer to the end of
-the next head, the send timeout (``_PeerStream``), a close only once the answers were delivered.
+the next head, the send timeout (``PeerStream``), a close only once the answers were delivered.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from aggregator.front.handoff import (
 )
 from aggregator.front.metrics import Metrics
 from aggregator.front.readside import READ_PATHS, Observed, Start
-from aggregator.front.server import _PeerStream, drop_limit
+from aggregator.front.server import PeerStream, drop_limit
 from aggregator.incidents import Incidents
 from aggregator.messages import Submission
 from aggregator.service import _hypercorn_config, build_app
@@ -161,7 +161,7 @@ class ReadServer:
             nursery.cancel_scope.cancel()  # the server is gone: so are its clients' answers
 
     async def _serve_connection(self, sock: socket.socket, data: bytes) -> None:
-        stream = _PeerStream(
+        stream = PeerStream(
             trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
             self._config.send_timeout_seconds,
         )
@@ -181,7 +181,7 @@ class ReadServer:
         finally:
             stream.abort()  # this process's descriptor; a connection handed back stays open
 
-    async def _serve_requests(self, stream: _PeerStream, buffer: bytearray) -> bytes | None:
+    async def _serve_requests(self, stream: PeerStream, buffer: bytearray) -> bytes | None:
         """Answer the requests of one connection until it ends (None), or its next request is
         not one this process answers: then the bytes read of it, for the server."""
         while True:
@@ -211,7 +211,7 @@ class ReadServer:
                 return None
 
     async def _answer(
-        self, stream: _PeerStream, connection: h11.Connection, request: h11.Request
+        self, stream: PeerStream, connection: h11.Connection, request: h11.Request
     ) -> bool:
         """Answer ``request`` through the app; whether the connection may take another."""
         path, _, query = request.target.partition(b"?")
@@ -268,7 +268,7 @@ class ReadServer:
         await self._app(scope, receive, send)
         return answered.is_set() and connection.our_state is h11.DONE
 
-    async def _close(self, stream: _PeerStream) -> None:
+    async def _close(self, stream: PeerStream) -> None:
         """As the server's: half-close, then close once what was sent was delivered, reading
         and dropping what the client sends meanwhile (``drop_limit`` at most)."""
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
@@ -280,7 +280,7 @@ class ReadServer:
             nursery.cancel_scope.cancel()
 
 
-async def _drop(stream: _PeerStream, limit: int, done: trio.CancelScope) -> None:
+async def _drop(stream: PeerStream, limit: int, done: trio.CancelScope) -> None:
     dropped = 0
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         while dropped <= limit:

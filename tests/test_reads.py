@@ -31,7 +31,7 @@ from aggregator.config import Config
 from aggregator.front import handoff, readside
 from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import MAX_PENDING, Observed, ReadSide, Start, opens_with_read
-from aggregator.front.server import HttpServer, _PeerStream
+from aggregator.front.server import HttpServer, PeerStream
 from aggregator.incidents import Incidents
 from aggregator.reads import ReadServer, _servable
 from tests.support import READ_PROCESS, event, read_pid, running_server, wait_exit, wait_for
@@ -531,7 +531,7 @@ async def test_a_head_the_read_process_receives_in_several_packets_is_answered(
         client = trio.socket.socket()
         await client.connect(listener.getsockname())
         accepted, _ = listener.accept()
-    stream = _PeerStream(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), 5)
+    stream = PeerStream(trio.SocketStream(trio.socket.from_stdlib_socket(accepted)), 5)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reads._serve_requests, stream, bytearray(b"GET /stats HTTP/1.1\r\n"))
         for part in (b"Host: x\r\n", b"Accept: */*\r\n", b"\r\n"):

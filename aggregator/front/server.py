@@ -59,7 +59,7 @@ _TCP_CLOSE = 7  # Linux's TCP_CLOSE: reset, or closed
 _DELIVERY_POLL_SECONDS = (0.001, 0.05)  # the first pause, the longest
 
 
-class _PeerStream(trio.abc.HalfCloseableStream):
+class PeerStream(trio.abc.HalfCloseableStream):
     """A connection's socket stream whose sends give up after ``send_timeout`` seconds, and that
     ``abort`` closes under any task using it."""
 
@@ -162,7 +162,7 @@ class _TCPServer(TCPServer):
         config: hypercorn.config.Config,
         context: WorkerContext,
         state: ConnectionState,
-        stream: _PeerStream,
+        stream: PeerStream,
         *,
         drop_limit: int,
         prefix: bytes = b"",
@@ -265,7 +265,7 @@ class _TCPServer(TCPServer):
 
     async def _close(self) -> None:
         """hypercorn's: half-close, then close, but only once what was sent was delivered
-        (``_PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
+        (``PeerStream.wait_delivered``). Meanwhile the reader drops what it reads (bytes left
         unread would make the close a reset)."""
         self._closing = True  # before any checkpoint: the reader parked by h11 sees it
         self._answered.set()  # a reader waiting to offer its bytes (_offered) drops them
@@ -298,7 +298,7 @@ class _TCPServer(TCPServer):
     async def _read_until_closed(self) -> None:
         """hypercorn's ``_read_data``, but bytes read once the connection is closing are
         dropped instead of parsed, at most ``drop_limit`` of them: a peer that sends more
-        while its close waits for it to take the answers (``_PeerStream.wait_delivered``) is
+        while its close waits for it to take the answers (``PeerStream.wait_delivered``) is
         hostile or broken, and reading on for it cost a core at its bandwidth. It is reset.
         Bytes that begin a request between two others are offered to ``take`` first, but for
         the ``prefix`` of a connection handed back: the read process refused it, and offering it
@@ -547,7 +547,7 @@ class HttpServer:
         self._send_timeout = send_timeout
         self._drop_limit = drop_limit(config.h11_max_incomplete_size, max_body_bytes)
         self._context = WorkerContext(None)
-        self._open: set[_PeerStream] = set()
+        self._open: set[PeerStream] = set()
         self._ended = trio.Event()  # set whenever a connection ends
         self._accepting = trio.CancelScope()
         self._connections: trio.Nursery | None = None
@@ -628,7 +628,7 @@ class HttpServer:
     ) -> None:
         """``prefix``: the bytes read of a connection the read process handed back."""
         peer = _peer(stream)
-        guarded = _PeerStream(stream, self._send_timeout)
+        guarded = PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
         try:
             await _TCPServer(
