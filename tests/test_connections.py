@@ -17,7 +17,7 @@ import socket
 import sqlite3
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -465,6 +465,24 @@ async def serving(route: Any, send_timeout: float = 5) -> AsyncIterator[tuple[st
         nursery.cancel_scope.cancel()
 
 
+async def answer_to_broken_framing(app: Any, broken: Callable[[], object] = lambda: None) -> bytes:
+    """All ``app`` sends to a chunked ``GET /publish`` whose framing breaks once the answer's
+    head has come (``broken`` is called then), until the connection ends."""
+    async with serving(app) as (host, port), await trio.open_tcp_stream(host, port) as stream:
+        await stream.send_all(
+            b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
+        )
+        received = b""
+        with trio.fail_after(10):
+            while b"\r\n\r\n" not in received:
+                received += await stream.receive_some(65536)
+            await stream.send_all(b"zz\r\n")
+            broken()
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+    return received
+
+
 @pytest.mark.trio
 async def test_an_answer_given_while_the_reader_waits_on_a_full_body_queue_ends_the_stream() -> (
     None
@@ -541,20 +559,8 @@ async def test_an_answer_under_way_is_whole_though_the_body_framing_breaks_meanw
         await trio.testing.wait_all_tasks_blocked()  # the reader has read the broken chunk
         await send({"type": "http.response.body", "body": b"no"})
 
-    async with serving(app) as (host, port):
-        async with await trio.open_tcp_stream(host, port) as stream:
-            await stream.send_all(
-                b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
-            )
-            received = b""
-            with trio.fail_after(10):
-                while b"\r\n\r\n" not in received:
-                    received += await stream.receive_some(65536)
-                await stream.send_all(b"zz\r\n")
-                broken.set()
-                while chunk := await stream.receive_some(65536):
-                    received += chunk
-        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
+    received = await answer_to_broken_framing(app, broken.set)
+    assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
 
 
 @pytest.mark.trio
@@ -569,19 +575,8 @@ async def test_a_route_reading_the_body_under_its_answer_is_told_the_framing_bro
             pass
         await send({"type": "http.response.body", "body": b"no"})
 
-    async with serving(app) as (host, port):
-        async with await trio.open_tcp_stream(host, port) as stream:
-            await stream.send_all(
-                b"GET /publish HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n"
-            )
-            received = b""
-            with trio.fail_after(10):
-                while b"\r\n\r\n" not in received:
-                    received += await stream.receive_some(65536)
-                await stream.send_all(b"zz\r\n")  # and the connection stays open
-                while chunk := await stream.receive_some(65536):
-                    received += chunk
-        assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
+    received = await answer_to_broken_framing(app)  # and the connection stays open
+    assert received.startswith(b"HTTP/1.1 405 ") and received.endswith(b"\r\n\r\nno"), received
 
 
 @pytest.mark.trio

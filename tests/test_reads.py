@@ -69,6 +69,16 @@ class Answers:
         return int(status_line.split()[1]), headers, body
 
 
+@contextmanager
+def stopped(pid: int) -> Iterator[None]:
+    """Process ``pid`` stopped (SIGSTOP) for the block: none of its threads runs."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def get(path: str, *headers: str) -> bytes:
     return "\r\n".join([f"GET {path} HTTP/1.1", "Host: x", *headers, "", ""]).encode()
 
@@ -91,13 +101,10 @@ def test_reads_are_answered_while_the_server_process_is_stopped(tmp_path: Path) 
             assert answers.next()[0] == 200
             sock.sendall(get("/events?topic=t"))  # the connection moves to the read process
             assert [e["event_id"] for e in json.loads(answers.next()[2])] == ["e1"]
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            try:
+            with stopped(server.proc.pid):
                 # Answered by the read process alone: the server's threads are all stopped.
                 sock.sendall(get("/stats") + get("/events?topic=t&after=0") + get("/topics"))
                 stats, events, topics = answers.next(), answers.next(), answers.next()
-            finally:
-                os.kill(server.proc.pid, signal.SIGCONT)
             assert json.loads(stats[2])["unique_processed"] == 1
             assert [e["event_id"] for e in json.loads(events[2])] == ["e1"]
             assert [t["topic"] for t in json.loads(topics[2])] == ["t"]
@@ -119,12 +126,9 @@ def test_the_read_process_reads_a_postgresql_store(tmp_path: Path, pg_url: str) 
             assert answers.next()[0] == 200
             sock.sendall(get("/stats"))  # the connection moves to the read process
             assert answers.next()[0] == 200
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            try:
+            with stopped(server.proc.pid):
                 sock.sendall(get("/events?topic=t"))
                 status, _, body = answers.next()
-            finally:
-                os.kill(server.proc.pid, signal.SIGCONT)
         assert (status, [e["event_id"] for e in json.loads(body)]) == (200, ["e1"])
         assert server.terminate() == 0
 
@@ -250,12 +254,9 @@ def test_when_the_read_process_dies_the_server_answers_reads_and_starts_another(
             answers = Answers(sock)
             sock.sendall(get("/stats"))
             assert answers.next()[0] == 200
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            try:
+            with stopped(server.proc.pid):
                 sock.sendall(get("/topics"))
                 assert answers.next()[0] == 200
-            finally:
-                os.kill(server.proc.pid, signal.SIGCONT)
         assert server.terminate() == 0
 
 
