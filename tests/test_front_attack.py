@@ -7,6 +7,8 @@ Real server processes and raw sockets, as in ``test_connections.py``.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import sys
 import time
@@ -14,7 +16,15 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import ServerProcess, event, running_server, wait_for
+from tests.support import (
+    READ_PROCESS,
+    ServerProcess,
+    event,
+    read_pid,
+    running_server,
+    wait_exit,
+    wait_for,
+)
 from tests.test_connections import assert_serving, connect, metric
 
 
@@ -139,6 +149,7 @@ def test_out_of_file_descriptors_is_logged_once_not_ten_times_a_second(tmp_path:
     clients = []
     try:
         server.wait_ready()
+        read_pid(server)  # started: its start needs descriptors too (the next test)
         for _ in range(150):  # the backlog (100) holds what the server cannot accept
             clients.append(connect(server.url))
         wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
@@ -147,6 +158,45 @@ def test_out_of_file_descriptors_is_logged_once_not_ten_times_a_second(tmp_path:
         log = server.log()
         assert log.count("Too many open files") == 1, log
         assert "Traceback" not in log, log
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
+
+
+def test_a_read_process_that_cannot_start_for_want_of_descriptors_is_started_later(
+    tmp_path: Path,
+) -> None:
+    """Out of descriptors when the read process was (re)started, the server's socketpair
+    raised EMFILE and the whole server exited 1: now that start fails, the server answers
+    reads itself, and a later start succeeds once descriptors are free."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+    )
+    clients = []
+    try:
+        server.wait_ready()
+        first = read_pid(server)
+        for _ in range(150):  # every descriptor taken, the rest waiting in the backlog
+            clients.append(connect(server.url))
+        wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+        # The two descriptors its end frees are accepted from the backlog within the 1 s
+        # pause, so the next start meets EMFILE.
+        os.kill(first, signal.SIGKILL)
+        assert wait_exit(first, 10)
+        wait_for(
+            lambda: "could not start" in server.log() or server.proc.poll() is not None,
+            "a start to fail",
+        )
+        assert server.proc.poll() is None, server.log()
+        assert "could not start: [Errno 24] Too many open files" in server.log()
+        for client in clients:
+            client.close()
+        wait_for(lambda: len(READ_PROCESS.findall(server.log())) == 2, "a later start", 60)
+        assert int(READ_PROCESS.findall(server.log())[1]) != first
+        assert httpx.get(f"{server.url}/events").json() == []
+        assert server.terminate() == 0
     finally:
         for client in clients:
             client.close()

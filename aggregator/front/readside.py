@@ -143,7 +143,10 @@ class ReadSide:
 
     async def _run_one(self, adopt: Callable[[socket.socket, bytes], None]) -> str:
         """Start a read process and serve its messages until it ends; how it ended."""
-        ours, theirs = pair()
+        try:
+            ours, theirs = pair()
+        except OSError as exc:  # out of descriptors (EMFILE): raising here stopped the server
+            return f"it could not start: {exc}"
         end = End(ours)
         command = [sys.executable, "-m", "aggregator.reads", str(theirs.fileno())]
         try:
