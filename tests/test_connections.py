@@ -727,3 +727,33 @@ async def test_bytes_after_a_request_that_said_close_are_dropped_not_a_400() -> 
     assert served == [b"abc"]
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert answer.endswith(b"\r\n\r\nok"), answer
+
+
+@pytest.mark.trio
+async def test_bytes_after_a_request_that_said_close_are_dropped_within_the_limit() -> None:
+    """What follows a ``Connection: close`` request is read and dropped while it is served,
+    ``DROP_LIMIT`` at most: past it the connection is reset, as a closing connection's is.
+    Without the limit the server read on at the client's bandwidth, here the limit and 16 MiB
+    more (more than the sockets' buffers hold)."""
+    released = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await released.wait()  # still being served while the client sends on
+        with contextlib.suppress(Exception):  # the connection was reset: nobody to answer
+            await send({"type": "http.response.start", "status": 200, "headers": CLOSE_2})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    request = b"POST /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc"
+    sent, most = 0, DROP_LIMIT + 16 * 1024 * 1024
+    async with serving(app) as (host, port):
+        with trio.fail_after(30):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(request)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    while sent < most:
+                        await stream.send_all(b"x" * 65536)
+                        sent += 65536
+        released.set()
+    assert sent < most, f"{sent} bytes sent and the connection still open"
