@@ -119,11 +119,23 @@ def _observed(end: End, method: str, path: str, seconds: float) -> None:
 
 def _damaged(end: End, exc: StoreDamaged) -> None:
     # The server stops on it, as on damage its own reads meet; the client's answer says so.
-    end.send_now(DAMAGED, msgspec.json.encode((exc.detail, exc.where)))
+    _tell(end, DAMAGED, msgspec.json.encode((exc.detail, exc.where)))
 
 
 def _incident(end: End, stage: str) -> None:
-    end.send_now(INCIDENT, stage.encode())  # logged here; counted in the server's /metrics
+    _tell(end, INCIDENT, stage.encode())  # logged here; counted in the server's /metrics
+
+
+def _tell(end: End, kind: bytes, payload: bytes) -> None:
+    """Send now, or once the pair's queue has room: sent only if there was room, a DAMAGED
+    was lost, and the server wrote on to the damaged store until damage met it too."""
+    if not end.send_now(kind, payload):
+        trio.lowlevel.spawn_system_task(_send_later, end, kind, payload)
+
+
+async def _send_later(end: End, kind: bytes, payload: bytes) -> None:
+    with contextlib.suppress(OSError, trio.ClosedResourceError):  # the server is gone
+        await end.send(kind, payload)
 
 
 class ReadServer:

@@ -33,7 +33,8 @@ from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import MAX_PENDING, Observed, ReadSide, Start, opens_with_read
 from aggregator.front.server import HttpServer, PeerStream
 from aggregator.incidents import Incidents
-from aggregator.reads import ReadServer, _servable
+from aggregator.reads import ReadServer, _damaged, _servable
+from aggregator.store import StoreDamaged
 from tests.support import READ_PROCESS, event, read_pid, running_server, wait_exit, wait_for
 
 
@@ -467,6 +468,29 @@ def _no_new_descriptor() -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.trio
+async def test_damage_is_told_to_the_server_even_when_the_pairs_queue_is_full() -> None:
+    """The read process told the server of damage without waiting: with the pair's queue full
+    (a busy server), the message was lost, and the server wrote on to the damaged store."""
+    ours, theirs = handoff.pair()
+    server, reader = End(ours), End(theirs)
+    try:
+        filled = 0
+        while reader.send_now(handoff.OBSERVED, b"x" * 1024):
+            filled += 1
+        _damaged(reader, StoreDamaged("page 7 is corrupt", "/data/aggregator.sqlite3"))
+        kinds = []
+        with trio.fail_after(10):
+            while len(kinds) < filled + 1:
+                message = await server.receive()
+                assert message is not None
+                kinds.append(message.kind)
+        assert kinds == [handoff.OBSERVED] * filled + [handoff.DAMAGED]
+    finally:
+        server.close()
+        reader.close()
 
 
 @pytest.mark.trio
