@@ -201,3 +201,55 @@ def test_a_read_process_that_cannot_start_for_want_of_descriptors_is_started_lat
         for client in clients:
             client.close()
         server.kill()
+
+
+def first_line(client: socket.socket) -> bytes:
+    """The status line of the next answer on ``client`` (its whole answer read), or ``b""`` if
+    the connection ended first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := client.recv(65536)):
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )  # fmt: skip
+    while len(body) < length:
+        body += client.recv(65536)
+    return head.split(b"\r\n")[0]
+
+
+def test_reads_are_answered_while_the_read_process_is_at_its_descriptor_limit(
+    tmp_path: Path,
+) -> None:
+    """The read process inherits the server's file limit: 60 keep-alive readers under 64 took
+    every descriptor it had, and each connection handed to it after that was closed by the
+    kernel unanswered (all 20 fresh reads lost), though the server had descriptors to answer
+    them. Now the server hands it no more connections than its limit leaves room for, and
+    answers the others itself."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"},
+    )
+    clients = []
+    request = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        server.wait_ready()
+        read_pid(server)
+        for _ in range(60):
+            clients.append(connect(server.url))
+            clients[-1].sendall(request)
+            assert first_line(clients[-1]) == b"HTTP/1.1 200 ", server.log()
+        for _ in range(10):
+            with connect(server.url) as client:
+                client.sendall(request)
+                assert first_line(client) == b"HTTP/1.1 200 ", server.log()
+        assert "handed over was lost" not in server.log()
+        assert server.terminate() == 0
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()

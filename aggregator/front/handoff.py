@@ -21,6 +21,7 @@ CONFIG = b"C"  # to the read process, first: the pickled Config and the server's
 READY = b"R"  # from it: it serves
 CONNECTION = b"N"  # either way: a connection and the bytes read from it so far
 TAKEN = b"T"  # from it: it took a connection (the server bounds those not yet taken)
+RELEASED = b"L"  # from it: a connection it was handed has ended there (closed, handed back, lost)
 OBSERVED = b"O"  # from it: a request it answered (method, path, seconds), for /metrics
 DAMAGED = b"D"  # from it: a read met damage in the store (what, where): the server stops
 INCIDENT = b"I"  # from it: the stage of an internal error it met (logged there), for /metrics
