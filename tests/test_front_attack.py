@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -253,3 +254,42 @@ def test_reads_are_answered_while_the_read_process_is_at_its_descriptor_limit(
         for client in clients:
             client.close()
         server.kill()
+
+
+def server_ends(port: int, names: list[tuple[str, int]]) -> int:
+    """How many of the server's ends of the connections from ``names`` (the clients' addresses)
+    the kernel still has (/proc/net/tcp): once both ends have closed, it has none."""
+    ours = {name[1] for name in names}
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) in ours:
+            count += 1
+    return count
+
+
+def test_a_connection_its_client_closed_between_requests_is_closed_at_once(
+    tmp_path: Path,
+) -> None:
+    """hypercorn closed a connection whose client had closed it between requests only when its
+    keep-alive timer ran out: the descriptor stayed taken (CLOSE-WAIT) for the whole
+    ``AGGREGATOR_KEEP_ALIVE_SECONDS``, and a server at its file limit accepted nobody
+    meanwhile although every client had gone. Now it is closed when the close is read."""
+    publish = json.dumps(event()).encode()
+    request = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(publish),
+        publish,
+    )
+    with running_server(tmp_path, env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "3600"}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        for sends in (False, True):  # one that sent nothing, one after an answer
+            clients = [connect(server.url) for _ in range(10)]
+            for client in clients:
+                if sends:
+                    client.sendall(request)
+                    assert first_line(client) == b"HTTP/1.1 200 "
+            names = [client.getsockname() for client in clients]
+            for client in clients:
+                client.close()
+            wait_for(partial(lambda names: server_ends(port, names) == 0, names), "closed", 10)
+        assert_serving(server)

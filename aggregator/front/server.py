@@ -343,6 +343,12 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+        if not self._busy:
+            # Nothing left to answer. hypercorn's connection closes once its keep-alive timer
+            # has run out: a client that closed between requests held its descriptor (CLOSE-WAIT)
+            # for the whole AGGREGATOR_KEEP_ALIVE_SECONDS, and under the file limit the server
+            # accepted nobody meanwhile although every client had gone.
+            await self.idle_task.stop()
 
 
 def _said_close(protocol: object) -> bool:
