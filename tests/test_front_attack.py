@@ -293,3 +293,31 @@ def test_a_connection_its_client_closed_between_requests_is_closed_at_once(
                 client.close()
             wait_for(partial(lambda names: server_ends(port, names) == 0, names), "closed", 10)
         assert_serving(server)
+
+
+def test_reads_out_of_descriptors_before_the_first_request_are_answered(tmp_path: Path) -> None:
+    """Out of descriptors before the server's first read (idle connections took them all):
+    the first request through the routes imported werkzeug's "idna" codec, which failed, so
+    every route (/health, /stats, /metrics) answered 500 for as long as that lasted; and SQLite
+    opened each reader's WAL at its first read, so every read was then 503 "unable to open
+    database file", the store being sound. Both are opened at start now."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60", "AGGREGATOR_READ_PROCESS": "false"},
+    )
+    clients = []
+    try:
+        server.wait_ready()
+        with connect(server.url) as client:
+            for _ in range(100):  # the backlog (100) holds what the server cannot accept
+                clients.append(connect(server.url))
+            wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+            for path in (b"/health", b"/stats", b"/events", b"/topics", b"/metrics"):
+                client.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                assert first_line(client) == b"HTTP/1.1 200 ", (path, server.log())
+        assert "internal error" not in server.log()
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
