@@ -41,6 +41,7 @@ from aggregator.front.handoff import (
     STOP,
     TAKEN,
     End,
+    Spare,
     pair,
 )
 from aggregator.store import StoreDamaged
@@ -53,6 +54,9 @@ MAX_PENDING = 16
 # Descriptors the read process keeps for itself beside its connections (the pair, its event loop,
 # the store's files: each reader's database and WAL, the shared memory), and for each reader.
 RESERVED_DESCRIPTORS = (24, 2)
+# Descriptors the server holds for connections handed back to it (``Spare``): more than the
+# read process hands back between two turns of the accept loop.
+SPARE_DESCRIPTORS = 8
 RESTART_SECONDS = (1.0, 60.0)  # the first pause before another read process, the longest
 _STARTS = tuple(b"GET " + path + end for path in READ_PATHS for end in (b"?", b" "))
 
@@ -101,6 +105,7 @@ class ReadSide:
         self._stopped = trio.Event()
         self._ended = trio.Event()
         self._running = trio.CancelScope()
+        self.spare = Spare(SPARE_DESCRIPTORS)  # refilled by the accept loop, lent by ``_serve``
 
     def take(self, sock: socket.socket, data: bytes) -> bool:
         """Hand over the connection ``sock`` whose first bytes read are ``data`` if it opens
@@ -192,7 +197,7 @@ class ReadSide:
 
     async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes], None],
                      process: trio.Process) -> None:  # fmt: skip
-        while (message := await end.receive()) is not None:
+        while (message := await end.receive(self.spare)) is not None:
             if message.kind == READY:
                 self._ready = True
                 LOGGER.info("reads are answered by the read process (pid %d)", process.pid)
