@@ -358,3 +358,19 @@ def test_a_connection_handed_back_to_a_server_at_its_descriptor_limit_is_served(
         for client in idle:
             client.close()
         server.kill()
+
+
+def test_the_spare_descriptors_leave_a_small_limit_room_to_serve(tmp_path: Path) -> None:
+    """The spares for connections handed back take at most an eighth of what is free at start:
+    eight of them under a limit of 32 left the server none to accept a connection with (it
+    needs about 30 of its own, the read process started or not)."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=32", sys.executable, "-m", "aggregator"],
+    )
+    try:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/stats", timeout=10).status_code == 200
+    finally:
+        server.kill()

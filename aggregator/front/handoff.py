@@ -13,6 +13,7 @@ import array
 import contextlib
 import logging
 import os
+import resource
 import socket
 from dataclasses import dataclass
 
@@ -63,6 +64,18 @@ class Spare:
     def __init__(self, count: int) -> None:
         self._count = count
         self._held: list[int] = []
+
+    def fit(self) -> None:
+        """At most an eighth of the descriptors still free, so that under a tiny limit (a few
+        dozen) the spares do not take what the server needs to accept any connection at all."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:  # not Linux: counted as none used
+            used = 0
+        self._count = max(0, min(self._count, (soft - used) // 8))
 
     def refill(self) -> None:
         """Hold ``count`` again: ``OSError`` (EMFILE) while the process has none to spare."""

@@ -589,6 +589,8 @@ class HttpServer:
                     handler = partial(self._serve_connection, self._state)
                     task_status.started(binds)
                     spare = None if self._reads is None else self._reads.spare
+                    if spare is not None:
+                        spare.fit()
                     with self._accepting:
                         async with trio.open_nursery() as accepting:
                             for listener in listeners:
