@@ -44,6 +44,7 @@ from aggregator.front.handoff import (
     INCIDENT,
     OBSERVED,
     READY,
+    RELEASED,
     STOP,
     TAKEN,
     End,
@@ -156,7 +157,9 @@ class ReadServer:
             while (message := await self._end.receive()) is not None:
                 if message.kind == CONNECTION:
                     await self._end.send(TAKEN)  # even one lost on the way (descriptor limit)
-                    if message.connection is not None:
+                    if message.connection is None:
+                        await self._release()
+                    else:
                         nursery.start_soon(
                             self._serve_connection, message.connection, message.payload
                         )
@@ -192,6 +195,14 @@ class ReadServer:
             await self._close(stream)
         finally:
             stream.abort()  # this process's descriptor; a connection handed back stays open
+            await self._release()
+
+    async def _release(self) -> None:
+        """Tell the server a connection it handed over has ended here: it bounds those this
+        process holds by its descriptor limit (``ReadSide.take``)."""
+        if not self._end.send_now(RELEASED):
+            with contextlib.suppress(OSError):  # the server is gone
+                await self._end.send(RELEASED)
 
     async def _serve_requests(self, stream: PeerStream, buffer: bytearray) -> bytes | None:
         """Answer the requests of one connection until it ends (None), or its next request is

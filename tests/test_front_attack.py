@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -200,4 +201,176 @@ def test_a_read_process_that_cannot_start_for_want_of_descriptors_is_started_lat
     finally:
         for client in clients:
             client.close()
+        server.kill()
+
+
+def first_line(client: socket.socket) -> bytes:
+    """The status line of the next answer on ``client`` (its whole answer read), or ``b""`` if
+    the connection ended first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        if not (chunk := client.recv(65536)):
+            return b""
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+        if line.startswith(b"content-length:")
+    )  # fmt: skip
+    while len(body) < length:
+        body += client.recv(65536)
+    return head.split(b"\r\n")[0]
+
+
+def test_reads_are_answered_while_the_read_process_is_at_its_descriptor_limit(
+    tmp_path: Path,
+) -> None:
+    """The read process inherits the server's file limit: 90 keep-alive readers under 96 took
+    every descriptor it had (it needs ~18 of its own), and each connection handed to it after
+    that was closed by the kernel unanswered, though the server had descriptors to answer
+    them. Now the server hands it no more connections than its limit leaves room for (64
+    here), and answers the others itself (it has room for ~58)."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=96", sys.executable, "-m", "aggregator"],
+        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"},
+    )
+    clients = []
+    request = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    try:
+        server.wait_ready()
+        read_pid(server)
+        for _ in range(90):
+            clients.append(connect(server.url))
+            clients[-1].sendall(request)
+            assert first_line(clients[-1]) == b"HTTP/1.1 200 ", server.log()
+        for _ in range(10):
+            with connect(server.url) as client:
+                client.sendall(request)
+                assert first_line(client) == b"HTTP/1.1 200 ", server.log()
+        assert "handed over was lost" not in server.log()
+        assert server.terminate() == 0
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
+
+
+def server_ends(port: int, names: list[tuple[str, int]]) -> int:
+    """How many of the server's ends of the connections from ``names`` (the clients' addresses)
+    the kernel still has (/proc/net/tcp): once both ends have closed, it has none."""
+    ours = {name[1] for name in names}
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote = line.split()[1:3]
+        if int(local.split(":")[1], 16) == port and int(remote.split(":")[1], 16) in ours:
+            count += 1
+    return count
+
+
+def test_a_connection_its_client_closed_between_requests_is_closed_at_once(
+    tmp_path: Path,
+) -> None:
+    """hypercorn closed a connection whose client had closed it between requests only when its
+    keep-alive timer ran out: the descriptor stayed taken (CLOSE-WAIT) for the whole
+    ``AGGREGATOR_KEEP_ALIVE_SECONDS``, and a server at its file limit accepted nobody
+    meanwhile although every client had gone. Now it is closed when the close is read."""
+    publish = json.dumps(event()).encode()
+    request = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(publish),
+        publish,
+    )
+    with running_server(tmp_path, env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "3600"}) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        for sends in (False, True):  # one that sent nothing, one after an answer
+            clients = [connect(server.url) for _ in range(10)]
+            for client in clients:
+                if sends:
+                    client.sendall(request)
+                    assert first_line(client) == b"HTTP/1.1 200 "
+            names = [client.getsockname() for client in clients]
+            for client in clients:
+                client.close()
+            wait_for(partial(lambda names: server_ends(port, names) == 0, names), "closed", 10)
+        assert_serving(server)
+
+
+def test_reads_out_of_descriptors_before_the_first_request_are_answered(tmp_path: Path) -> None:
+    """Out of descriptors before the server's first read (idle connections took them all):
+    the first request through the routes imported werkzeug's "idna" codec, which failed, so
+    every route (/health, /stats, /metrics) answered 500 for as long as that lasted; and SQLite
+    opened each reader's WAL at its first read, so every read was then 503 "unable to open
+    database file", the store being sound. Both are opened at start now."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60", "AGGREGATOR_READ_PROCESS": "false"},
+    )
+    clients = []
+    try:
+        server.wait_ready()
+        with connect(server.url) as client:
+            for _ in range(100):  # the backlog (100) holds what the server cannot accept
+                clients.append(connect(server.url))
+            wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+            for path in (b"/health", b"/stats", b"/events", b"/topics", b"/metrics"):
+                client.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+                assert first_line(client) == b"HTTP/1.1 200 ", (path, server.log())
+        assert "internal error" not in server.log()
+    finally:
+        for client in clients:
+            client.close()
+        server.kill()
+
+
+def test_a_connection_handed_back_to_a_server_at_its_descriptor_limit_is_served(
+    tmp_path: Path,
+) -> None:
+    """A keep-alive client that reads, then publishes: the read process hands its connection
+    back, and a server whose accept loop had taken every descriptor was passed it without one
+    (the kernel closed it: the publish unanswered, 6 of 6 such clients lost within 8 s). The
+    server keeps spare descriptors for them, refilled before it accepts."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"},
+    )
+    idle = []
+    try:
+        server.wait_ready()
+        read_pid(server)
+        clients = [connect(server.url) for _ in range(4)]
+        for _ in range(100):  # the backlog (100) holds what the server cannot accept
+            idle.append(connect(server.url))
+        wait_for(lambda: "cannot accept connections" in server.log(), "the fds exhausted")
+        for n in range(10):
+            for k, client in enumerate(clients):
+                client.sendall(b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert first_line(client) == b"HTTP/1.1 200 ", server.log()
+                body = json.dumps(event(event_id=f"{n}-{k}")).encode()
+                client.sendall(b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                               % (len(body), body))  # fmt: skip
+                assert first_line(client) == b"HTTP/1.1 200 ", server.log()
+        assert "handed over was lost" not in server.log()
+        for client in clients:
+            client.close()
+    finally:
+        for client in idle:
+            client.close()
+        server.kill()
+
+
+def test_the_spare_descriptors_leave_a_small_limit_room_to_serve(tmp_path: Path) -> None:
+    """The spares for connections handed back take at most an eighth of what is free at start:
+    eight of them under a limit of 32 left the server none to accept a connection with (it
+    needs about 30 of its own, the read process started or not)."""
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["prlimit", "--nofile=32", sys.executable, "-m", "aggregator"],
+    )
+    try:
+        server.wait_ready()
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/stats", timeout=10).status_code == 200
+    finally:
         server.kill()

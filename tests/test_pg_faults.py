@@ -9,6 +9,7 @@ terminated with ``pg_terminate_backend``, packets dropped by the kernel (iptable
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -547,3 +548,49 @@ async def test_a_cut_off_database_fails_the_commit_in_seconds_and_shutdown_is_no
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "1"
     assert ok.json() == {"accepted": 1, "stored": 1, "duplicates": 0}
     assert stopped_after < 10
+
+
+@contextmanager
+def few_descriptors(left: int) -> Iterator[None]:
+    """This process can open ``left`` more descriptors (as at ``ulimit -n``) until the block
+    ends."""
+    lowest_free = os.dup(0)  # the next descriptor's number
+    os.close(lowest_free)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + left, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.parametrize("left", [0, 1])
+def test_a_connection_lost_when_descriptors_have_run_out_is_unavailable_not_a_bug(
+    pg_url: str, left: int
+) -> None:
+    """Out of descriptors (EMFILE), psycopg's connect raised a bare OSError once libpq had its
+    socket (its wait opens an epoll descriptor: one left): the writer answered publishes 500
+    "internal error" and the live tail logged an incident, where the store is only unavailable
+    (503, probed until it is back). The reason names the descriptors: with none left, libpq says
+    only "connection is bad"."""
+    store, reader = PostgresStore(pg_url), PostgresReader(pg_url)
+    try:
+        store.commit([[rec("t", "a")]])
+        reader.head()
+        with pg.admin(pg_url) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'aggregator-%' AND datname = current_database()"
+            )
+        with pytest.raises(StoreUnavailable, match="terminating"):  # the writer finds it lost
+            store.commit([[rec("t", "b")]])
+        with few_descriptors(left):
+            for call in (partial(store.commit, [[rec("t", "b")]]), reader.head):
+                with pytest.raises(StoreUnavailable, match="out of file descriptors"):
+                    call()
+        store.commit([[rec("t", "c")]])  # descriptors free again: it connects
+        assert reader.head() == 2
+    finally:
+        store.close()
+        reader.close()
+    assert rows(pg_url) == [("t", "a"), ("t", "c")]

@@ -404,6 +404,7 @@ class _Refusing:
 
     def __init__(self) -> None:
         self.offered: list[bytes] = []
+        self.spare = None  # no descriptors kept for connections handed back
 
     def take(self, sock: socket.socket, data: bytes) -> bool:
         self.offered.append(data)

@@ -6,6 +6,11 @@ route in front of this app (``publish.py``); the live routes are in ``live.py``.
 
 from __future__ import annotations
 
+# werkzeug binds each request's host with the "idna" codec, whose module Python imports at the
+# first use: at the first request through the routes. Out of descriptors then, that import failed
+# and every route answered 500 (/health, /stats, /metrics) until descriptors were free. Imported
+# with the app, at start.
+import encodings.idna  # noqa: F401
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping

@@ -10,7 +10,10 @@ it, which the receiver serves first.
 from __future__ import annotations
 
 import array
+import contextlib
 import logging
+import os
+import resource
 import socket
 from dataclasses import dataclass
 
@@ -21,6 +24,7 @@ CONFIG = b"C"  # to the read process, first: the pickled Config and the server's
 READY = b"R"  # from it: it serves
 CONNECTION = b"N"  # either way: a connection and the bytes read from it so far
 TAKEN = b"T"  # from it: it took a connection (the server bounds those not yet taken)
+RELEASED = b"L"  # from it: a connection it was handed has ended there (closed, handed back, lost)
 OBSERVED = b"O"  # from it: a request it answered (method, path, seconds), for /metrics
 DAMAGED = b"D"  # from it: a read met damage in the store (what, where): the server stops
 INCIDENT = b"I"  # from it: the stage of an internal error it met (logged there), for /metrics
@@ -51,6 +55,43 @@ def _attached(connection: int | None) -> list[tuple[int, int, array.array[int]]]
     return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [connection]))]
 
 
+class Spare:
+    """Descriptors held open (on /dev/null) for the connections the read process hands back: a
+    process at its descriptor limit is passed a connection without it (the kernel closes it).
+    The server's accept loop refills them before it takes a connection; each receive lends one.
+    """
+
+    def __init__(self, count: int) -> None:
+        self._count = count
+        self._held: list[int] = []
+
+    def fit(self) -> None:
+        """At most an eighth of the descriptors still free, so that under a tiny limit (a few
+        dozen) the spares do not take what the server needs to accept any connection at all."""
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft == resource.RLIM_INFINITY:
+            return
+        try:
+            used = len(os.listdir("/proc/self/fd"))
+        except OSError:  # not Linux: counted as none used
+            used = 0
+        self._count = max(0, min(self._count, (soft - used) // 8))
+
+    def refill(self) -> None:
+        """Hold ``count`` again: ``OSError`` (EMFILE) while the process has none to spare."""
+        while len(self._held) < self._count:
+            self._held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+
+    def lend(self) -> None:
+        """One free descriptor, for the receive that follows with no checkpoint between."""
+        if self._held:
+            os.close(self._held.pop())
+
+    def close(self) -> None:
+        while self._held:
+            os.close(self._held.pop())
+
+
 class End:
     """One end of the pair, used by one trio run."""
 
@@ -71,11 +112,15 @@ class End:
         """Send, waiting while the other end's queue is full; ``OSError`` if it is gone."""
         await self._trio.sendmsg([kind + payload], _attached(connection))
 
-    async def receive(self) -> Message | None:
-        """The next message; None once the other end is gone (its process ended)."""
+    async def receive(self, spare: Spare | None = None) -> Message | None:
+        """The next message; None once the other end is gone (its process ended). ``spare``
+        lends a descriptor for a connection the message may carry."""
         space = socket.CMSG_SPACE(array.array("i").itemsize)
         try:
-            data, ancillary, flags, _ = await self._trio.recvmsg(MAX_MESSAGE, space)
+            if spare is None:
+                data, ancillary, flags, _ = await self._trio.recvmsg(MAX_MESSAGE, space)
+            else:
+                data, ancillary, flags = await self._receive_lent(spare, space)
         except (ConnectionResetError, BrokenPipeError):
             return None
         fds = array.array("i")
@@ -99,6 +144,23 @@ class End:
             return None
         # Cannot happen between these two ends: a bug, not a client's doing.
         raise OSError(f"a message over {MAX_MESSAGE} bytes or with several descriptors")
+
+    async def _receive_lent(
+        self, spare: Spare, space: int
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+        # The descriptor freed and the receive with no checkpoint between: the accept loop,
+        # which takes every descriptor that frees at the limit, cannot take it first.
+        while True:
+            await trio.lowlevel.wait_readable(self._sock)
+            spare.lend()
+            try:
+                data, ancillary, flags, _ = self._sock.recvmsg(MAX_MESSAGE, space)
+            except BlockingIOError:
+                continue
+            finally:
+                with contextlib.suppress(OSError):  # taken by the connection: refilled later
+                    spare.refill()
+            return data, ancillary, flags
 
     def close(self) -> None:
         self._trio.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import resource
 import socket
 import sys
 from collections.abc import Callable
@@ -36,9 +37,11 @@ from aggregator.front.handoff import (
     INCIDENT,
     OBSERVED,
     READY,
+    RELEASED,
     STOP,
     TAKEN,
     End,
+    Spare,
     pair,
 )
 from aggregator.store import StoreDamaged
@@ -48,6 +51,12 @@ READ_PATHS = (b"/events", b"/stats", b"/topics")
 # Connections handed over and not yet taken: a read process that stops taking them (stopped,
 # hung) holds at most this many clients waiting; the server answers the others.
 MAX_PENDING = 16
+# Descriptors the read process keeps for itself beside its connections (the pair, its event loop,
+# the store's files: each reader's database and WAL, the shared memory), and for each reader.
+RESERVED_DESCRIPTORS = (24, 2)
+# Descriptors the server holds for connections handed back to it (``Spare``): more than the
+# read process hands back between two turns of the accept loop.
+SPARE_DESCRIPTORS = 8
 RESTART_SECONDS = (1.0, 60.0)  # the first pause before another read process, the longest
 _STARTS = tuple(b"GET " + path + end for path in READ_PATHS for end in (b"?", b" "))
 
@@ -91,9 +100,12 @@ class ReadSide:
         self._end: End | None = None
         self._ready = False
         self._pending = 0  # connections handed over that it has not said it took (TAKEN)
+        self._held = 0  # connections handed over that have not ended there (RELEASED)
+        self._max_held = 0  # what its descriptor limit leaves for connections (``_room``)
         self._stopped = trio.Event()
         self._ended = trio.Event()
         self._running = trio.CancelScope()
+        self.spare = Spare(SPARE_DESCRIPTORS)  # refilled by the accept loop, lent by ``_serve``
 
     def take(self, sock: socket.socket, data: bytes) -> bool:
         """Hand over the connection ``sock`` whose first bytes read are ``data`` if it opens
@@ -103,9 +115,14 @@ class ReadSide:
             return False
         if self._pending >= MAX_PENDING:
             return False  # it is not taking them (stopped, hung): the server answers meanwhile
+        if self._held >= self._max_held:
+            # At its descriptor limit the kernel closes a connection handed to it (every read
+            # was lost, unanswered, while the server had descriptors to answer it).
+            return False
         if not self._end.send_now(CONNECTION, data, sock.fileno()):
             return False
         self._pending += 1
+        self._held += 1
         return True
 
     async def run(
@@ -148,6 +165,7 @@ class ReadSide:
         except OSError as exc:  # out of descriptors (EMFILE): raising here stopped the server
             return f"it could not start: {exc}"
         end = End(ours)
+        self._max_held = _room(self._start.config.readers)  # the limit it inherits
         command = [sys.executable, "-m", "aggregator.reads", str(theirs.fileno())]
         try:
             process = await trio.lowlevel.open_process(command, pass_fds=(theirs.fileno(),))
@@ -170,6 +188,7 @@ class ReadSide:
             self._ready = False
             self._end = None
             self._pending = 0
+            self._held = 0
             end.close()
             if process.returncode is None:
                 process.kill()
@@ -178,12 +197,14 @@ class ReadSide:
 
     async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes], None],
                      process: trio.Process) -> None:  # fmt: skip
-        while (message := await end.receive()) is not None:
+        while (message := await end.receive(self.spare)) is not None:
             if message.kind == READY:
                 self._ready = True
                 LOGGER.info("reads are answered by the read process (pid %d)", process.pid)
             elif message.kind == TAKEN:
                 self._pending -= 1
+            elif message.kind == RELEASED:
+                self._held -= 1
             elif message.kind == CONNECTION and message.connection is not None:
                 adopt(message.connection, message.payload)
             elif message.kind == OBSERVED:
@@ -208,3 +229,13 @@ class ReadSide:
             with contextlib.suppress(OSError):  # it has ended already
                 await self._end.send(STOP)
         await self._ended.wait()
+
+
+def _room(readers: int) -> int:
+    """Connections the read process may hold: its open-files limit (this process's, which it
+    inherits) less what it needs for itself (``RESERVED_DESCRIPTORS``)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return MAX_PENDING * 2**16  # no limit: never the bound
+    fixed, per_reader = RESERVED_DESCRIPTORS
+    return max(soft - fixed - per_reader * readers, 0)

@@ -46,6 +46,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from aggregator.front.handoff import Spare
 from aggregator.front.readside import ReadSide, opens_with_read
 from aggregator.front.responses import ErrorBody
 from aggregator.incidents import Incidents
@@ -343,6 +344,12 @@ class _TCPServer(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+        if not self._busy:
+            # Nothing left to answer. hypercorn's connection closes once its keep-alive timer
+            # has run out: a client that closed between requests held its descriptor (CLOSE-WAIT)
+            # for the whole AGGREGATOR_KEEP_ALIVE_SECONDS, and under the file limit the server
+            # accepted nobody meanwhile although every client had gone.
+            await self.idle_task.stop()
 
 
 def _said_close(protocol: object) -> bool:
@@ -581,10 +588,13 @@ class HttpServer:
                     self._state = ConnectionState(state.copy())
                     handler = partial(self._serve_connection, self._state)
                     task_status.started(binds)
+                    spare = None if self._reads is None else self._reads.spare
+                    if spare is not None:
+                        spare.fit()
                     with self._accepting:
                         async with trio.open_nursery() as accepting:
                             for listener in listeners:
-                                accepting.start_soon(_accept, listener, handler, connections)
+                                accepting.start_soon(_accept, listener, handler, connections, spare)
                     for listener in listeners:
                         await listener.aclose()
             finally:
@@ -662,22 +672,27 @@ _EXHAUSTED_RETRY_SECONDS = 0.1
 _EXHAUSTED_LOG_SECONDS = 60.0
 
 
-async def _accept(listener: trio.SocketListener, handler: Any, nursery: trio.Nursery) -> None:
+async def _accept(
+    listener: trio.SocketListener, handler: Any, nursery: trio.Nursery, spare: Spare | None
+) -> None:
     """trio's ``serve_listeners`` without its log flood: out of file descriptors, it logged an
     ERROR with a traceback every 0.1 s for as long as that lasted. Here one line, then at most
     one a minute while it goes on (each freed descriptor lets one connection in, then accept
-    fails again)."""
+    fails again). ``spare``: the descriptors kept for connections the read process hands back,
+    refilled before each accept (a connection already served comes before a new one)."""
     async with listener:  # closed however this ends, a cancellation included
-        await _accept_until_cancelled(listener, handler, nursery)
+        await _accept_until_cancelled(listener, handler, nursery, spare)
 
 
 async def _accept_until_cancelled(
-    listener: trio.SocketListener, handler: Any, nursery: trio.Nursery
+    listener: trio.SocketListener, handler: Any, nursery: trio.Nursery, spare: Spare | None
 ) -> None:
     logged_at = -inf
     failures = 0
     while True:
         try:
+            if spare is not None:
+                spare.refill()
             stream = await listener.accept()
         except OSError as exc:
             if exc.errno not in _EXHAUSTED:

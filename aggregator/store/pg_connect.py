@@ -17,7 +17,9 @@ itself, after connecting:
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,6 +78,20 @@ def describe(exc: psycopg.Error) -> str:
     return f"{first} (SQLSTATE {exc.sqlstate})" if exc.sqlstate else first
 
 
+def _out_of_descriptors() -> str:
+    """What to add to a failed connect's reason when this process is out of file descriptors:
+    libpq then says only "connection is bad: no error details available"."""
+    try:
+        os.close(os.dup(2))
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return (
+                f" ({exc.strerror}: the process is out of file descriptors; raise its open-files "
+                "limit, ulimit -n, or lower the clients' connections)"
+            )
+    return ""
+
+
 def connect(url: str, application_name: str, settings: dict[str, str]) -> psycopg.Connection[Any]:
     """A connection in autocommit mode (transactions are explicit: ``conn.transaction()``),
     READ COMMITTED, UTF8 both ways, with ``settings`` for its session. Raises
@@ -89,7 +105,14 @@ def connect(url: str, application_name: str, settings: dict[str, str]) -> psycop
         params["client_encoding"] = "utf8"  # overrides the URL and PGCLIENTENCODING
         conn = psycopg.connect(make_conninfo(url, **params), autocommit=True)
     except psycopg.Error as exc:
-        raise StoreUnavailable(f"cannot connect to {redact(url)}: {describe(exc)}") from exc
+        detail = describe(exc) + _out_of_descriptors()
+        raise StoreUnavailable(f"cannot connect to {redact(url)}: {detail}") from exc
+    except OSError as exc:
+        # psycopg's wait for the connection opens an epoll descriptor: out of descriptors
+        # (EMFILE) it raised this, which answered a publish 500 "internal error", not 503.
+        raise StoreUnavailable(
+            f"cannot connect to {redact(url)}: {exc.strerror or exc}{_out_of_descriptors()}"
+        ) from exc
     encoding = conn.info.parameter_status("server_encoding")
     if encoding != "UTF8":
         conn.close()

@@ -79,6 +79,11 @@ class SQLiteReader:
         )
         self.deadline = float("inf")  # of the read under way; each read sets it
         self._conn.set_progress_handler(self._overdue, PROGRESS_STEPS)
+        # SQLite opens the WAL and its shared memory at a connection's first read. Out of
+        # descriptors then, every read (and /health) was 503 "unable to open database file",
+        # for as long as that lasted, while the store was sound: opened now, with the reader.
+        with reading(path, self):
+            self._conn.execute("PRAGMA schema_version").fetchone()
 
     def _overdue(self) -> bool:
         return time.monotonic() > self.deadline  # True interrupts the statement
