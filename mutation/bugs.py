@@ -184,8 +184,8 @@ BUGS = (
         (
             Edit(
                 "aggregator/front/readside.py",
-                "        return self._end.send_now(CONNECTION, data, sock.fileno())",
-                "        return False",
+                "        if not self._end.send_now(CONNECTION, data, sock.fileno()):",
+                "        if True:",
             ),
         ),
         ("tests/test_reads.py::test_reads_are_answered_while_the_server_process_is_stopped",),
@@ -203,6 +203,21 @@ BUGS = (
         (
             "tests/test_reads.py::"
             "test_a_pipelined_mix_is_answered_in_order_in_one_write_and_byte_by_byte",
+        ),
+    ),
+    Bug(
+        "the read process runs with short time slices",
+        "it never asks for them",
+        (
+            Edit(
+                "aggregator/reads.py",
+                "    refused = ask_for_short_slices()",
+                "    refused = None",
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_the_read_process_and_all_its_threads_run_with_short_time_slices",
         ),
     ),
 )

@@ -14,6 +14,7 @@ import re
 import resource
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,9 +34,17 @@ from aggregator.front.handoff import CONNECTION, End
 from aggregator.front.readside import MAX_PENDING, Observed, ReadSide, Start, opens_with_read
 from aggregator.front.server import HttpServer, PeerStream
 from aggregator.incidents import Incidents
-from aggregator.reads import ReadServer, _damaged, _servable
+from aggregator.reads import SLICE_NS, ReadServer, _damaged, _servable
 from aggregator.store import StoreDamaged
-from tests.support import READ_PROCESS, event, read_pid, running_server, wait_exit, wait_for
+from tests.support import (
+    READ_PROCESS,
+    ServerProcess,
+    event,
+    read_pid,
+    running_server,
+    wait_exit,
+    wait_for,
+)
 
 
 @contextmanager
@@ -230,6 +239,36 @@ def test_with_read_token_the_read_process_refuses_without_it(tmp_path: Path) -> 
         assert (refused[0], json.loads(refused[2])["error"]) == (401, "unauthorized")
         assert (allowed[0], json.loads(allowed[2])) == (200, [])
         assert server.terminate() == 0
+
+
+def _slice(sched: Path) -> int:
+    """A task's time slice in ns, from its ``/proc/…/sched`` (Linux 6.12 and later)."""
+    found = re.search(r"^se\.slice\s*:\s*(\d+)$", sched.read_text(), re.MULTILINE)
+    assert found is not None, sched.read_text()
+    return int(found.group(1))
+
+
+def test_the_read_process_and_all_its_threads_run_with_short_time_slices(tmp_path: Path) -> None:
+    """Its reads wait less for a core under ingest (docs/benchmarks.md); the server keeps the
+    kernel's default, and the read process the niceness the server was started with."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0) + 3
+    server = ServerProcess(
+        ["--port", "0", "--data-dir", str(tmp_path)],
+        command=["nice", "-n", "3", sys.executable, "-m", "aggregator"],
+    )
+    try:
+        server.wait_ready()
+        reader = read_pid(server)
+        with httpx.Client() as client:  # a read: a reader thread has run it
+            assert client.get(f"{server.url}/events").status_code == 200
+        tasks = list(Path(f"/proc/{reader}/task").iterdir())
+        assert len(tasks) >= 2, tasks
+        assert {_slice(task / "sched") for task in tasks} == {SLICE_NS}
+        assert _slice(Path(f"/proc/{server.proc.pid}/sched")) != SLICE_NS
+        assert os.getpriority(os.PRIO_PROCESS, reader) == nice
+        assert os.getpriority(os.PRIO_PROCESS, server.proc.pid) == nice
+    finally:
+        server.kill()
 
 
 def test_when_the_read_process_dies_the_server_answers_reads_and_starts_another(

@@ -21,6 +21,7 @@ from aggregator.store import (
     StoreMismatch,
     StoreUnavailable,
     sqlite_keys,
+    sqlite_reader,
     sqlite_search,
 )
 from aggregator.store.base import Retention
@@ -868,3 +869,27 @@ def test_a_statement_run_by_execute_takes_effect_at_once(db: Path) -> None:
         assert store.commit([[rec("t", "a")]]).counts == [(1, 0)]
     finally:
         store.close()
+
+
+def test_a_read_interrupted_in_its_transaction_leaves_the_reader_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read over its time limit is interrupted, and only it: SQLite's step counts add up
+    across statements, so the interrupt fired again in the read's ``COMMIT`` now and then,
+    which left the reader in its transaction ("cannot start a transaction within a
+    transaction" on every read after). Found by an attack on the read process."""
+    db = tmp_path / "aggregator.sqlite3"
+    store = SQLiteStore(db)
+    store.commit([[rec("t", f"e{i}") for i in range(500)]])
+    store.close()
+    reader = SQLiteReader(db)
+    try:
+        reader._conn.set_progress_handler(reader._overdue, 50)  # the clock every 50 steps
+        monkeypatch.setattr(sqlite_reader, "READ_TIMEOUT_SECONDS", 0.0)
+        for _ in range(50):
+            with pytest.raises(StoreUnavailable, match="longer than 0 s"):
+                reader.find(EventQuery(limit=500))
+        monkeypatch.undo()
+        assert len(reader.find(EventQuery(limit=1000))) == 500
+    finally:
+        reader.close()

@@ -86,7 +86,13 @@ class SQLiteReader:
             self._conn.execute("PRAGMA schema_version").fetchone()
 
     def _overdue(self) -> bool:
-        return time.monotonic() > self.deadline  # True interrupts the statement
+        """True interrupts the statement; once per read: SQLite's step counts add up across
+        statements, so the ``COMMIT`` after an interrupted read was now and then interrupted too
+        (3 in 10,000), which left the reader in its transaction and failed every read after."""
+        if time.monotonic() <= self.deadline:
+            return False
+        self.deadline = float("inf")
+        return True
 
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
         with reading(self._path, self):
