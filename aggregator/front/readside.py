@@ -156,6 +156,7 @@ class ReadSide:
                         await self._stopped.wait()
                     pause = min(pause * 2, RESTART_SECONDS[1])
         finally:
+            self.spare.close()
             self._ended.set()
 
     async def _run_one(self, adopt: Callable[[socket.socket, bytes], None]) -> str:
