@@ -365,22 +365,26 @@ def test_a_million_values_cost_as_json_about_what_they_cost_as_protobuf(door: Do
     """One record whose body is an array of 1.3 million empty values (3.9 MB, or 4 KB of gzip):
     json_format took 13 s of one of the two decode threads for it on an idle machine, eight
     times the same record as protobuf. The values are built by otlp_values now: about twice.
-    Timed against the protobuf twin, back to back, so that a loaded machine slows both."""
+    Timed against the protobuf twin, back to back, so that a loaded machine slows both; the
+    best of three pairs (one pair failed a CI run at 4.3× with other work on the machine)."""
     values = b",".join([b"{}"] * 1_300_000)
     record = b'{"timeUnixNano":"%d","body":{"arrayValue":{"values":[%s]}}}' % (NS, values)
     as_json = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[%s]}]}]}' % record
     twin = LogRecord(time_unix_nano=NS)
     twin.body.array_value.values.extend(AnyValue() for _ in range(1_300_000))
     as_protobuf = _request(twin).SerializeToString()
-    elapsed = []
-    for body, content_type in ((as_protobuf, PROTOBUF), (as_json, {"Content-Type": JSON_TYPE})):
-        headers = {**content_type, "Content-Encoding": "gzip"}
-        started = time.monotonic()
-        response = door.http.post("/v1/logs", content=gzip.compress(body), headers=headers)
-        elapsed.append(time.monotonic() - started)
-        assert response.status_code == 200
-        assert "MAX_PAYLOAD_BYTES" in _partial_success(response)
-    protobuf_seconds, json_seconds = elapsed
+    pairs = [(as_protobuf, PROTOBUF), (as_json, {"Content-Type": JSON_TYPE})]
+    compressed = [(gzip.compress(body), content_type) for body, content_type in pairs]
+    elapsed: list[list[float]] = [[], []]
+    for _ in range(3):
+        for times, (body, content_type) in zip(elapsed, compressed, strict=True):
+            headers = {**content_type, "Content-Encoding": "gzip"}
+            started = time.monotonic()
+            response = door.http.post("/v1/logs", content=body, headers=headers)
+            times.append(time.monotonic() - started)
+            assert response.status_code == 200
+            assert "MAX_PAYLOAD_BYTES" in _partial_success(response)
+    protobuf_seconds, json_seconds = min(elapsed[0]), min(elapsed[1])
     assert json_seconds < 4 * protobuf_seconds, elapsed
     door.assert_healthy()
 
