@@ -534,6 +534,33 @@ async def test_damage_is_told_to_the_server_even_when_the_pairs_queue_is_full() 
 
 
 @pytest.mark.trio
+async def test_sends_of_several_tasks_wait_their_turn_when_the_pairs_queue_is_full() -> None:
+    """Two connections of the read process ending while the server is busy (the pair's queue
+    full) both waited to send RELEASED: trio let one task wait to write the socket and raised
+    BusyResourceError in the other, which ended the read process and every read it answered."""
+    ours, theirs = handoff.pair()
+    server, reader = End(ours), End(theirs)
+    try:
+        filled = 0
+        while reader.send_now(handoff.OBSERVED, b"x"):
+            filled += 1
+        kinds: list[bytes] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(reader.send, handoff.RELEASED)
+                await trio.testing.wait_all_tasks_blocked()
+                while len(kinds) < filled + 3:
+                    message = await server.receive()
+                    assert message is not None
+                    kinds.append(message.kind)
+        assert kinds == [handoff.OBSERVED] * filled + [handoff.RELEASED] * 3
+    finally:
+        server.close()
+        reader.close()
+
+
+@pytest.mark.trio
 async def test_a_connection_handed_over_at_the_descriptor_limit_is_lost_alone() -> None:
     """At its descriptor limit, a process is handed a connection without it (the kernel closes
     it: ``MSG_CTRUNC``). ``End.receive`` raised, which ended the whole process: the server's,

@@ -98,6 +98,10 @@ class End:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._trio = trio.socket.from_stdlib_socket(sock)  # also makes ``sock`` non-blocking
+        # One waiting send at a time: trio lets one task wait to write a socket, and a second
+        # raised BusyResourceError (two connections' RELEASED with the queue full: that ended
+        # the read process and every read it was answering).
+        self._sending = trio.Lock()
 
     def send_now(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> bool:
         """Send without waiting: False if the other end cannot take it now (its queue is full)
@@ -109,8 +113,10 @@ class End:
         return True
 
     async def send(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> None:
-        """Send, waiting while the other end's queue is full; ``OSError`` if it is gone."""
-        await self._trio.sendmsg([kind + payload], _attached(connection))
+        """Send, waiting while the other end's queue is full; ``OSError`` if it is gone. Sends
+        from several tasks go one after the other, in the order they came."""
+        async with self._sending:
+            await self._trio.sendmsg([kind + payload], _attached(connection))
 
     async def receive(self, spare: Spare | None = None) -> Message | None:
         """The next message; None once the other end is gone (its process ended). ``spare``
