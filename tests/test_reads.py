@@ -561,6 +561,46 @@ async def test_sends_of_several_tasks_wait_their_turn_when_the_pairs_queue_is_fu
 
 
 @pytest.mark.trio
+async def test_a_connection_handed_back_waits_for_a_descriptor_when_no_spare_is_left() -> None:
+    """The server at its descriptor limit, its spares all lent: each further connection the
+    read process handed back was closed by the kernel, unanswered (22 of 30 publishes handed
+    back at once). It now waits in the pair's queue until a descriptor is free."""
+    ours, theirs = handoff.pair()
+    server, reader = End(ours), End(theirs)
+    spare = handoff.Spare(1)
+    spare.refill()
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for (_, connection), payload in zip(pairs, (b"a", b"b"), strict=True):
+            assert reader.send_now(CONNECTION, payload, connection.fileno())
+            connection.close()
+        with _no_new_descriptor():
+            first = await server.receive(spare)  # the spare's descriptor
+            assert first is not None and first.connection is not None
+            second: list[handoff.Message | None] = []
+
+            async def receive() -> None:
+                second.append(await server.receive(spare))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not second  # no descriptor: it waits, not lost
+                first.connection.close()  # one is free again
+        assert second[0] is not None
+        assert (second[0].payload, second[0].connection is not None) == (b"b", True)
+        assert second[0].connection is not None
+        second[0].connection.close()
+    finally:
+        spare.close()
+        server.close()
+        reader.close()
+        for client, connection in pairs:
+            client.close()
+            connection.close()
+
+
+@pytest.mark.trio
 async def test_a_connection_handed_over_at_the_descriptor_limit_is_lost_alone() -> None:
     """At its descriptor limit, a process is handed a connection without it (the kernel closes
     it: ``MSG_CTRUNC``). ``End.receive`` raised, which ended the whole process: the server's,
