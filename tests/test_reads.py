@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import resource
 import signal
@@ -28,6 +29,7 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator import reads
 from aggregator.config import Config
 from aggregator.front import handoff, readside
 from aggregator.front.handoff import CONNECTION, End
@@ -598,6 +600,28 @@ async def test_a_connection_handed_back_waits_for_a_descriptor_when_no_spare_is_
         for client, connection in pairs:
             client.close()
             connection.close()
+
+
+@pytest.mark.trio
+async def test_damage_met_opening_the_readers_is_told_to_the_server(tmp_path: Path) -> None:
+    """A read process opens its readers at start, each reading the store's first page: damaged
+    there, it ended (exit 1) before any read, untold, started again and again, while the server
+    went on taking publishes into the damaged store. It tells the server first."""
+    (tmp_path / "aggregator.sqlite3").write_bytes(b"not a database, " * 256)
+    ours, theirs = handoff.pair()
+    server = End(ours)
+    try:
+        await server.send(handoff.CONFIG, pickle.dumps(Start(Config(data_dir=tmp_path), 0.0)))
+        with pytest.raises(StoreDamaged), trio.fail_after(10):
+            await reads._run(theirs, None)
+        theirs.close()  # the process's end: what it sent before is still read
+        message = await server.receive()
+        assert message is not None and message.kind == handoff.DAMAGED
+        detail, where = msgspec.json.decode(message.payload)
+        assert "not a database" in detail and where.endswith("aggregator.sqlite3")
+    finally:
+        server.close()
+        theirs.close()
 
 
 @pytest.mark.trio
