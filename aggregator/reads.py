@@ -114,10 +114,17 @@ async def _run(sock: socket.socket, refused: str | None) -> None:
         LOGGER.info("short time slices not taken (%s): reads may wait longer for a core", refused)
     incidents = Incidents(partial(_incident, end))
     opener = partial(open_reader, config)
-    async with open_reader_pool(opener, config.readers, partial(_damaged, end)) as readers:
-        front = _front(config, readers, start.started, incidents)
-        app, _ = build_app(front, config, partial(_observed, end))
-        await ReadServer(app, config, end, incidents).serve()
+    try:
+        async with open_reader_pool(opener, config.readers, partial(_damaged, end)) as readers:
+            front = _front(config, readers, start.started, incidents)
+            app, _ = build_app(front, config, partial(_observed, end))
+            await ReadServer(app, config, end, incidents).serve()
+    except StoreDamaged as exc:
+        # Met opening the readers (each reads the file's first page at once): untold, this
+        # process failed to start again and again while the server wrote on to the store.
+        with contextlib.suppress(OSError):
+            await end.send(DAMAGED, msgspec.json.encode((exc.detail, exc.where)))
+        raise
 
 
 def _front(config: Config, readers: ReaderPool, started: float, incidents: Incidents) -> Front:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import resource
 import signal
@@ -28,6 +29,7 @@ import pytest
 import trio
 import trio.testing
 
+from aggregator import reads
 from aggregator.config import Config
 from aggregator.front import handoff, readside
 from aggregator.front.handoff import CONNECTION, End
@@ -531,6 +533,95 @@ async def test_damage_is_told_to_the_server_even_when_the_pairs_queue_is_full() 
     finally:
         server.close()
         reader.close()
+
+
+@pytest.mark.trio
+async def test_sends_of_several_tasks_wait_their_turn_when_the_pairs_queue_is_full() -> None:
+    """Two connections of the read process ending while the server is busy (the pair's queue
+    full) both waited to send RELEASED: trio let one task wait to write the socket and raised
+    BusyResourceError in the other, which ended the read process and every read it answered."""
+    ours, theirs = handoff.pair()
+    server, reader = End(ours), End(theirs)
+    try:
+        filled = 0
+        while reader.send_now(handoff.OBSERVED, b"x"):
+            filled += 1
+        kinds: list[bytes] = []
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(reader.send, handoff.RELEASED)
+                await trio.testing.wait_all_tasks_blocked()
+                while len(kinds) < filled + 3:
+                    message = await server.receive()
+                    assert message is not None
+                    kinds.append(message.kind)
+        assert kinds == [handoff.OBSERVED] * filled + [handoff.RELEASED] * 3
+    finally:
+        server.close()
+        reader.close()
+
+
+@pytest.mark.trio
+async def test_a_connection_handed_back_waits_for_a_descriptor_when_no_spare_is_left() -> None:
+    """The server at its descriptor limit, its spares all lent: each further connection the
+    read process handed back was closed by the kernel, unanswered (22 of 30 publishes handed
+    back at once). It now waits in the pair's queue until a descriptor is free."""
+    ours, theirs = handoff.pair()
+    server, reader = End(ours), End(theirs)
+    spare = handoff.Spare(1)
+    spare.refill()
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for (_, connection), payload in zip(pairs, (b"a", b"b"), strict=True):
+            assert reader.send_now(CONNECTION, payload, connection.fileno())
+            connection.close()
+        with _no_new_descriptor():
+            first = await server.receive(spare)  # the spare's descriptor
+            assert first is not None and first.connection is not None
+            second: list[handoff.Message | None] = []
+
+            async def receive() -> None:
+                second.append(await server.receive(spare))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receive)
+                await trio.testing.wait_all_tasks_blocked()
+                assert not second  # no descriptor: it waits, not lost
+                first.connection.close()  # one is free again
+        assert second[0] is not None
+        assert (second[0].payload, second[0].connection is not None) == (b"b", True)
+        assert second[0].connection is not None
+        second[0].connection.close()
+    finally:
+        spare.close()
+        server.close()
+        reader.close()
+        for client, connection in pairs:
+            client.close()
+            connection.close()
+
+
+@pytest.mark.trio
+async def test_damage_met_opening_the_readers_is_told_to_the_server(tmp_path: Path) -> None:
+    """A read process opens its readers at start, each reading the store's first page: damaged
+    there, it ended (exit 1) before any read, untold, started again and again, while the server
+    went on taking publishes into the damaged store. It tells the server first."""
+    (tmp_path / "aggregator.sqlite3").write_bytes(b"not a database, " * 256)
+    ours, theirs = handoff.pair()
+    server = End(ours)
+    try:
+        await server.send(handoff.CONFIG, pickle.dumps(Start(Config(data_dir=tmp_path), 0.0)))
+        with pytest.raises(StoreDamaged), trio.fail_after(10):
+            await reads._run(theirs, None)
+        theirs.close()  # the process's end: what it sent before is still read
+        message = await server.receive()
+        assert message is not None and message.kind == handoff.DAMAGED
+        detail, where = msgspec.json.decode(message.payload)
+        assert "not a database" in detail and where.endswith("aggregator.sqlite3")
+    finally:
+        server.close()
+        theirs.close()
 
 
 @pytest.mark.trio

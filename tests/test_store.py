@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.messages import EventRecord
+from aggregator.messages import EventRecord, StoredEvent
 from aggregator.store import (
     StoreBroken,
     StoreDamaged,
@@ -869,6 +869,36 @@ def test_a_statement_run_by_execute_takes_effect_at_once(db: Path) -> None:
         assert store.commit([[rec("t", "a")]]).counts == [(1, 0)]
     finally:
         store.close()
+
+
+def test_a_read_whose_limit_passes_before_its_commit_leaves_the_reader_usable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read whose query ended just inside its time limit, the limit passing before its
+    ``COMMIT``: the read's first interrupt fired in the ``COMMIT``, the answer already read was
+    refused, and the reader stayed in its transaction ("cannot start a transaction within a
+    transaction" on every read after)."""
+    db = tmp_path / "aggregator.sqlite3"
+    store = SQLiteStore(db)
+    store.commit([[rec("t", f"e{i}") for i in range(50)]])
+    store.close()
+    reader = SQLiteReader(db)
+    try:
+        reader._conn.set_progress_handler(reader._overdue, 1)  # the clock at every step
+        real = sqlite_search.find
+
+        def find(conn: sqlite3.Connection, query: EventQuery) -> list[StoredEvent]:
+            rows = real(conn, query)
+            reader.deadline = 0.0  # the limit passes as the query ends
+            return rows
+
+        monkeypatch.setattr(sqlite_search, "find", find)
+        assert len(reader.find(EventQuery(limit=10))) == 10
+        monkeypatch.undo()
+        assert len(reader.find(EventQuery(limit=100))) == 50
+        assert not reader._conn.in_transaction
+    finally:
+        reader.close()
 
 
 def test_a_read_interrupted_in_its_transaction_leaves_the_reader_usable(

@@ -33,6 +33,9 @@ STOP = b"S"  # to it: finish the answers under way, close every connection, exit
 # A connection's bytes read so far: at most one receive (64 KiB) past a request head, itself at
 # most 16 KiB (hypercorn's h11_max_incomplete_size); the Config is a few KiB.
 MAX_MESSAGE = 2**17
+# Out of descriptors with no spare left, how often the receive of a connection handed back looks
+# for a free one again (as the accept loop's retry).
+SPARE_RETRY_SECONDS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,13 @@ class Spare:
         while len(self._held) < self._count:
             self._held.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
 
+    def ready(self) -> bool:
+        """Whether a descriptor can be lent now: one is held (refilled first if it can be), or
+        none is meant to be (a limit too small for any)."""
+        with contextlib.suppress(OSError):  # EMFILE: none free yet
+            self.refill()
+        return bool(self._held) or self._count == 0
+
     def lend(self) -> None:
         """One free descriptor, for the receive that follows with no checkpoint between."""
         if self._held:
@@ -98,6 +108,10 @@ class End:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._trio = trio.socket.from_stdlib_socket(sock)  # also makes ``sock`` non-blocking
+        # One waiting send at a time: trio lets one task wait to write a socket, and a second
+        # raised BusyResourceError (two connections' RELEASED with the queue full: that ended
+        # the read process and every read it was answering).
+        self._sending = trio.Lock()
 
     def send_now(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> bool:
         """Send without waiting: False if the other end cannot take it now (its queue is full)
@@ -109,8 +123,10 @@ class End:
         return True
 
     async def send(self, kind: bytes, payload: bytes = b"", connection: int | None = None) -> None:
-        """Send, waiting while the other end's queue is full; ``OSError`` if it is gone."""
-        await self._trio.sendmsg([kind + payload], _attached(connection))
+        """Send, waiting while the other end's queue is full; ``OSError`` if it is gone. Sends
+        from several tasks go one after the other, in the order they came."""
+        async with self._sending:
+            await self._trio.sendmsg([kind + payload], _attached(connection))
 
     async def receive(self, spare: Spare | None = None) -> Message | None:
         """The next message; None once the other end is gone (its process ended). ``spare``
@@ -152,6 +168,12 @@ class End:
         # which takes every descriptor that frees at the limit, cannot take it first.
         while True:
             await trio.lowlevel.wait_readable(self._sock)
+            if not spare.ready() and self._connection_next():
+                # No descriptor to lend: received now, the connection would be closed by the
+                # kernel, unanswered (22 of 30 publishes handed back at once to a server at its
+                # limit, with 8 spares). It waits in the pair's queue until one is free.
+                await trio.sleep(SPARE_RETRY_SECONDS)
+                continue
             spare.lend()
             try:
                 data, ancillary, flags, _ = self._sock.recvmsg(MAX_MESSAGE, space)
@@ -161,6 +183,13 @@ class End:
                 with contextlib.suppress(OSError):  # taken by the connection: refilled later
                     spare.refill()
             return data, ancillary, flags
+
+    def _connection_next(self) -> bool:
+        """Whether the next message is a connection (its kind peeked, nothing received)."""
+        try:
+            return self._sock.recv(1, socket.MSG_PEEK) == CONNECTION
+        except OSError:  # none now, or the other end gone: the receive will say
+            return False
 
     def close(self) -> None:
         self._trio.close()

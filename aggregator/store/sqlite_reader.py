@@ -94,6 +94,13 @@ class SQLiteReader:
         self.deadline = float("inf")
         return True
 
+    def _commit(self) -> None:
+        """End a read's transaction, never interrupted: a read whose query ended just inside its
+        limit had the limit's first interrupt in its ``COMMIT``, which left the reader in its
+        transaction and failed every read after on it."""
+        self.deadline = float("inf")
+        self._conn.execute("COMMIT")
+
     def events(self, topic: str | None, after: int, limit: int, offset: int) -> list[StoredEvent]:
         with reading(self._path, self):
             return self._events(topic, after, limit, offset)
@@ -126,7 +133,7 @@ class SQLiteReader:
                     raise QuerySyntaxError(f"q cannot be searched: {exc}") from exc
                 raise
             finally:
-                self._conn.execute("COMMIT")
+                self._commit()
 
     def counters(self) -> Counters:
         with reading(self._path, self):
@@ -146,7 +153,7 @@ class SQLiteReader:
                 )
             ]
         finally:
-            self._conn.execute("COMMIT")
+            self._commit()
         return Counters(received, unique, duplicates, topics, expired)
 
     def topics(self) -> list[TopicCounts]:
