@@ -85,8 +85,9 @@ def ask_for_short_slices() -> str | None:
     for a core that ingest keeps busy (docs/benchmarks.md). Unprivileged; the share of the CPU
     stays as it was; older kernels accept and ignore it. None, or why it was not done."""
     number = _SCHED_SETATTR.get(platform.machine())
-    if number is None:
-        return f"no sched_setattr number known for {platform.machine()}"
+    bits = struct.calcsize("P") * 8  # a 32-bit Python on a 64-bit kernel numbers calls otherwise
+    if number is None or bits != 64:
+        return f"no sched_setattr number known for {platform.machine()} ({bits}-bit)"
     if os.sched_getscheduler(0) != os.SCHED_OTHER:
         return "the process runs under another scheduling policy (chrt), left as it is"
     nice = os.getpriority(os.PRIO_PROCESS, 0)  # kept: sched_setattr sets it too
