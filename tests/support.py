@@ -84,6 +84,18 @@ class ServerProcess(Child):
             raise RuntimeError("server did not start:\n" + self.log()) from None
 
 
+def server_under_file_limit(
+    data_dir: Path, nofile: int, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """``python -m aggregator`` on ``data_dir`` under ``prlimit --nofile=nofile``, not yet
+    waited for (``wait_ready``)."""
+    return ServerProcess(
+        ["--port", "0", "--data-dir", str(data_dir)],
+        env=env,
+        command=["prlimit", f"--nofile={nofile}", sys.executable, "-m", "aggregator"],
+    )
+
+
 @contextmanager
 def running_server(
     data_dir: Path, *args: str, env: dict[str, str] | None = None, launcher: str | None = None

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -19,10 +18,10 @@ import httpx
 
 from tests.support import (
     READ_PROCESS,
-    ServerProcess,
     event,
     read_pid,
     running_server,
+    server_under_file_limit,
     wait_exit,
     wait_for,
 )
@@ -143,10 +142,7 @@ def test_out_of_file_descriptors_is_logged_once_not_ten_times_a_second(tmp_path:
     """Under a file limit of 64 and 150 idle connections, trio's accept loop logged an ERROR with
     a traceback every 0.1 s until the keep-alive timeout freed descriptors (about 50 in 5 s):
     now one line, then at most one a minute; the server serves again meanwhile."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
-    )
+    server = server_under_file_limit(tmp_path, 64)
     clients = []
     try:
         server.wait_ready()
@@ -171,10 +167,7 @@ def test_a_read_process_that_cannot_start_for_want_of_descriptors_is_started_lat
     """Out of descriptors when the read process was (re)started, the server's socketpair
     raised EMFILE and the whole server exited 1: now that start fails, the server answers
     reads itself, and a later start succeeds once descriptors are free."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
-    )
+    server = server_under_file_limit(tmp_path, 64)
     clients = []
     try:
         server.wait_ready()
@@ -230,11 +223,7 @@ def test_reads_are_answered_while_the_read_process_is_at_its_descriptor_limit(
     that was closed by the kernel unanswered, though the server had descriptors to answer
     them. Now the server hands it no more connections than its limit leaves room for (64
     here), and answers the others itself (it has room for ~58)."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=96", sys.executable, "-m", "aggregator"],
-        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"},
-    )
+    server = server_under_file_limit(tmp_path, 96, env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"})
     clients = []
     request = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n"
     try:
@@ -301,9 +290,9 @@ def test_reads_out_of_descriptors_before_the_first_request_are_answered(tmp_path
     every route (/health, /stats, /metrics) answered 500 for as long as that lasted; and SQLite
     opened each reader's WAL at its first read, so every read was then 503 "unable to open
     database file", the store being sound. Both are opened at start now."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
+    server = server_under_file_limit(
+        tmp_path,
+        64,
         env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60", "AGGREGATOR_READ_PROCESS": "false"},
     )
     clients = []
@@ -330,11 +319,7 @@ def test_a_connection_handed_back_to_a_server_at_its_descriptor_limit_is_served(
     back, and a server whose accept loop had taken every descriptor was passed it without one
     (the kernel closed it: the publish unanswered, 6 of 6 such clients lost within 8 s). The
     server keeps spare descriptors for them, refilled before it accepts."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=64", sys.executable, "-m", "aggregator"],
-        env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"},
-    )
+    server = server_under_file_limit(tmp_path, 64, env={"AGGREGATOR_KEEP_ALIVE_SECONDS": "60"})
     idle = []
     try:
         server.wait_ready()
@@ -364,10 +349,7 @@ def test_the_spare_descriptors_leave_a_small_limit_room_to_serve(tmp_path: Path)
     """The spares for connections handed back take at most an eighth of what is free at start:
     eight of them under a limit of 32 left the server none to accept a connection with (it
     needs about 30 of its own, the read process started or not)."""
-    server = ServerProcess(
-        ["--port", "0", "--data-dir", str(tmp_path)],
-        command=["prlimit", "--nofile=32", sys.executable, "-m", "aggregator"],
-    )
+    server = server_under_file_limit(tmp_path, 32)
     try:
         server.wait_ready()
         assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200

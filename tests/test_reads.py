@@ -462,15 +462,11 @@ async def _ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@pytest.mark.trio
-async def test_a_connection_handed_back_is_not_offered_its_refused_request_again() -> None:
-    """The read process hands back a ``GET /events`` it does not serve (here with ``Expect``),
-    with the bytes it read. Offered them again, it took the connection again: the connection
-    bounced between the processes for good, unanswered, each process at a core."""
+def _server_with(reads: _Refusing) -> HttpServer:
+    """The server's front on a free port, answering ``_ok``, with ``reads`` as its read side."""
     config = hypercorn.config.Config()
     config.bind = ["127.0.0.1:0"]
-    reads = _Refusing()
-    server = HttpServer(
+    return HttpServer(
         _ok,
         config,
         Incidents(),
@@ -478,6 +474,15 @@ async def test_a_connection_handed_back_is_not_offered_its_refused_request_again
         max_body_bytes=2**20,
         reads=reads,  # type: ignore[arg-type]
     )
+
+
+@pytest.mark.trio
+async def test_a_connection_handed_back_is_not_offered_its_refused_request_again() -> None:
+    """The read process hands back a ``GET /events`` it does not serve (here with ``Expect``),
+    with the bytes it read. Offered them again, it took the connection again: the connection
+    bounced between the processes for good, unanswered, each process at a core."""
+    reads = _Refusing()
+    server = _server_with(reads)
     head = b"GET /events HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         client = trio.socket.socket()
@@ -655,16 +660,7 @@ async def test_a_connection_handed_back_once_the_server_stopped_is_closed() -> N
     """The read process hands a connection back before it sees its stop; the server's
     connections have all ended meanwhile. Starting it in their closed nursery raised, which
     stopped the server with exit status 1 on SIGTERM."""
-    config = hypercorn.config.Config()
-    config.bind = ["127.0.0.1:0"]
-    server = HttpServer(
-        _ok,
-        config,
-        Incidents(),
-        send_timeout=5,
-        max_body_bytes=2**20,
-        reads=_Refusing(),  # type: ignore[arg-type]
-    )
+    server = _server_with(_Refusing())
     async with trio.open_nursery() as nursery:
         await nursery.start(server.serve)
         await server.stop()

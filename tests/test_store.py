@@ -871,6 +871,15 @@ def test_a_statement_run_by_execute_takes_effect_at_once(db: Path) -> None:
         store.close()
 
 
+def reader_over(tmp_path: Path, count: int) -> SQLiteReader:
+    """A reader of a store holding ``count`` events of topic ``t``."""
+    db = tmp_path / "aggregator.sqlite3"
+    store = SQLiteStore(db)
+    store.commit([[rec("t", f"e{i}") for i in range(count)]])
+    store.close()
+    return SQLiteReader(db)
+
+
 def test_a_read_whose_limit_passes_before_its_commit_leaves_the_reader_usable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -878,11 +887,7 @@ def test_a_read_whose_limit_passes_before_its_commit_leaves_the_reader_usable(
     ``COMMIT``: the read's first interrupt fired in the ``COMMIT``, the answer already read was
     refused, and the reader stayed in its transaction ("cannot start a transaction within a
     transaction" on every read after)."""
-    db = tmp_path / "aggregator.sqlite3"
-    store = SQLiteStore(db)
-    store.commit([[rec("t", f"e{i}") for i in range(50)]])
-    store.close()
-    reader = SQLiteReader(db)
+    reader = reader_over(tmp_path, 50)
     try:
         reader._conn.set_progress_handler(reader._overdue, 1)  # the clock at every step
         real = sqlite_search.find
@@ -908,11 +913,7 @@ def test_a_read_interrupted_in_its_transaction_leaves_the_reader_usable(
     across statements, so the interrupt fired again in the read's ``COMMIT`` now and then,
     which left the reader in its transaction ("cannot start a transaction within a
     transaction" on every read after). Found by an attack on the read process."""
-    db = tmp_path / "aggregator.sqlite3"
-    store = SQLiteStore(db)
-    store.commit([[rec("t", f"e{i}") for i in range(500)]])
-    store.close()
-    reader = SQLiteReader(db)
+    reader = reader_over(tmp_path, 500)
     try:
         reader._conn.set_progress_handler(reader._overdue, 50)  # the clock every 50 steps
         monkeypatch.setattr(sqlite_reader, "READ_TIMEOUT_SECONDS", 0.0)
