@@ -33,6 +33,7 @@ from aggregator.front.loki import register_loki_routes
 from aggregator.front.metrics import MeasuredStore, Metrics
 from aggregator.front.otlp import register_otlp_routes
 from aggregator.front.publish import PublishRoute
+from aggregator.front.readroute import ReadRoute
 from aggregator.front.readside import ReadSide, Start
 from aggregator.front.server import HttpServer
 from aggregator.incidents import Incidents
@@ -106,7 +107,7 @@ def build_app(
     tokens = Tokens(config.publish_token, config.read_token)
     doors = ElasticRoute(front, create_routes(front, config))
     routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
-    limited = SubscribeLimit(routes, front)
+    limited = SubscribeLimit(ReadRoute(front, routes), front)
     guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
     tracked = RequestTracker(guarded, observe)
     app = Guard(

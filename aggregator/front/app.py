@@ -209,6 +209,56 @@ def _int_arg(name: str, default: int, minimum: int, rule: str) -> int:
     return value
 
 
+async def events_answer(
+    front: Front, args: Mapping[str, str]
+) -> tuple[bytes, dict[str, str] | None]:
+    """``GET /events``: its JSON body, and its ``Link`` header when there is a next page.
+    Raises what ``as_rejection`` turns into an answer (Quart's route and ``ReadRoute`` share
+    this)."""
+    query = read_query(args, max_offset=front.max_offset)
+    try:
+        rows = await front.readers.run(
+            lambda r: r.find(replace(query, limit=query.limit + 1)),
+            search=query.search is not None,
+        )
+    except (SearchOff, SearchBuilding) as exc:
+        raise search_refused(exc) from None
+    page = [event_out(row) for row in rows[: query.limit]]
+    headers = None
+    if len(rows) > query.limit:
+        headers = {"Link": next_link(args, query, page[-1].seq)}
+    return msgspec.json.encode(page), headers
+
+
+async def stats_answer(front: Front) -> bytes:
+    """``GET /stats``: its JSON body."""
+    counters = await front.readers.run(lambda r: r.counters())
+    return msgspec.json.encode(
+        Stats(
+            counters.received,
+            counters.unique_processed,
+            counters.duplicate_dropped,
+            counters.topics,
+            round(time.monotonic() - front.started, 3),
+        )
+    )
+
+
+def as_rejection(exc: Rejection | StoreUnavailable | StoreDamaged) -> Rejection:
+    """What a read route answers for a refusal or a store that cannot answer."""
+    if isinstance(exc, StoreUnavailable):
+        return Rejection(
+            503,
+            "unavailable",
+            f"the store does not answer: {exc}",
+            retry_after=RETRY_AFTER_SECONDS,
+        )
+    if isinstance(exc, StoreDamaged):
+        # Not "retry later": the server is stopping, and no retry can read a damaged page.
+        return Rejection(503, "store_damaged", f"{exc}; the server is stopping")
+    return exc
+
+
 class RequestTracker:
     """ASGI wrapper that counts HTTP requests in progress, so that shutdown waits for exactly
     those: a request counts until its response has been handed to the socket. ``observe`` is
@@ -249,32 +299,12 @@ def create_app(front: Front) -> QuartTrio:
 
     @app.get("/events")
     async def events() -> Response:
-        query = read_query(request.args, max_offset=front.max_offset)
-        try:
-            rows = await front.readers.run(
-                lambda r: r.find(replace(query, limit=query.limit + 1)),
-                search=query.search is not None,
-            )
-        except (SearchOff, SearchBuilding) as exc:
-            return reject(search_refused(exc))
-        page = [event_out(row) for row in rows[: query.limit]]
-        headers = None
-        if len(rows) > query.limit:
-            headers = {"Link": next_link(request.args, query, page[-1].seq)}
-        return json_response(page, headers=headers)
+        body, headers = await events_answer(front, request.args)
+        return Response(body, headers=headers, content_type="application/json")
 
     @app.get("/stats")
     async def stats() -> Response:
-        counters = await front.readers.run(lambda r: r.counters())
-        return json_response(
-            Stats(
-                counters.received,
-                counters.unique_processed,
-                counters.duplicate_dropped,
-                counters.topics,
-                round(time.monotonic() - front.started, 3),
-            )
-        )
+        return Response(await stats_answer(front), content_type="application/json")
 
     @app.get("/livez")
     async def livez() -> Response:
@@ -304,24 +334,10 @@ def create_app(front: Front) -> QuartTrio:
         return Response(document, content_type="application/json")
 
     @app.errorhandler(Rejection)
-    async def rejected(rejection: Rejection) -> Response:
-        return reject(rejection)
-
     @app.errorhandler(StoreUnavailable)
-    async def store_unavailable(exc: StoreUnavailable) -> Response:
-        return reject(
-            Rejection(
-                503,
-                "unavailable",
-                f"the store does not answer: {exc}",
-                retry_after=RETRY_AFTER_SECONDS,
-            )
-        )
-
     @app.errorhandler(StoreDamaged)
-    async def store_damaged(exc: StoreDamaged) -> Response:
-        # Not "retry later": the server is stopping, and no retry can read a damaged page.
-        return reject(Rejection(503, "store_damaged", f"{exc}; the server is stopping"))
+    async def refused(exc: Rejection | StoreUnavailable | StoreDamaged) -> Response:
+        return reject(as_rejection(exc))
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(exc: RequestEntityTooLarge) -> Response:
