@@ -220,4 +220,16 @@ BUGS = (
             "test_the_read_process_and_all_its_threads_run_with_short_time_slices",
         ),
     ),
+    Bug(
+        "the bare read route answers as the Quart route does",
+        "of a name given twice it takes the last value, where request.args takes the first",
+        (
+            Edit(
+                "aggregator/front/readroute.py",
+                "        args.setdefault(name, value)",
+                "        args[name] = value",
+            ),
+        ),
+        ("tests/test_readroute.py::test_every_query_string_is_answered_as_quart_answers_it",),
+    ),
 )
