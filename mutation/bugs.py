@@ -184,8 +184,8 @@ BUGS = (
         (
             Edit(
                 "aggregator/front/readside.py",
-                "        if not self._end.send_now(CONNECTION, data, sock.fileno()):",
-                "        if True:",
+                "if not self._end.send_now(CONNECTION, handed(served, data), sock.fileno()):",
+                "if True:",
             ),
         ),
         ("tests/test_reads.py::test_reads_are_answered_while_the_server_process_is_stopped",),
@@ -196,8 +196,8 @@ BUGS = (
         (
             Edit(
                 "aggregator/reads.py",
-                "await self._end.send(CONNECTION, rest, sock.fileno())",
-                'await self._end.send(CONNECTION, b"", sock.fileno())',
+                "await self._end.send(CONNECTION, handed(*rest), sock.fileno())",
+                'await self._end.send(CONNECTION, handed(rest[0], b""), sock.fileno())',
             ),
         ),
         (
