@@ -206,6 +206,36 @@ BUGS = (
         ),
     ),
     Bug(
+        "no connection is served more than keep_alive_max_requests requests, in either process",
+        "the server begins the count again for a connection the read process hands back",
+        (
+            Edit(
+                "aggregator/front/server.py",
+                "protocol.keep_alive_requests = self._served",
+                "protocol.keep_alive_requests = 0",
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_a_connection_closes_after_as_many_requests_as_on_the_servers_own_front",
+        ),
+    ),
+    Bug(
+        "the read process answers as the server's front",
+        "it closes a connection whose client ended its stream inside a head",
+        (
+            Edit(
+                "aggregator/reads.py",
+                "return (served, bytes(buffer)) if buffer else None",
+                "return None",
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_a_client_that_half_closes_in_a_head_is_answered_as_by_the_servers_own_front",
+        ),
+    ),
+    Bug(
         "the read process runs with short time slices",
         "it never asks for them",
         (
