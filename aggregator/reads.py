@@ -10,7 +10,10 @@ at once when the server is gone.
 Only ``GET`` requests without a body are served here, so HTTP/1.1 takes few lines: a head is
 read to its end (``HEAD_LIMIT``), checked by h11, answered, and the next one read. The limits of
 the server's connections hold: the keep-alive timeout from the end of an answer to the end of
-the next head, the send timeout (``PeerStream``), a close only once the answers were delivered.
+the next head, the send timeout (``PeerStream``), a close only once the answers were delivered,
+and hypercorn's ``keep_alive_max_requests``, counted over the connection's requests in both
+processes (the count goes with it each way). A client that ends its stream inside a head goes
+back to the server, whose h11 answers it (400) as it answers any such client.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ from aggregator.front.handoff import (
     STOP,
     TAKEN,
     End,
+    handed,
+    taken,
 )
 from aggregator.front.metrics import Metrics
 from aggregator.front.readside import READ_PATHS, Observed, Start
@@ -196,9 +201,8 @@ class ReadServer:
                     if message.connection is None:
                         await self._release()
                     else:
-                        nursery.start_soon(
-                            self._serve_connection, message.connection, message.payload
-                        )
+                        served, data = taken(message.payload)
+                        nursery.start_soon(self._serve_connection, message.connection, data, served)
                 elif message.kind == STOP:
                     # Connections between requests close now; the others after their answer,
                     # within the grace.
@@ -211,14 +215,16 @@ class ReadServer:
                     return
             nursery.cancel_scope.cancel()  # the server is gone: so are its clients' answers
 
-    async def _serve_connection(self, sock: socket.socket, data: bytes) -> None:
+    async def _serve_connection(self, sock: socket.socket, data: bytes, served: int) -> None:
+        """Serve the connection ``sock``, from ``data`` read of it already, after the ``served``
+        requests it had."""
         stream = PeerStream(
             trio.SocketStream(trio.socket.from_stdlib_socket(sock)),
             self._config.send_timeout_seconds,
         )
-        rest: bytes | None = None
+        rest: tuple[int, bytes] | None = None
         try:
-            rest = await self._serve_requests(stream, bytearray(data))
+            rest = await self._serve_requests(stream, bytearray(data), served)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client is gone
         except Exception as exc:  # a bug: this connection alone ends
@@ -226,7 +232,7 @@ class ReadServer:
         try:
             if rest is not None and not self._stopping:
                 with contextlib.suppress(OSError):  # the server is gone: closed below
-                    await self._end.send(CONNECTION, rest, sock.fileno())
+                    await self._end.send(CONNECTION, handed(*rest), sock.fileno())
                     return
             await self._close(stream)
         finally:
@@ -240,14 +246,17 @@ class ReadServer:
             with contextlib.suppress(OSError):  # the server is gone
                 await self._end.send(RELEASED)
 
-    async def _serve_requests(self, stream: PeerStream, buffer: bytearray) -> bytes | None:
-        """Answer the requests of one connection until it ends (None), or its next request is
-        not one this process answers: then the bytes read of it, for the server."""
+    async def _serve_requests(
+        self, stream: PeerStream, buffer: bytearray, served: int = 0
+    ) -> tuple[int, bytes] | None:
+        """Answer the requests of one connection, which had served ``served`` before, until it
+        ends (None), or its next request is not one this process answers: then the bytes read
+        of it and its requests served so far, for the server (as ``handed`` takes them)."""
         while True:
             deadline = trio.current_time() + self._config.keep_alive_seconds
             while (found := _HEAD_END.search(buffer, 0, HEAD_LIMIT)) is None:
                 if len(buffer) >= HEAD_LIMIT:
-                    return bytes(buffer)  # the server refuses it (431)
+                    return served, bytes(buffer)  # the server refuses it (431)
                 if self._stopping:
                     return None
                 # One scope per receive (a scope is entered once): a head in three packets or
@@ -259,20 +268,29 @@ class ReadServer:
                         data = await stream.receive_some(_RECEIVE_BYTES)
                 finally:
                     self._waiting.discard(idle)
-                if idle.cancelled_caught or not data:
-                    return None  # the keep-alive timeout, a stop, or the client closed
+                if idle.cancelled_caught:
+                    return None  # the keep-alive timeout (as hypercorn's: no answer), a stop
+                if not data:
+                    # The client closed, or half-closed: between two requests, the connection
+                    # ends. Inside a head, the server's h11 meets that end of the stream itself
+                    # (its recv sees it again) and answers 400 as to any client.
+                    return (served, bytes(buffer)) if buffer else None
                 buffer += data
             parsed = _servable(bytes(buffer[: found.end()]))
             if parsed is None:
-                return bytes(buffer)
+                return served, bytes(buffer)
             del buffer[: found.end()]
-            if not await self._answer(stream, *parsed) or self._stopping:
+            served += 1  # as hypercorn counts: each request it passes to the app
+            last = served >= self._hypercorn.keep_alive_max_requests
+            if not await self._answer(stream, *parsed, last=last) or self._stopping:
                 return None
 
     async def _answer(
-        self, stream: PeerStream, connection: h11.Connection, request: h11.Request
+        self, stream: PeerStream, connection: h11.Connection, request: h11.Request, *, last: bool
     ) -> bool:
-        """Answer ``request`` through the app; whether the connection may take another."""
+        """Answer ``request`` through the app; whether the connection may take another.
+        ``last``: the connection's last request (``keep_alive_max_requests``): its answer says
+        ``Connection: close``, as hypercorn's, and the connection closes after it."""
         path, _, query = request.target.partition(b"?")
         try:
             client, server = stream.socket.getpeername()[:2], stream.socket.getsockname()[:2]
@@ -309,6 +327,8 @@ class ReadServer:
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = [*message.get("headers", ()), *self._hypercorn.response_headers("h11")]
+                if last:
+                    headers.append((b"connection", b"close"))
                 head.append(connection.send(h11.Response(status_code=message["status"],
                                                          headers=headers)))  # fmt: skip
                 return

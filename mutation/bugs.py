@@ -184,8 +184,8 @@ BUGS = (
         (
             Edit(
                 "aggregator/front/readside.py",
-                "        if not self._end.send_now(CONNECTION, data, sock.fileno()):",
-                "        if True:",
+                "if not self._end.send_now(CONNECTION, handed(served, data), sock.fileno()):",
+                "if True:",
             ),
         ),
         ("tests/test_reads.py::test_reads_are_answered_while_the_server_process_is_stopped",),
@@ -196,13 +196,43 @@ BUGS = (
         (
             Edit(
                 "aggregator/reads.py",
-                "await self._end.send(CONNECTION, rest, sock.fileno())",
-                'await self._end.send(CONNECTION, b"", sock.fileno())',
+                "await self._end.send(CONNECTION, handed(*rest), sock.fileno())",
+                'await self._end.send(CONNECTION, handed(rest[0], b""), sock.fileno())',
             ),
         ),
         (
             "tests/test_reads.py::"
             "test_a_pipelined_mix_is_answered_in_order_in_one_write_and_byte_by_byte",
+        ),
+    ),
+    Bug(
+        "no connection is served more than keep_alive_max_requests requests, in either process",
+        "the server begins the count again for a connection the read process hands back",
+        (
+            Edit(
+                "aggregator/front/server.py",
+                "protocol.keep_alive_requests = self._served",
+                "protocol.keep_alive_requests = 0",
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_a_connection_closes_after_as_many_requests_as_on_the_servers_own_front",
+        ),
+    ),
+    Bug(
+        "the read process answers as the server's front",
+        "it closes a connection whose client ended its stream inside a head",
+        (
+            Edit(
+                "aggregator/reads.py",
+                "return (served, bytes(buffer)) if buffer else None",
+                "return None",
+            ),
+        ),
+        (
+            "tests/test_reads.py::"
+            "test_a_client_that_half_closes_in_a_head_is_answered_as_by_the_servers_own_front",
         ),
     ),
     Bug(

@@ -369,7 +369,7 @@ class _Ended:
 async def test_what_the_read_process_tells_reaches_the_servers_metrics() -> None:
     observed: list[tuple[str, str, float]] = []
     incidents: list[str] = []
-    adopted: list[bytes] = []
+    adopted: list[tuple[bytes, int]] = []
     start = Start(Config(), 0.0)
     side = ReadSide(start, lambda *seen: observed.append(seen), incidents.append)
     ours, theirs = handoff.pair()
@@ -379,17 +379,19 @@ async def test_what_the_read_process_tells_reaches_the_servers_metrics() -> None
         await reader.send(handoff.READY)
         await reader.send(handoff.OBSERVED, msgspec.json.encode(Observed("GET", "/events", 0.5)))
         await reader.send(handoff.INCIDENT, b"route")
-        await reader.send(handoff.CONNECTION, b"POST /publish", kept.fileno())
+        await reader.send(handoff.CONNECTION, handoff.handed(7, b"POST /publish"), kept.fileno())
         reader.close()
         process = cast(trio.Process, _Ended())
         await side._serve(
-            server, lambda sock, prefix: (adopted.append(prefix), sock.close()), process
+            server,
+            lambda sock, prefix, served: (adopted.append((prefix, served)), sock.close()),
+            process,
         )
     server.close()
     assert (observed, incidents, adopted) == (
         [("GET", "/events", 0.5)],
         ["route"],
-        [b"POST /publish"],
+        [(b"POST /publish", 7)],
     )
 
 
@@ -447,7 +449,7 @@ class _Refusing:
         self.offered: list[bytes] = []
         self.spare = None  # no descriptors kept for connections handed back
 
-    def take(self, sock: socket.socket, data: bytes) -> bool:
+    def take(self, sock: socket.socket, data: bytes, served: int) -> bool:
         self.offered.append(data)
         return False
 
@@ -721,8 +723,150 @@ async def test_a_read_process_that_ends_before_it_is_sent_anything_is_started_ag
     monkeypatch.setattr(readside, "RESTART_SECONDS", (0.0, 0.0))
     side = ReadSide(Start(Config(), 0.0), lambda *seen: None, lambda stage: None)
     async with trio.open_nursery() as nursery:
-        await nursery.start(side.run, lambda sock, prefix: sock.close())
+        await nursery.start(side.run, lambda sock, prefix, served: sock.close())
         with trio.fail_after(10):
             await thrice.wait()  # each ended, and another was started
             await side.stop()
     assert starts[:3] == [0, 0, 0]
+
+
+# The two corners where the read process answered otherwise than the server's own front
+# (docs/design.md, "Where it differs from the server's front"): each test sends the same bytes
+# to a server with the read process and to one without, and compares what comes back.
+MAX_REQUESTS = hypercorn.config.Config().keep_alive_max_requests  # 1,000: service.py keeps it
+_DATE = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
+
+
+def _raw_answer(sock: socket.socket, buffer: bytearray) -> bytes:
+    """The next whole answer (head and its Content-Length of body) from ``buffer`` and
+    ``sock``, its Date header blanked."""
+    while (end := buffer.find(b"\r\n\r\n")) < 0:
+        data = sock.recv(65536)
+        assert data, f"the connection ended; unread: {bytes(buffer)!r}"
+        buffer += data
+    length = int(re.search(rb"\r\ncontent-length: *(\d+)", buffer[:end], re.I).group(1))  # type: ignore[union-attr]
+    while len(buffer) < end + 4 + length:
+        data = sock.recv(65536)
+        assert data, f"the connection ended; unread: {bytes(buffer)!r}"
+        buffer += data
+    answer = bytes(buffer[: end + 4 + length])
+    del buffer[: end + 4 + length]
+    return _DATE.sub(b"\r\ndate: -", answer)
+
+
+def _the_end(sock: socket.socket, buffer: bytearray) -> str:
+    """How the connection goes on once every answer expected was read: "closed" (and nothing
+    more was sent), "reset", or "open" (still open after 5 s)."""
+    sock.settimeout(5)
+    try:
+        data = sock.recv(65536)
+    except TimeoutError:
+        return "open"
+    except ConnectionResetError:
+        return "reset"
+    return "closed" if not data and not buffer else f"more: {bytes(buffer) + data!r}"
+
+
+def _requests_until_the_limit(
+    url: str, servers: frozenset[int], stop: int | None = None
+) -> tuple[list[bytes], str]:
+    """``MAX_REQUESTS`` requests on one connection, one at a time, each answered before the
+    next: ``GET /livez`` (the server's) at the positions in ``servers`` (1 is the first),
+    ``GET /topics`` (the read process's) at the others; the last is sent with one more read
+    after it, in one write. The answers, and how the connection went on. ``stop``: a process
+    stopped (SIGSTOP) from the first answer to the end."""
+    answers = []
+    buffer = bytearray()
+    with connected(url) as sock, ExitStack() as stack:
+        for number in range(1, MAX_REQUESTS + 1):
+            request = get("/livez" if number in servers else "/topics")
+            if number == MAX_REQUESTS:
+                request += get("/topics")  # past the limit: not answered, by either
+            sock.sendall(request)
+            answers.append(_raw_answer(sock, buffer))
+            if number == 1 and stop is not None:
+                stack.enter_context(stopped(stop))
+        return answers, _the_end(sock, buffer)
+
+
+# Where the connection is when it reaches the limit: always in the read process; moved back and
+# forth, and in the server at its last request; moved back and forth, and in the read process.
+_ROUTES = (
+    frozenset(),
+    frozenset({300, 700, MAX_REQUESTS}),
+    frozenset({300, 700, MAX_REQUESTS - 1}),
+)
+
+
+def test_a_connection_closes_after_as_many_requests_as_on_the_servers_own_front(
+    tmp_path: Path,
+) -> None:
+    """hypercorn closes a connection after its ``keep_alive_max_requests``th request (that
+    answer says ``Connection: close``). The read process went on answering, and a connection
+    that moved between the processes began its count again in each: no bound at all. The count
+    now goes with the connection, both ways."""
+    with running_server(tmp_path, "--read-process", "false") as server:
+        own = [_requests_until_the_limit(server.url, route) for route in _ROUTES]
+        assert server.terminate() == 0
+    with running_server(tmp_path) as server:
+        read_pid(server)
+        # Reads alone: the read process answers every one after the first (the server, which
+        # handed it the connection, is stopped meanwhile) and closes the connection itself.
+        by_process = [_requests_until_the_limit(server.url, _ROUTES[0], server.proc.pid)]
+        by_process += [_requests_until_the_limit(server.url, route) for route in _ROUTES[1:]]
+        assert server.terminate() == 0
+    for (answers, end), route in zip(own, _ROUTES, strict=True):
+        assert end == "closed", route
+        assert [b"\r\nconnection: close\r\n" in answer.lower() for answer in answers] == [False] * (
+            MAX_REQUESTS - 1
+        ) + [True], route
+    for route, seen, expected in zip(_ROUTES, by_process, own, strict=True):
+        assert seen[1] == expected[1], route
+        assert seen[0] == expected[0], route
+
+
+_PARTS = [
+    b"GET /stats HTTP/1.1\r\nHost: x\r\n",  # a head without its end
+    b"GET /events?topic=a HTTP/1.1\r\nHo",
+    b"GET /topics ",
+    get("/topics") + b"GET /stats HTTP/1.1\r\n",  # a whole request, then part of the next
+    get("/topics"),  # nothing after it: a plain close
+    get("/topics") + b"\r\n",  # an empty line after it: h11 says 400 at the end too
+]
+
+
+def _half_closed(url: str, sent: bytes) -> tuple[bytes, str]:
+    """What a client that sends ``sent`` and then half-closes (``SHUT_WR``) reads until the
+    end, Date headers blanked; and how it ended."""
+    with connected(url) as sock:
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        try:
+            while data := sock.recv(65536):
+                received += data
+            end = "closed"
+        except ConnectionResetError:
+            end = "reset"
+        except TimeoutError:
+            end = "open"
+    return _DATE.sub(b"\r\ndate: -", received), end
+
+
+def test_a_client_that_half_closes_in_a_head_is_answered_as_by_the_servers_own_front(
+    tmp_path: Path,
+) -> None:
+    """A client that half-closes after part of a head gets hypercorn's 400 from the server (h11
+    meets the end of the stream inside a request); the read process closed without a word."""
+    with running_server(tmp_path, "--read-process", "false") as server:
+        own = [_half_closed(server.url, sent) for sent in _PARTS]
+        assert server.terminate() == 0
+    with running_server(tmp_path) as server:
+        read_pid(server)
+        by_process = [_half_closed(server.url, sent) for sent in _PARTS]
+        assert server.terminate() == 0
+    assert [end for _, end in own] == ["closed"] * len(_PARTS)
+    statuses = [re.findall(rb"HTTP/1.1 (\d+)", received) for received, _ in own]
+    assert statuses == [[b"400"], [b"400"], [b"400"], [b"200", b"400"], [b"200"], [b"200", b"400"]]
+    for sent, seen, expected in zip(_PARTS, by_process, own, strict=True):
+        assert seen == expected, sent

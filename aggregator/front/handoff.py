@@ -3,8 +3,9 @@
 A Unix ``SOCK_SEQPACKET`` pair: each message arrives whole, and the end of either process is
 the end of the other's stream. A message is one byte of kind, then its payload; a connection
 goes with its descriptor attached (``SCM_RIGHTS``: the receiver gets its own descriptor of the
-same socket, and the sender then closes its own) and, as payload, the bytes already read from
-it, which the receiver serves first.
+same socket, and the sender then closes its own) and, as payload (``handed``), the requests it
+has served so far, by either process, and the bytes already read from it, which the receiver
+serves first.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import resource
 import socket
+import struct
 from dataclasses import dataclass
 
 import trio
@@ -22,7 +24,7 @@ import trio
 LOGGER = logging.getLogger(__name__)
 CONFIG = b"C"  # to the read process, first: the pickled Config and the server's start time
 READY = b"R"  # from it: it serves
-CONNECTION = b"N"  # either way: a connection and the bytes read from it so far
+CONNECTION = b"N"  # either way: a connection, its requests served, the bytes read of it (handed)
 TAKEN = b"T"  # from it: it took a connection (the server bounds those not yet taken)
 RELEASED = b"L"  # from it: a connection it was handed has ended there (closed, handed back, lost)
 OBSERVED = b"O"  # from it: a request it answered (method, path, seconds), for /metrics
@@ -31,8 +33,10 @@ INCIDENT = b"I"  # from it: the stage of an internal error it met (logged there)
 STOP = b"S"  # to it: finish the answers under way, close every connection, exit
 
 # A connection's bytes read so far: at most one receive (64 KiB) past a request head, itself at
-# most 16 KiB (hypercorn's h11_max_incomplete_size); the Config is a few KiB.
+# most 16 KiB (hypercorn's h11_max_incomplete_size), after 4 bytes of count; the Config is a few
+# KiB.
 MAX_MESSAGE = 2**17
+_SERVED = struct.Struct("!I")  # a CONNECTION's first bytes: the requests it has served
 # Out of descriptors with no spare left, how often the receive of a connection handed back looks
 # for a free one again (as the accept loop's retry).
 SPARE_RETRY_SECONDS = 0.1
@@ -43,6 +47,19 @@ class Message:
     kind: bytes
     payload: bytes
     connection: socket.socket | None  # the socket of a CONNECTION message, ours to close
+
+
+def handed(served: int, data: bytes) -> bytes:
+    """A CONNECTION message's payload: the requests the connection has served so far (counted
+    by whichever process served each: hypercorn's ``keep_alive_max_requests`` bounds their sum),
+    then the bytes read of it."""
+    return _SERVED.pack(served) + data
+
+
+def taken(payload: bytes) -> tuple[int, bytes]:
+    """(requests served, bytes read) of a CONNECTION message's payload (``handed``)."""
+    (served,) = _SERVED.unpack_from(payload)
+    return served, payload[_SERVED.size :]
 
 
 def pair() -> tuple[socket.socket, socket.socket]:

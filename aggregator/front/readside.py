@@ -42,7 +42,9 @@ from aggregator.front.handoff import (
     TAKEN,
     End,
     Spare,
+    handed,
     pair,
+    taken,
 )
 from aggregator.store import StoreDamaged
 
@@ -107,10 +109,11 @@ class ReadSide:
         self._running = trio.CancelScope()
         self.spare = Spare(SPARE_DESCRIPTORS)  # refilled by the accept loop, lent by ``_serve``
 
-    def take(self, sock: socket.socket, data: bytes) -> bool:
-        """Hand over the connection ``sock`` whose first bytes read are ``data`` if it opens
-        with a read and the read process is ready: True when handed, and the caller closes its
-        descriptor (not the connection: the read process has its own)."""
+    def take(self, sock: socket.socket, data: bytes, served: int) -> bool:
+        """Hand over the connection ``sock`` whose first bytes read are ``data``, and which has
+        served ``served`` requests, if it opens with a read and the read process is ready: True
+        when handed, and the caller closes its descriptor (not the connection: the read process
+        has its own)."""
         if not (self._ready and self._end is not None and opens_with_read(data)):
             return False
         if self._pending >= MAX_PENDING:
@@ -119,7 +122,7 @@ class ReadSide:
             # At its descriptor limit the kernel closes a connection handed to it (every read
             # was lost, unanswered, while the server had descriptors to answer it).
             return False
-        if not self._end.send_now(CONNECTION, data, sock.fileno()):
+        if not self._end.send_now(CONNECTION, handed(served, data), sock.fileno()):
             return False
         self._pending += 1
         self._held += 1
@@ -127,13 +130,14 @@ class ReadSide:
 
     async def run(
         self,
-        adopt: Callable[[socket.socket, bytes], None],
+        adopt: Callable[[socket.socket, bytes, int], None],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Keep a read process running until ``stop``: one that ends unasked is started again,
         after a pause that doubles while they keep ending; meanwhile the server answers reads
-        itself. ``adopt`` serves a connection it hands back (with the bytes read from it).
+        itself. ``adopt`` serves a connection it hands back (with the bytes read from it, and
+        the requests it has served).
         Cancelled, it kills the process."""
         task_status.started()
         pause = RESTART_SECONDS[0]
@@ -159,7 +163,7 @@ class ReadSide:
             self.spare.close()
             self._ended.set()
 
-    async def _run_one(self, adopt: Callable[[socket.socket, bytes], None]) -> str:
+    async def _run_one(self, adopt: Callable[[socket.socket, bytes, int], None]) -> str:
         """Start a read process and serve its messages until it ends; how it ended."""
         try:
             ours, theirs = pair()
@@ -196,7 +200,7 @@ class ReadSide:
                 with trio.CancelScope(shield=True):
                     await process.wait()
 
-    async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes], None],
+    async def _serve(self, end: End, adopt: Callable[[socket.socket, bytes, int], None],
                      process: trio.Process) -> None:  # fmt: skip
         while (message := await end.receive(self.spare)) is not None:
             if message.kind == READY:
@@ -207,7 +211,8 @@ class ReadSide:
             elif message.kind == RELEASED:
                 self._held -= 1
             elif message.kind == CONNECTION and message.connection is not None:
-                adopt(message.connection, message.payload)
+                served, data = taken(message.payload)
+                adopt(message.connection, data, served)
             elif message.kind == OBSERVED:
                 seen = msgspec.json.decode(message.payload, type=Observed)
                 self._observe(seen.method, seen.path, seen.seconds)

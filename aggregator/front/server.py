@@ -167,15 +167,19 @@ class _TCPServer(TCPServer):
         *,
         drop_limit: int,
         prefix: bytes = b"",
-        take: Callable[[Any, bytes], bool] | None = None,
+        served: int = 0,
+        take: Callable[[Any, bytes, int], bool] | None = None,
     ) -> None:
         """``prefix``: the bytes read already of a connection the read process handed back,
-        served first. ``take``: offered the connection with the bytes that begin a request,
-        True when it took both (``ReadSide.take``)."""
+        served first; ``served``: the requests it had served until then (in either process),
+        from which hypercorn counts on to its ``keep_alive_max_requests``. ``take``: offered
+        the connection with the bytes that begin a request and its count, True when it took
+        them (``ReadSide.take``)."""
         super().__init__(app, config, context, state, stream)  # type: ignore[arg-type]
         self._peer = stream
         self._drop_limit = drop_limit
         self.prefix = prefix
+        self._served = served
         self.take = take
         self._answered = trio.Event()  # no request under way (set with _busy False)
         self._answered.set()
@@ -215,7 +219,7 @@ class _TCPServer(TCPServer):
         if self._closing or not self._between_requests(protocol):
             return False
         assert self.take is not None
-        return self.take(self.stream.socket, bytes(data))
+        return self.take(self.stream.socket, bytes(data), protocol.keep_alive_requests)
 
     def _between_requests(self, protocol: object) -> bool:
         """Nothing of a request is read, or held: the next bytes begin one."""
@@ -289,6 +293,10 @@ class _TCPServer(TCPServer):
             return
         connection = _explain_refusals(protocol, self.config, lambda: self._closing)
         _ignore_h2c_upgrades(protocol)
+        # A connection's requests are counted across both processes (docs/design.md, "Where it
+        # differs from the server's front"): one handed back goes on from its count, and
+        # hypercorn closes it after its keep_alive_max_requests-th request in all.
+        protocol.keep_alive_requests = self._served
         try:
             await self._read_until_closed()
         finally:  # the closures refer to the protocol: no cycle outlives the connection
@@ -623,20 +631,26 @@ class HttpServer:
         if self._connections is not None:
             self._connections.cancel_scope.cancel()
 
-    def adopt(self, sock: socket.socket, prefix: bytes) -> None:
+    def adopt(self, sock: socket.socket, prefix: bytes, served: int = 0) -> None:
         """Serve a connection the read process handed back, from ``prefix``, the bytes it had
-        read of it."""
+        read of it; ``served``: the requests the connection has served so far."""
         if self._connections is None or self._state is None:
             sock.close()  # not serving yet, or no longer: the client sees the connection end
             return
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        serving = partial(self._serve_connection, self._state, prefix=prefix)
+        serving = partial(self._serve_connection, self._state, prefix=prefix, served=served)
         self._connections.start_soon(_closing, serving, stream)
 
     async def _serve_connection(
-        self, state: ConnectionState, stream: trio.SocketStream, *, prefix: bytes = b""
+        self,
+        state: ConnectionState,
+        stream: trio.SocketStream,
+        *,
+        prefix: bytes = b"",
+        served: int = 0,
     ) -> None:
-        """``prefix``: the bytes read of a connection the read process handed back."""
+        """``prefix``: the bytes read of a connection the read process handed back; ``served``:
+        the requests it had served."""
         peer = _peer(stream)
         guarded = PeerStream(stream, self._send_timeout)
         self._open.add(guarded)
@@ -649,6 +663,7 @@ class HttpServer:
                 guarded,
                 drop_limit=self._drop_limit,
                 prefix=prefix,
+                served=served,
                 take=None if self._reads is None else self._reads.take,
             )
         except BaseException as exc:
