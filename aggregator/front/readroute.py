@@ -46,7 +46,8 @@ class ReadRoute:
         ):
             await self._app(scope, receive, send)
             return
-        headers = [_JSON]
+        # In Quart's order: a response's own headers (Link, Retry-After), then its type and size.
+        headers: list[tuple[bytes, bytes]] = []
         try:
             if scope["path"] == "/events":
                 body, link = await events_answer(self._front, query_args(scope["query_string"]))
@@ -66,6 +67,7 @@ class ReadRoute:
             status = 500
             message = internal_message(request_id, stored_nothing=True)
             body = msgspec.json.encode({"error": "internal", "message": message})
+        headers.append(_JSON)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
