@@ -105,9 +105,11 @@ def build_app(
     """The whole ASGI app, and its request tracker (shutdown waits on it). The read process
     answers through the same (``aggregator/reads.py``)."""
     tokens = Tokens(config.publish_token, config.read_token)
-    doors = ElasticRoute(front, create_routes(front, config))
+    quart_app = create_routes(front, config)
+    doors = ElasticRoute(front, quart_app)
     routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
-    limited = SubscribeLimit(ReadRoute(front, routes), front)
+    reads = ReadRoute(front, routes, response_timeout=quart_app.config["RESPONSE_TIMEOUT"])
+    limited = SubscribeLimit(reads, front)
     guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
     tracked = RequestTracker(guarded, observe)
     app = Guard(
