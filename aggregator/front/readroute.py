@@ -67,13 +67,16 @@ class ReadRoute:
         if answer is None:
             return  # the client went away
         status, headers, body = answer
-        with trio.move_on_after(self._response_timeout) as sending:  # as quart-trio's
+        sent = False
+        with trio.move_on_after(self._response_timeout):  # as quart-trio's
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body, "more_body": True})
-        if sending.cancel_called:
+            sent = True
+        if not sent:
             return  # given up: the answer is unfinished, and its connection closes
         # Its end outside the timeout: hypercorn closes or recycles the connection within this
-        # send, and a cancellation there left the connection open.
+        # send, and a cancellation there left the connection open. (hypercorn writes a body
+        # shielded: once written, the timeout is past it, as it was for Quart's.)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _answer(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
