@@ -39,11 +39,16 @@ _JSON = (b"content-type", b"application/json")
 class ReadRoute:
     """ASGI: answers ``GET /events`` and ``GET /stats`` itself, everything else through ``app``."""
 
-    def __init__(self, front: Front, app: Any, *, response_timeout: float | None) -> None:
-        """``response_timeout``: the Quart app's ``RESPONSE_TIMEOUT`` (None: none)."""
+    def __init__(
+        self, front: Front, app: Any, *, response_timeout: float | None, disconnects: bool = True
+    ) -> None:
+        """``response_timeout``: the Quart app's ``RESPONSE_TIMEOUT`` (None: none).
+        ``disconnects``: whether ``receive`` may tell ``http.disconnect`` before the answer (the
+        read process's never does: watching it would cost ~35 µs a request for nothing)."""
         self._front = front
         self._app = app
         self._response_timeout = math.inf if response_timeout is None else response_timeout
+        self._disconnects = disconnects
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (
@@ -54,16 +59,10 @@ class ReadRoute:
         ):
             await self._app(scope, receive, send)
             return
-        answer: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
-        async with trio.open_nursery() as nursery:
-            # As quart-trio: a client gone (its http.disconnect) cancels the request, and a read
-            # still waiting for a reader is never made. Not watched while the answer is sent:
-            # hypercorn puts the request's own http.disconnect as the answer's end closes the
-            # stream, and cancelling the send then cut the close of a "Connection: close"
-            # connection (it stayed open until the keep-alive timeout).
-            nursery.start_soon(_cancel_when_gone, receive, nursery.cancel_scope)
+        if self._disconnects:
+            answer = await self._answer_unless_gone(scope, receive)
+        else:
             answer = await self._answer(scope)
-            nursery.cancel_scope.cancel()
         if answer is None:
             return  # the client went away
         status, headers, body = answer
@@ -78,6 +77,21 @@ class ReadRoute:
         # send, and a cancellation there left the connection open. (hypercorn writes a body
         # shielded: once written, the timeout is past it, as it was for Quart's.)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _answer_unless_gone(
+        self, scope: Any, receive: Any
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+        """As quart-trio: a client gone (its http.disconnect) cancels the request, and a read
+        still waiting for a reader is never made (None then). Not watched while the answer is
+        sent: hypercorn puts the request's own http.disconnect as the answer's end closes the
+        stream, and cancelling the send then cut the close of a "Connection: close" connection
+        (it stayed open until the keep-alive timeout)."""
+        answer = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_when_gone, receive, nursery.cancel_scope)
+            answer = await self._answer(scope)
+            nursery.cancel_scope.cancel()
+        return answer
 
     async def _answer(self, scope: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         # In Quart's order: a response's own headers (Link, Retry-After), then its type and size.
