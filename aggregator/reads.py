@@ -123,7 +123,8 @@ async def _run(sock: socket.socket, refused: str | None) -> None:
     try:
         async with open_reader_pool(opener, config.readers, partial(_damaged, end)) as readers:
             front = _front(config, readers, start.started, incidents)
-            app, _ = build_app(front, config, partial(_observed, end))
+            # Its receive tells no disconnect before the answer: nothing for the routes to watch.
+            app, _ = build_app(front, config, partial(_observed, end), disconnects=False)
             await ReadServer(app, config, end, incidents).serve()
     except StoreDamaged as exc:
         # Met opening the readers (each reads the file's first page at once): untold, this

@@ -100,14 +100,26 @@ def create_routes(front: Front, config: Config) -> QuartTrio:
 
 
 def build_app(
-    front: Front, config: Config, observe: Callable[[str, str, float], None]
+    front: Front,
+    config: Config,
+    observe: Callable[[str, str, float], None],
+    *,
+    disconnects: bool = True,
 ) -> tuple[Guard, RequestTracker]:
     """The whole ASGI app, and its request tracker (shutdown waits on it). The read process
-    answers through the same (``aggregator/reads.py``)."""
+    answers through the same (``aggregator/reads.py``). ``disconnects``: whether the server
+    tells a request that its client went away before its answer (the read process does not)."""
     tokens = Tokens(config.publish_token, config.read_token)
-    doors = ElasticRoute(front, create_routes(front, config))
+    quart_app = create_routes(front, config)
+    doors = ElasticRoute(front, quart_app)
     routes = PublishRoute(front, doors, body_timeout=config.read_timeout_seconds)
-    limited = SubscribeLimit(ReadRoute(front, routes), front)
+    reads = ReadRoute(
+        front,
+        routes,
+        response_timeout=quart_app.config["RESPONSE_TIMEOUT"],
+        disconnects=disconnects,
+    )
+    limited = SubscribeLimit(reads, front)
     guarded = BearerAuth(limited, tokens, front.metrics.count_unauthorized)
     tracked = RequestTracker(guarded, observe)
     app = Guard(
