@@ -757,3 +757,44 @@ async def test_bytes_after_a_request_that_said_close_are_dropped_within_the_limi
                         sent += 65536
         released.set()
     assert sent < most, f"{sent} bytes sent and the connection still open"
+
+
+async def _like_quart(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """As Quart serves a request: the route runs while the connection is watched, and an
+    ``http.disconnect`` cancels it. The route answers once every other task is blocked (the
+    reader has met the client's end of the stream meanwhile), as a read waits for its store."""
+    assert (await receive())["type"] == "http.request"
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            if (await receive())["type"] == "http.disconnect":
+                nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        await send({"type": "http.response.start", "status": 200, "headers": CLOSE_2[:1]})
+        await send({"type": "http.response.body", "body": scope["path"][-2:].encode()})
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_client_that_half_closes_after_its_requests_gets_every_answer() -> None:
+    """A client that sends whole requests and then half-closes (``shutdown(SHUT_WR)``) still
+    reads: each request is answered, then the connection closes. The end of its stream was
+    taken for a disconnect and the route under way was cancelled (Quart cancels on it): the
+    last request went unanswered whenever the end was read before its answer (a pipelining
+    client under load lost up to half of them), while the read process answered them all."""
+    async with serving(_like_quart) as (host, port):
+        for requests in ([b"/a1"], [b"/a1", b"/a2"]):
+            stream = await trio.open_tcp_stream(host, port)
+            async with stream:
+                await stream.send_all(
+                    b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in requests)
+                )
+                await stream.send_eof()
+                received = b""
+                with trio.fail_after(10):
+                    while chunk := await stream.receive_some(65536):
+                        received += chunk
+            bodies = re.findall(rb"\r\n\r\n(a\d)", received)
+            assert bodies == [path[-2:] for path in requests], received

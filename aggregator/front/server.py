@@ -251,6 +251,7 @@ class _TCPServer(TCPServer):
             with trio.CancelScope(shield=True):
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._answered.set()  # no answer is under way any more: a reader waiting ends
             await self.protocol.handle(Closed())
         finally:
             lock.release()
@@ -350,6 +351,12 @@ class _TCPServer(TCPServer):
                 continue  # dropped, read until the close
             await self.protocol.handle(RawData(bytes(data)))
             if data == b"":
+                if _owes_an_answer(protocol):
+                    # The client half-closed after whole requests: it still reads. Told now,
+                    # the route under way took it for a disconnect (Quart cancels on it), and
+                    # the request went unanswered whenever its answer had not begun before the
+                    # end of the stream was read (the read process answers every one).
+                    await self._answered.wait()
                 break
         await self.protocol.handle(Closed())
         if not self._busy:
@@ -358,6 +365,16 @@ class _TCPServer(TCPServer):
             # for the whole AGGREGATOR_KEEP_ALIVE_SECONDS, and under the file limit the server
             # accepted nobody meanwhile although every client had gone.
             await self.idle_task.stop()
+
+
+def _owes_an_answer(protocol: object) -> bool:
+    """The client ended its stream after a whole request whose answer has not begun (h11 took
+    the end as the client's close: its state is CLOSED, ours still SEND_RESPONSE). An answer
+    already under way (a ``/subscribe`` stream) is told of the end at once, as before."""
+    if not isinstance(protocol, H11Protocol):
+        return False
+    connection = protocol.connection
+    return connection.their_state is h11.CLOSED and connection.our_state is h11.SEND_RESPONSE
 
 
 def _said_close(protocol: object) -> bool:
