@@ -111,16 +111,13 @@ async def apps(open_reader: Callable[[], Any]) -> AsyncIterator[tuple[Any, Any, 
         yield ReadRoute(front, behind, response_timeout=timeout), quart, passed
 
 
-async def call(
-    app: Any, target: str, method: str = "GET", body: bytes = b"", *, gone: bool = False
-) -> Answer:
-    """``app``'s answer to ``target``. ``gone``: the client went away once its request was sent
-    (the server's ``http.disconnect``); an app that sends nothing answers (0, [], b"")."""
+def scope_of(target: str, method: str = "GET", body: bytes = b"") -> dict[str, Any]:
+    """An HTTP/1.1 request's ASGI scope, as hypercorn gives it."""
     path, _, query = target.partition("?")
     headers = [(b"host", b"x")]
     if body:
         headers.append((b"content-length", str(len(body)).encode()))
-    scope = {
+    return {
         "type": "http",
         "http_version": "1.1",
         "asgi": {"spec_version": "2.1", "version": "3.0"},
@@ -136,6 +133,14 @@ async def call(
         "state": {},
         "extensions": {},
     }
+
+
+async def call(
+    app: Any, target: str, method: str = "GET", body: bytes = b"", *, gone: bool = False
+) -> Answer:
+    """``app``'s answer to ``target``. ``gone``: the client went away once its request was sent
+    (the server's ``http.disconnect``); an app that sends nothing answers (0, [], b"")."""
+    scope = scope_of(target, method, body)
     sent: list[dict[str, Any]] = []
     given = False
 
@@ -360,21 +365,10 @@ async def test_an_answer_the_client_does_not_take_is_given_up_as_quart_gives_it_
             async def slow(message: dict[str, Any], sent: list[str] = sent) -> None:
                 sent.append(message["type"])
                 if message.get("body"):
-                    await trio.sleep(10 * timeout)  # the client takes it, slowly
+                    await trio.sleep(10 * timeout)  # sleep-ok: autojump clock; a slow client
 
-            scope = {
-                "type": "http",
-                "http_version": "1.1",
-                "method": "GET",
-                "scheme": "http",
-                "path": target.partition("?")[0],
-                "raw_path": target.partition("?")[0].encode(),
-                "query_string": target.partition("?")[2].encode(),
-                "root_path": "",
-                "headers": [(b"host", b"x")],
-            }
             begun = trio.current_time()
-            await app(scope, partial(trio.sleep_forever), slow)
+            await app(scope_of(target), partial(trio.sleep_forever), slow)
             assert trio.current_time() - begun == timeout, app
             assert sent == ["http.response.start", "http.response.body"], app
 

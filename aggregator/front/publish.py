@@ -83,7 +83,7 @@ class PublishRoute:
         refusal = ErrorBody(
             "method_not_allowed", f"{scope['method']} {PATH}: only POST is allowed here"
         )
-        await self._answer(send, 405, refusal, _declares_body(scope))  # a body left unread
+        await self._answer(send, 405, refusal, declares_body(scope))  # a body left unread
 
     async def _answer(
         self, send: Any, status: int, body: PublishResult | ErrorBody, close: bool
@@ -96,7 +96,7 @@ class PublishRoute:
         """For the other routes: a body the request declares must arrive within the read
         timeout too, or a client could hold its connection open by never finishing one (the
         route may answer without reading it). ``receive`` for the app, the body read already."""
-        if not _declares_body(scope):
+        if not declares_body(scope):
             return receive
         length = dict(scope["headers"]).get(b"content-length")
         declared = length.decode("latin-1") if length else None
@@ -167,7 +167,8 @@ class PublishRoute:
         )
 
 
-def _declares_body(scope: Any) -> bool:
+def declares_body(scope: Any) -> bool:
+    """The request says a body follows (``ReadRoute`` passes such a request on, too)."""
     headers = dict(scope["headers"])
     return headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
 

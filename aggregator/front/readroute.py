@@ -28,6 +28,7 @@ import trio
 import werkzeug.urls  # noqa: F401
 
 from aggregator.front.app import Front, as_rejection, events_answer, stats_answer
+from aggregator.front.publish import declares_body
 from aggregator.front.responses import error_body
 from aggregator.incidents import internal_message
 from aggregator.messages import Rejection
@@ -55,7 +56,7 @@ class ReadRoute:
             scope["type"] != "http"
             or scope["method"] != "GET"
             or scope["path"] not in ("/events", "/stats")
-            or _declares_body(scope)
+            or declares_body(scope)
         ):
             await self._app(scope, receive, send)
             return
@@ -135,10 +136,3 @@ def query_args(query_string: bytes) -> dict[str, str]:
     for name, value in pairs:
         args.setdefault(name, value)
     return args
-
-
-def _declares_body(scope: Any) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
