@@ -37,6 +37,10 @@ class ReaderPool:
         # the other reads always find a reader soon.
         self._searches = trio.CapacityLimiter(max(1, size - 1))
 
+    def reader_free(self) -> bool:
+        """A reader is free: a read started before the next checkpoint takes it at once."""
+        return self._waiting.statistics().current_buffer_used > 0
+
     async def run(self, call: Callable[[ReadStore], T], *, search: bool = False) -> T:
         """``call`` on a reader; ``search``: a full-text search (see ``__init__``)."""
         if search:
